@@ -1,0 +1,32 @@
+"""nnkernel: neural networks with hand-written backprop on any Array API backend.
+
+    import nnkernel as nk
+    model = nk.Sequential(nk.Dense(784, 256), nk.ReLU(), nk.Dense(256, 10), seed=0)
+    y = model.forward(x, train=True)
+    loss, dy = nk.losses.cross_entropy(y, labels)
+    model.backward(dy)
+    nk.optim.Adam(lr=1e-3).step(model.params, model.grads)
+"""
+
+from . import activations, init, kernels, losses, optim
+from .backend import Backend, available_backends
+from .ensemble import ensemble_mean, ensemble_variance, mean_probabilities
+from .errors import (BackendMismatchError, CheckpointError, ConfigError, DatasetError,
+                     DeviceError, DTypeError, NnkernelError, NonFiniteError, ShapeError)
+from .gradcheck import gradcheck
+from .layers import (ELU, GELU, BatchNorm, Dense, Dropout, Identity, Layer, LayerNorm, LeakyReLU,
+                     ReLU, Sigmoid, SiLU, Softmax, Swish, Tanh)
+from .model import Sequential
+from .train import Callback, EarlyStopping, History, TrainingInterrupted, evaluate, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendMismatchError", "Backend", "BatchNorm", "Callback", "CheckpointError", "ConfigError",
+    "DTypeError", "DatasetError", "Dense", "DeviceError", "Dropout", "ELU", "EarlyStopping",
+    "GELU", "History", "Identity", "Layer", "LayerNorm", "LeakyReLU", "NnkernelError",
+    "NonFiniteError", "ReLU", "Sequential", "ShapeError", "SiLU", "Sigmoid", "Softmax", "Swish",
+    "Tanh", "TrainingInterrupted", "activations", "available_backends", "ensemble_mean",
+    "ensemble_variance", "evaluate", "fit", "gradcheck", "init", "kernels", "losses",
+    "mean_probabilities", "optim", "__version__",
+]

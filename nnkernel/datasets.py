@@ -1,0 +1,493 @@
+"""Datasets as NumPy arrays: the embedded digits, (Fashion-)MNIST, toy sets, CSV, NPZ.
+
+Every loader returns a validated `Dataset`: float32 features of shape
+(n, features), int64 class labels or float32 regression targets of shape (n, k),
+and finite values throughout. "digits" ships inside the package so that the
+library works offline with only NumPy installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import http.client
+import io
+import math
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from nnkernel.errors import ConfigError, DatasetError, DTypeError, NonFiniteError, ShapeError
+
+__all__ = [
+    "DATASETS", "DEFAULT_DATASET", "SOURCES", "Dataset", "Source", "download", "find_idx_dir",
+    "load", "load_csv", "load_idx", "load_npz", "one_hot", "train_val_split",
+]
+
+DATASETS = ("digits", "fashion-mnist", "mnist", "xor", "spirals", "moons", "linear")
+DEFAULT_DATASET = "digits"
+
+# The four IDX files of (Fashion-)MNIST, by role; each may also be gzipped (.gz).
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# Searched after data_dir, $NNKERNEL_DATA and ~/.cache/nnkernel; a list so tests can empty it.
+SYSTEM_DATA_DIRS = [Path("/usr/share/datasets")]  # Debian's dataset-fashion-mnist installs here
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset is downloaded from and the published checksum of each file."""
+
+    url: str
+    algorithm: str  # a hashlib name: "md5" where that is what the publisher gives
+    checksums: dict[str, str]
+
+
+SOURCES = {
+    # Checksums from the README of github.com/zalandoresearch/fashion-mnist.
+    "fashion-mnist": Source("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", "md5", {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    }),
+    # PyTorch's mirror of yann.lecun.com/exdb/mnist (checksums as in torchvision).
+    "mnist": Source("https://ossci-datasets.s3.amazonaws.com/mnist/", "md5", {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    }),
+}
+
+
+@dataclass
+class Dataset:
+    """Train and test arrays of one dataset, ready for `fit`."""
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    task: str  # "classification" or "regression"
+    n_classes: int | None
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True,
+         seed: int = 0) -> Dataset:
+    """Load a dataset by name (see DATASETS) or from a .csv / .npz path.
+
+    (Fashion-)MNIST is looked for with `find_idx_dir`; if missing and `download`
+    is true it is downloaded into `data_dir`, or else ~/.cache/nnkernel/<name>.
+    `seed` drives the generated toy sets only; the test split of real data is
+    fixed so that results stay comparable between runs.
+    """
+    text = os.fspath(name)
+    if text.lower().endswith(".csv"):
+        return load_csv(text)
+    if text.lower().endswith(".npz"):
+        return load_npz(text)
+    key = text.lower().replace("_", "-")
+    if key == "digits":
+        return _digits()
+    if key in SOURCES:
+        return _load_idx_dataset(key, data_dir, allow_download=download)
+    if key in _TOY_SETS:
+        return _validated(_TOY_SETS[key](seed), f"generated {key}")
+    raise ConfigError(
+        f"unknown dataset {text!r}; valid names: {', '.join(DATASETS)} "
+        "(or a path to a .csv or .npz file)"
+    )
+
+
+# ----------------------------------------------------------------- validation and splitting
+
+def _validated(ds: Dataset, source: str) -> Dataset:
+    """Check the invariants every Dataset promises; `source` names the file in errors."""
+    for part in ("train", "test"):
+        X, y = getattr(ds, f"X_{part}"), getattr(ds, f"y_{part}")
+        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+            raise DatasetError(f"{source}: {part} features are empty or not 2-D (shape {X.shape})")
+        if y.shape[0] != X.shape[0]:
+            raise DatasetError(f"{source}: {X.shape[0]} {part} samples but {y.shape[0]} targets")
+        if not _all_finite(X):
+            bad = np.argwhere(~np.isfinite(X))[0]
+            raise NonFiniteError(f"{source}: NaN or Inf in {part} features (row {bad[0]}, "
+                                 f"column {bad[1]}); clean or impute the data first")
+        if ds.task == "classification":
+            integers = y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
+            if not integers or y.min() < 0 or y.max() >= ds.n_classes:
+                raise DatasetError(f"{source}: {part} labels must be 1-D integers in "
+                                   f"0..{ds.n_classes - 1}")
+        elif not _all_finite(y):
+            raise NonFiniteError(f"{source}: NaN or Inf in {part} targets")
+    if ds.X_test.shape[1] != ds.X_train.shape[1]:
+        raise DatasetError(f"{source}: train has {ds.X_train.shape[1]} features, "
+                           f"test has {ds.X_test.shape[1]}")
+    return ds
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    # min and max propagate NaN and show Inf, without a boolean array as big as `a`.
+    return bool(np.isfinite(a.min()) and np.isfinite(a.max()))
+
+
+def _split_n(X, y, n_val: int, seed: int):
+    order = np.random.default_rng(seed).permutation(X.shape[0])
+    val, train = order[:n_val], order[n_val:]
+    return X[train], y[train], X[val], y[val]
+
+
+def train_val_split(X, y, fraction: float, seed: int = 0):
+    """Shuffle with a fixed seed and hold out `fraction` of the rows (at least one row each)."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"validation fraction must be strictly between 0 and 1, got {fraction}")
+    n = X.shape[0]
+    if y.shape[0] != n:
+        raise ShapeError(f"cannot split {n} samples with {y.shape[0]} targets; counts must match")
+    if n < 2:
+        raise DatasetError(f"cannot split {n} sample(s) into two non-empty parts; need at least 2")
+    n_val = min(max(round(n * fraction), 1), n - 1)
+    return _split_n(X, y, n_val, seed)
+
+
+def one_hot(y, n_classes: int) -> np.ndarray:
+    """Labels (n,) -> float32 one-hot rows (n, n_classes)."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ShapeError(f"one_hot expects 1-D labels, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DTypeError(f"one_hot expects integer labels, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise DatasetError(f"labels range over {y.min()}..{y.max()}, outside 0..{n_classes - 1}")
+    out = np.zeros((y.shape[0], n_classes), dtype=np.float32)
+    out[np.arange(y.shape[0]), y] = 1.0
+    return out
+
+
+def _from_arrays(name: str, X: np.ndarray, y: np.ndarray, source: str, seed: int = 0) -> Dataset:
+    """Split 80/20 and pick the task: integer targets mean classes, anything else regression."""
+    if X.shape[0] == 0:
+        raise DatasetError(f"{source} has no rows")
+    if y.shape[0] != X.shape[0]:
+        raise DatasetError(f"{source}: {X.shape[0]} samples but {y.shape[0]} targets")
+    X_tr, y_tr, X_te, y_te = train_val_split(X, y, 0.2, seed)
+    return _validated(Dataset(name, X_tr, y_tr, X_te, y_te, *_task_of(y)), source)
+
+
+def _task_of(y: np.ndarray) -> tuple[str, int | None]:
+    if np.issubdtype(y.dtype, np.integer):
+        return "classification", int(y.max()) + 1
+    return "regression", None
+
+
+# ---------------------------------------------------------------------- embedded digits
+
+def _digits() -> Dataset:
+    """The 1797 8x8 UCI digits shipped in nnkernel/data (see its README for credit)."""
+    raw = resources.files("nnkernel").joinpath("data/digits.npz").read_bytes()
+    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+        X = npz["X"].astype(np.float32) / 16.0  # pixel counts are 0..16
+        y = npz["y"].astype(np.int64)
+    X_tr, y_tr, X_te, y_te = _split_n(X, y, 360, seed=0)  # 1437 train / 360 test
+    return _validated(Dataset("digits", X_tr, y_tr, X_te, y_te, "classification", 10),
+                      "nnkernel/data/digits.npz")
+
+
+# ----------------------------------------------------------------------------- IDX files
+
+def load_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (gzipped or not): uint8 images (n, rows, cols) or labels (n,)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DatasetError(f"cannot read IDX file {path}: {e.strerror or e}") from e
+    if data[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DatasetError(f"{path}: corrupt or truncated gzip data ({e}); delete the file "
+                               "and download it again") from e
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] not in (1, 3):
+        magic = data[:4].hex() if len(data) >= 4 else "too short"
+        raise DatasetError(f"{path}: not an IDX file (magic {magic}); expected 00000803 (images) "
+                           "or 00000801 (labels)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DatasetError(f"{path}: truncated IDX header ({len(data)} bytes)")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    expected = header + math.prod(dims)
+    if len(data) != expected:
+        raise DatasetError(f"{path}: {len(data)} bytes, expected {expected} for shape {dims}; "
+                           "the file is truncated or corrupt, delete it and download it again")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _idx_path(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / (stem + ".gz"), directory / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _search_dirs(name: str, data_dir=None) -> list[Path]:
+    dirs = []
+    if data_dir is not None:
+        dirs += [Path(data_dir), Path(data_dir) / name]
+    if os.environ.get("NNKERNEL_DATA"):
+        env = Path(os.environ["NNKERNEL_DATA"])
+        dirs += [env, env / name]
+    dirs.append(Path.home() / ".cache" / "nnkernel" / name)
+    dirs += [d / name for d in SYSTEM_DATA_DIRS]
+    return dirs
+
+
+def find_idx_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """First directory holding all four IDX files of `name`, in the documented search order."""
+    for directory in _search_dirs(name, data_dir):
+        if all(_idx_path(directory, stem) for stem in IDX_FILES.values()):
+            return directory
+    return None
+
+
+def _how_to_get(name: str, searched: list[Path]) -> str:
+    apt = "run `apt-get install dataset-fashion-mnist`, or " if name == "fashion-mnist" else ""
+    files = ", ".join(f"{stem}.gz" for stem in IDX_FILES.values())
+    return (f"looked in: {', '.join(map(str, searched))}. To get {name}: {apt}put {files} "
+            "in a directory and pass it with --data-dir (data_dir=) or $NNKERNEL_DATA")
+
+
+def _load_idx_dataset(name: str, data_dir, allow_download: bool) -> Dataset:
+    directory = find_idx_dir(name, data_dir)
+    if directory is None:
+        if not allow_download:
+            raise DatasetError(f"{name} not found and download disabled; "
+                               + _how_to_get(name, _search_dirs(name, data_dir)))
+        dest = Path(data_dir) if data_dir is not None else Path.home() / ".cache/nnkernel" / name
+        directory = _download(name, dest)
+    paths = {role: _idx_path(directory, stem) for role, stem in IDX_FILES.items()}
+    arrays = {role: load_idx(path) for role, path in paths.items()}
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if images.ndim != 3 or labels.ndim != 1:
+            raise DatasetError(f"{paths[f'{part}_images']} must hold images (3-D) and "
+                               f"{paths[f'{part}_labels']} labels (1-D); are they swapped?")
+        if images.shape[0] != labels.shape[0]:
+            raise DatasetError(f"{paths[f'{part}_images']} has {images.shape[0]} images but "
+                               f"{paths[f'{part}_labels']} has {labels.shape[0]} labels")
+
+    def pixels(images):
+        X = images.reshape(images.shape[0], -1).astype(np.float32)
+        X /= 255  # in place: no second 188 MB array for the training images
+        return X
+
+    ds = Dataset(name, pixels(arrays["train_images"]), arrays["train_labels"].astype(np.int64),
+                 pixels(arrays["test_images"]), arrays["test_labels"].astype(np.int64),
+                 "classification", 10)
+    return _validated(ds, str(directory))
+
+
+def download(name: str, dest_dir: str | os.PathLike, *, base_url: str | None = None,
+             timeout: float = 30) -> Path:
+    """Fetch the IDX files of `name` into `dest_dir`, checking each published checksum."""
+    if name not in SOURCES:
+        raise ConfigError(f"no download source for {name!r}; downloadable: {', '.join(SOURCES)}")
+    source = SOURCES[name]
+    base = (base_url or source.url).rstrip("/") + "/"
+    dest = Path(dest_dir)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"cannot create download directory {dest}: {e.strerror or e}") from e
+    for filename, want in source.checksums.items():
+        target = dest / filename
+        if target.is_file() and _digest(target.read_bytes(), source.algorithm) == want:
+            continue  # already there and intact
+        url = base + filename
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{filename}.", suffix=".part")
+        try:
+            hasher = hashlib.new(source.algorithm)
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+                while chunk := resp.read(1 << 20):
+                    hasher.update(chunk)
+                    out.write(chunk)
+            got = hasher.hexdigest()
+            if got != want:
+                raise DatasetError(f"{url}: {source.algorithm} checksum {got}, expected {want}; "
+                                   "the download is corrupt, try again later; "
+                                   + _how_to_get(name, _search_dirs(name, dest)))
+            os.replace(tmp, target)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            if isinstance(e, urllib.error.HTTPError):
+                reason = f"HTTP {e.code} {e.reason}"
+            else:
+                reason = getattr(e, "reason", None) or e
+            raise DatasetError(f"could not download {url} ({reason}); "
+                               + _how_to_get(name, _search_dirs(name, dest))) from e
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return dest
+
+
+_download = download  # load() has a parameter called `download`
+
+
+def _digest(data: bytes, algorithm: str) -> str:
+    return hashlib.new(algorithm, data).hexdigest()
+
+
+# ------------------------------------------------------------------------- CSV and NPZ
+
+def load_csv(path: str | os.PathLike, target: str = "label") -> Dataset:
+    """A CSV with a header row and numeric columns; `target` names the column to predict.
+
+    Non-negative whole-number targets mean classification (classes 0..max),
+    anything else regression. The test set is a fixed-seed 20% of the rows.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"cannot read CSV file {path}: {e}") from e
+    rows = [row for row in rows if row]  # tolerate blank lines
+    if len(rows) < 2:
+        raise DatasetError(f"{path} is empty: expected a header row and at least one data row")
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if target not in header:
+        raise DatasetError(f"{path} has no target column {target!r}; available columns: "
+                           f"{', '.join(header)}; pass target=NAME (--target NAME)")
+    for i, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DatasetError(f"{path}, line {i}: {len(row)} fields, header has {len(header)}")
+    try:
+        table = np.array(body, dtype=np.float64)
+    except ValueError:
+        i, j = next((i, j) for i, row in enumerate(body) for j, v in enumerate(row)
+                    if not _is_number(v))
+        raise DatasetError(f"{path}, line {i + 2}, column {header[j]!r}: {body[i][j]!r} is not "
+                           "a number; all columns must be numeric") from None
+    t = header.index(target)
+    X = np.delete(table, t, axis=1).astype(np.float32)
+    y = table[:, t]
+    if not np.isfinite(X).all():
+        i, j = np.argwhere(~np.isfinite(X))[0]
+        raise NonFiniteError(f"{path}, line {i + 2}: NaN or Inf in column "
+                             f"{[h for h in header if h != target][j]!r}; clean the data first")
+    if np.isfinite(y).all() and (y == np.round(y)).all() and y.min() >= 0:
+        y = y.astype(np.int64)
+    else:
+        y = y.astype(np.float32).reshape(-1, 1)
+    return _from_arrays(path.stem, X, y, str(path))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y") -> Dataset:
+    """An .npz with X_train/y_train/X_test/y_test, or with `x` and `y` to split 80/20.
+
+    Integer targets mean classification; uint8 features are taken as pixels and scaled by 1/255.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as e:  # zipfile, zlib and numpy all fail differently on a bad file
+        raise DatasetError(f"cannot read NPZ file {path}: {e}") from e
+    split = ("X_train", "y_train", "X_test", "y_test")
+    if all(k in arrays for k in split):
+        parts = [arrays[k] for k in split]
+    elif x in arrays and y in arrays:
+        parts = [arrays[x], arrays[y]]
+    else:
+        raise DatasetError(f"{path} must contain arrays {x!r} and {y!r}, or "
+                           f"{', '.join(split)}; found: {', '.join(arrays) or 'nothing'}")
+    features = [_features(a, path) for a in parts[0::2]]
+    targets = [_targets(a) for a in parts[1::2]]
+    if len(parts) == 2:
+        return _from_arrays(path.stem, features[0], targets[0], str(path))
+    task, n_classes = _task_of(targets[0])
+    if task == "classification":
+        n_classes = int(max(targets[0].max(initial=-1), targets[1].max(initial=-1))) + 1
+    ds = Dataset(path.stem, features[0], targets[0], features[1], targets[1], task, n_classes)
+    return _validated(ds, str(path))
+
+
+def _features(a: np.ndarray, path: Path) -> np.ndarray:
+    if a.dtype.kind not in "biuf" or a.ndim == 0:
+        raise DatasetError(f"{path}: features must be a numeric array with one row per sample, "
+                           f"found dtype {a.dtype}, shape {a.shape}")
+    X = a.reshape(a.shape[0], -1) if a.ndim != 1 else a.reshape(-1, 1)
+    return X.astype(np.float32) / 255 if a.dtype == np.uint8 else X.astype(np.float32)
+
+
+def _targets(a: np.ndarray) -> np.ndarray:
+    if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
+        return a.astype(np.int64).reshape(-1)
+    return a.astype(np.float32).reshape(a.shape[0], -1)
+
+
+# ------------------------------------------------------------------------ toy datasets
+
+def _xor(seed: int) -> Dataset:
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
+    y = np.array([[0], [1], [1], [0]], dtype=np.float32)
+    return Dataset("xor", X, y, X.copy(), y.copy(), "regression", None)  # test = train
+
+
+def _spirals(seed: int, n_per_class: int = 100, n_classes: int = 3) -> Dataset:
+    rng = np.random.default_rng(seed)
+    radius = np.tile(np.linspace(0.0, 1.0, n_per_class), n_classes)
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    angle = labels * (2 * np.pi / n_classes) + radius * 4 + rng.normal(0, 0.2, radius.shape)
+    X = np.stack([radius * np.sin(angle), radius * np.cos(angle)], axis=1).astype(np.float32)
+    return _from_arrays("spirals", X, labels.astype(np.int64), "spirals", seed)
+
+
+def _moons(seed: int, n: int = 500, noise: float = 0.1) -> Dataset:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    t = rng.uniform(0, np.pi, n)
+    # Upper half circle for class 0; a lower one, shifted right and up, for class 1.
+    X = np.where(labels[:, None] == 0,
+                 np.stack([np.cos(t), np.sin(t)], axis=1),
+                 np.stack([1 - np.cos(t), 0.5 - np.sin(t)], axis=1))
+    X = (X + rng.normal(0, noise, X.shape)).astype(np.float32)
+    return _from_arrays("moons", X, labels.astype(np.int64), "moons", seed)
+
+
+def _linear(seed: int, n: int = 200, noise: float = 0.05) -> Dataset:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (n, 1))
+    y = 2 * x + 1 + rng.normal(0, noise, (n, 1))
+    return _from_arrays("linear", x.astype(np.float32), y.astype(np.float32), "linear", seed)
+
+
+_TOY_SETS = {"xor": _xor, "spirals": _spirals, "moons": _moons, "linear": _linear}
