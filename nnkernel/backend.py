@@ -218,6 +218,21 @@ class _TorchRandom(Random):
 
 
 # -- helpers --------------------------------------------------------------------------
+_NAMESPACE_BY_TYPE: dict = {}
+
+
+def namespace_of(x):
+    """array_api_compat.array_namespace(x), remembered per array type.
+
+    The full lookup costs microseconds; losses and optimizers need it every
+    step, and the namespace of an array depends only on its type.
+    """
+    ns = _NAMESPACE_BY_TYPE.get(type(x))
+    if ns is None:
+        ns = _NAMESPACE_BY_TYPE[type(x)] = array_api_compat.array_namespace(x)
+    return ns
+
+
 def to_numpy(x) -> np.ndarray:
     """A host NumPy copy (or view) of an array of any supported backend."""
     if isinstance(x, np.ndarray):

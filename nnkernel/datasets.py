@@ -339,6 +339,7 @@ def download(name: str, dest_dir: str | os.PathLike, *, base_url: str | None = N
             os.replace(tmp, target)
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             if isinstance(e, urllib.error.HTTPError):
+                e.close()  # it holds the open response
                 reason = f"HTTP {e.code} {e.reason}"
             else:
                 reason = getattr(e, "reason", None) or e

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import array_api_compat
 
-from .backend import dtype_name
+from .backend import dtype_name, namespace_of
 from .errors import ConfigError, DTypeError, ShapeError
 from .kernels import kernels_for_namespace
 
@@ -61,21 +61,21 @@ def _regression_target(xp, y, target, name):
 
 def mse(y, target, *, members: bool = False):
     """mean((y − t)²);  dy = 2 (y − t) / n."""
-    xp = array_api_compat.array_namespace(y)
+    xp = namespace_of(y)
     diff = y - _regression_target(xp, y, target, "mse")
     return _reduce(xp, diff * diff, members), diff * (2.0 / _count(y, members))
 
 
 def mae(y, target, *, members: bool = False):
     """mean(|y − t|);  dy = sign(y − t) / n (0 where y = t, as torch)."""
-    xp = array_api_compat.array_namespace(y)
+    xp = namespace_of(y)
     diff = y - _regression_target(xp, y, target, "mae")
     return _reduce(xp, xp.abs(diff), members), xp.sign(diff) * (1.0 / _count(y, members))
 
 
 def huber(y, target, delta: float = 1.0, *, members: bool = False):
     """½d² where |d| ≤ δ, else δ(|d| − ½δ);  dy = clip(d, −δ, δ) / n."""
-    xp = array_api_compat.array_namespace(y)
+    xp = namespace_of(y)
     d = y - _regression_target(xp, y, target, "huber")
     ad = xp.abs(d)
     elementwise = xp.where(ad <= delta, 0.5 * d * d, delta * (ad - 0.5 * delta))
@@ -88,7 +88,7 @@ def binary_cross_entropy(y, target, *, members: bool = False):
 
     The log1p form never evaluates e^y for large y, so it is stable for any |y|.
     """
-    xp = array_api_compat.array_namespace(y)
+    xp = namespace_of(y)
     t = _regression_target(xp, y, target, "binary_cross_entropy")
     elementwise = xp.maximum(y, 0.0) - y * t + xp.log1p(xp.exp(-xp.abs(y)))
     sigma = 0.5 * (xp.tanh(0.5 * y) + 1.0)
@@ -100,7 +100,7 @@ def cross_entropy(y, target, *, members: bool = False, num_check: bool = True):
 
     Softmax is fused in: value = mean(−Σ t log softmax(y)),  dy = (softmax(y) − t) / N.
     """
-    xp = array_api_compat.array_namespace(y)
+    xp = namespace_of(y)
     t = _class_target(xp, y, target, check=num_check)
     losses, dy = kernels_for_namespace(xp).softmax_cross_entropy(
         y, t, _count(y, members, per_row=True))

@@ -33,6 +33,11 @@ class Parameters(dict):
         for key, value in arrays.items():
             super().__setitem__(key, value)
 
+    @property
+    def ensemble(self) -> int | None:
+        """The model's number of members (None for one model): optimizers clip per member."""
+        return self._model.ensemble
+
     def __setitem__(self, key, value):
         if key not in self:
             raise KeyError(f"no parameter {key!r}; parameters are: {', '.join(self)}")
@@ -40,6 +45,8 @@ class Parameters(dict):
         if (type(value) is not type(old) or value.shape != old.shape
                 or value.dtype != old.dtype):
             value = self._model._convert(value, old.shape, f"parameter {key!r}")
+        else:  # the right form, but maybe on another device: refuse, never copy
+            self._model.backend.check(value, f"parameter {key!r}")
         dict.__setitem__(self, key, value)
 
 
@@ -145,7 +152,7 @@ class Sequential:
 
     def _check_input(self, x):
         self.backend.check(x, "input x")
-        if not _is_float(x):
+        if x.dtype != self.dtype and not _is_float(x):
             raise DTypeError(f"input x has dtype {dtype_name(x.dtype)}; nnkernel models take "
                              f"floating-point inputs (convert with xp.astype(x, xp.float32))")
         if x.dtype != self.dtype:
@@ -170,7 +177,7 @@ class Sequential:
         n = x.shape[-2] if x.ndim >= 2 else 1
         if batch_size is None or batch_size >= n:
             return self.forward(x, train=False)
-        parts = [self.forward(x[..., i:i + batch_size, :], train=False)
+        parts = [self.forward(x[..., i:min(i + batch_size, n), :], train=False)
                  for i in range(0, n, batch_size)]
         return self.xp.concat(parts, axis=-2)
 
@@ -207,15 +214,16 @@ class Sequential:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Parameters and state as host NumPy arrays (for checkpoints)."""
-        return {k: to_numpy(v) for k, v in {**self.params, **self.state}.items()}
+        # Copies: NumPy parameters are updated in place, and a snapshot must not move.
+        return {k: np.array(to_numpy(v)) for k, v in {**self.params, **self.state}.items()}
 
     def load_arrays(self, arrays: dict) -> None:
         """Set parameters and state from `arrays()` output; shapes are checked."""
         missing = [k for k in list(self.params) + list(self.state) if k not in arrays]
         if missing:
             raise ShapeError(f"arrays lack {', '.join(missing)}")
-        for k in self.params:
-            self.params[k] = arrays[k]
+        for k in self.params:  # copied, so the caller's arrays never alias live parameters
+            self.params[k] = self._convert(arrays[k], self.params[k].shape, f"parameter {k!r}")
         for k in self.state:
             self.state[k] = self._convert(arrays[k], self.state[k].shape, f"state {k!r}")
 
@@ -251,7 +259,7 @@ class Sequential:
     def __repr__(self):
         lines = [f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers)]
         ens = f", ensemble={self.ensemble}" if self.ensemble else ""
-        return (f"Sequential(\n" + "\n".join(lines) + f"\n) on {self.backend.name} "
+        return ("Sequential(\n" + "\n".join(lines) + f"\n) on {self.backend.name} "
                 f"({self.backend.device_name}), {dtype_name(self.dtype)}{ens}, "
                 f"{self.num_parameters():,} parameters")
 

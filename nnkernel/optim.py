@@ -20,7 +20,7 @@ import math
 import array_api_compat
 import numpy as np
 
-from .backend import to_numpy
+from .backend import namespace_of, to_numpy
 from .errors import ConfigError
 from .kernels import kernels_for_namespace
 
@@ -31,25 +31,33 @@ class Optimizer:
     def __init__(self, lr, *, weight_decay=0.0, clip_norm: float | None = None, schedule=None):
         self.lr = _check_hyper("lr", lr)
         self.weight_decay = _check_hyper("weight_decay", weight_decay, allow_zero=True)
-        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.clip_norm = None if clip_norm is None else _in_range(
+            "clip_norm", clip_norm, 0.0, math.inf, lo_open=True, hi_open=True)
         self.schedule = schedule
         self.t = 0                  # steps taken
         self.state: dict = {}       # parameter key -> {"step": int, name: array, ...}
         self.member_mask = None     # ensemble: 0/1 per member, 0 freezes a stopped member
         self._k = None
         self._hyper_cache: dict = {}
+        self._group = None          # _FlatGroup: the parameters as views of one buffer
 
     # -- the public step -------------------------------------------------------------
     def step(self, params: dict, grads: dict) -> None:
         if not grads:
             return
+        if self._members:
+            self._check_members(params)
         if self._k is None:
             first = next(iter(grads.values()))
-            self._k = kernels_for_namespace(array_api_compat.array_namespace(first))
+            self._k = kernels_for_namespace(namespace_of(first))
         if self.clip_norm is not None:
-            grads = clip_by_global_norm(grads, self.clip_norm, members=self._members)
+            # an ensemble's members are clipped by their own norms, as if trained alone
+            members = self._members or getattr(params, "ensemble", None) is not None
+            grads = clip_by_global_norm(grads, self.clip_norm, members=members)
         factor = 1.0 if self.schedule is None else float(self.schedule(self.t))
         self.t += 1
+        if self._k.in_place and not self._members and self._flat_step(params, grads, factor):
+            return
         for key, g in grads.items():
             if key not in params:
                 raise KeyError(f"gradient {key!r} has no parameter; parameters: {', '.join(params)}")
@@ -64,6 +72,32 @@ class Optimizer:
             if new is not p:
                 params[key] = new
 
+    def _flat_step(self, params, grads, factor) -> bool:
+        """One update over all parameters at once, on backends that update in place.
+
+        The parameters become views of one flat buffer (and so does the state),
+        so Adam is a dozen whole-buffer calls per step instead of a dozen per
+        parameter: what makes small networks fast. Returns False (and the caller
+        updates parameter by parameter) when the grouping does not apply.
+        """
+        group = self._group
+        if group is None or not group.matches(params, grads):
+            group = self._group = _FlatGroup.build(params, grads, self.state)
+            if group is None:
+                return False
+        xp = namespace_of(group.flat)
+        g = xp.concat([xp.reshape(grads[k], (-1,)) for k in group.keys])
+        group.state["step"] += 1
+        for k in group.keys:
+            self.state[k]["step"] = group.state["step"]
+        wd = self.weight_decay
+        new = self._update(group.flat, g, group.state, self.lr * factor,
+                           None if _is_zero(wd) else wd)
+        if new is not group.flat:
+            group.rebind(params, new)
+        group.share_state(self.state)
+        return True
+
     @property
     def current_lr(self):
         """The learning rate the next step will use (after the schedule)."""
@@ -74,6 +108,17 @@ class Optimizer:
         raise NotImplementedError
 
     # -- per-member hyperparameters ----------------------------------------------------
+    def _check_members(self, params):
+        """Per-member values need a model with that many members (model.params knows)."""
+        if not hasattr(params, "ensemble"):
+            return  # a plain dict: nothing to check against
+        for name in ("lr", "weight_decay", "member_mask"):
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) and value.shape[0] != (params.ensemble or 0):
+                members = f"an ensemble of {params.ensemble}" if params.ensemble else "one model"
+                raise ConfigError(f"{name} has {value.shape[0]} per-member values, but the "
+                                  f"parameters belong to {members}")
+
     @property
     def _members(self) -> bool:
         return isinstance(self.lr, np.ndarray) or isinstance(self.weight_decay, np.ndarray) \
@@ -90,7 +135,7 @@ class Optimizer:
         cache_key = (name, p.ndim, host.tobytes())
         arr = self._hyper_cache.get(cache_key)
         if arr is None:
-            xp = array_api_compat.array_namespace(p)
+            xp = namespace_of(p)
             arr = xp.asarray(host.reshape((-1,) + (1,) * (p.ndim - 1)), dtype=p.dtype,
                              device=array_api_compat.device(p))
             if len(self._hyper_cache) > 64:  # schedules change lr every step
@@ -110,6 +155,7 @@ class Optimizer:
     def load_state_arrays(self, arrays: dict, params: dict) -> None:
         """Restore `state_arrays()` output onto the backend and device of ``params``."""
         self.state = {}
+        self._group = None
         for flat, value in arrays.items():
             key, name = flat.rsplit("/", 1)
             if key not in params:
@@ -119,7 +165,7 @@ class Optimizer:
                 st[name] = int(value)
             else:
                 p = params[key]
-                xp = array_api_compat.array_namespace(p)
+                xp = namespace_of(p)
                 st[name] = xp.asarray(np.array(value), dtype=p.dtype,
                                       device=array_api_compat.device(p))
                 if self._k is None:
@@ -147,8 +193,9 @@ class SGD(Optimizer):
         super().__init__(lr, weight_decay=weight_decay, **kw)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ConfigError("Nesterov momentum needs momentum > 0 and dampening = 0")
-        self.momentum, self.nesterov, self.dampening = float(momentum), bool(nesterov), \
-            float(dampening)
+        self.momentum = _in_range("momentum", momentum, 0.0, math.inf, hi_open=True)
+        self.nesterov = bool(nesterov)
+        self.dampening = _in_range("dampening", dampening, 0.0, 1.0)
 
     def _update(self, p, g, st, lr, wd):
         first = "momentum_buffer" not in st
@@ -165,11 +212,13 @@ class RMSprop(Optimizer):
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, **kw):
         super().__init__(lr, weight_decay=weight_decay, **kw)
-        self.alpha, self.eps = float(alpha), float(eps)
-        self.momentum, self.centered = float(momentum), bool(centered)
+        self.alpha = _in_range("alpha", alpha, 0.0, 1.0)
+        self.eps = _in_range("eps", eps, 0.0, math.inf, hi_open=True)
+        self.momentum = _in_range("momentum", momentum, 0.0, math.inf, hi_open=True)
+        self.centered = bool(centered)
 
     def _update(self, p, g, st, lr, wd):
-        xp = array_api_compat.array_namespace(p)
+        xp = namespace_of(p)
         if "square_avg" not in st:
             st["square_avg"] = xp.zeros_like(p)
             if self.centered:
@@ -194,12 +243,13 @@ class Adam(Optimizer):
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, **kw):
         super().__init__(lr, weight_decay=weight_decay, **kw)
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = float(eps)
+        self.betas = (_in_range("betas[0]", betas[0], 0.0, 1.0, hi_open=True),
+                      _in_range("betas[1]", betas[1], 0.0, 1.0, hi_open=True))
+        self.eps = _in_range("eps", eps, 0.0, math.inf, hi_open=True)
 
     def _update(self, p, g, st, lr, wd):
         if "exp_avg" not in st:
-            xp = array_api_compat.array_namespace(p)
+            xp = namespace_of(p)
             st["exp_avg"], st["exp_avg_sq"] = xp.zeros_like(p), xp.zeros_like(p)
         p, st["exp_avg"], st["exp_avg_sq"] = self._k.adam(
             p, g, st["exp_avg"], st["exp_avg_sq"], lr, self.betas[0], self.betas[1], self.eps,
@@ -233,7 +283,7 @@ def get_optimizer(spec, **kwargs) -> Optimizer:
 def global_norm(grads: dict, members: bool = False):
     """√(Σ g²) over all gradients (per member when ``members``), a backend array."""
     gs = list(grads.values())
-    xp = array_api_compat.array_namespace(gs[0])
+    xp = namespace_of(gs[0])
     if not members:
         return xp.sqrt(sum(xp.sum(g * g) for g in gs))
     return xp.sqrt(sum(xp.sum(xp.reshape(g * g, (g.shape[0], -1)), axis=1) for g in gs))
@@ -241,7 +291,7 @@ def global_norm(grads: dict, members: bool = False):
 
 def clip_by_global_norm(grads: dict, max_norm: float, members: bool = False) -> dict:
     """Scale all gradients by min(1, max_norm / (‖g‖ + 1e-6)), as torch's clip_grad_norm_."""
-    xp = array_api_compat.array_namespace(next(iter(grads.values())))
+    xp = namespace_of(next(iter(grads.values())))
     norm = global_norm(grads, members)
     scale = xp.clip(max_norm / (norm + 1e-6), max=1.0)
     out = {}
@@ -315,6 +365,15 @@ def make_schedule(name: str | None, total_steps: int, steps_per_epoch: int = 1):
     raise ConfigError(f"unknown schedule {name!r}; valid schedules: {', '.join(SCHEDULES)}")
 
 
+def _in_range(name, value, lo, hi, *, lo_open=False, hi_open=False) -> float:
+    """A scalar hyperparameter as a float, refused (also NaN) outside [lo, hi] or its open ends."""
+    v = float(value)
+    if not ((v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)):
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        raise ConfigError(f"{name} must be in {interval}, got {value}")
+    return v
+
+
 def _check_hyper(name, value, allow_zero=False):
     if isinstance(value, (list, tuple, np.ndarray)):
         arr = np.asarray(value, dtype=np.float64)
@@ -330,6 +389,71 @@ def _check_hyper(name, value, allow_zero=False):
         raise ConfigError(f"{name} must be finite and {'>= 0' if allow_zero else '> 0'}, "
                           f"got {value}")
     return value
+
+
+class _FlatGroup:
+    """Parameters (and their optimizer state) packed as views of one flat buffer each."""
+
+    def __init__(self, keys, flat, views, state):
+        self.keys, self.flat, self.views, self.state = keys, flat, views, state
+        self._shared: dict = {}  # state name -> the flat array whose views opt_state holds
+
+    @classmethod
+    def build(cls, params, grads, opt_state):
+        keys = tuple(grads)
+        arrays = [params[k] for k in keys]
+        if len({a.dtype for a in arrays}) != 1:
+            return None
+        steps = {opt_state.get(k, {}).get("step", 0) for k in keys}
+        names = [set(opt_state.get(k, {})) - {"step"} for k in keys]
+        if len(steps) != 1 or any(n != names[0] for n in names):
+            return None  # parameters at different points of their history
+        xp = namespace_of(arrays[0])
+        flat = xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+        views = cls._split(xp, flat, arrays)
+        for k, v in zip(keys, views):
+            params[k] = v
+        state = {"step": steps.pop()}
+        for name in names[0]:
+            state[name] = xp.concat([xp.reshape(opt_state[k][name], (-1,)) for k in keys])
+        group = cls(keys, flat, views, state)
+        for k in keys:
+            opt_state.setdefault(k, {"step": state["step"]})
+        group.share_state(opt_state)
+        return group
+
+    @staticmethod
+    def _split(xp, flat, like):
+        views, start = [], 0
+        for a in like:
+            n = 1
+            for d in a.shape:
+                n *= d
+            views.append(xp.reshape(flat[start:start + n], a.shape))
+            start += n
+        return views
+
+    def matches(self, params, grads) -> bool:
+        if len(grads) != len(self.keys):
+            return False
+        return all(k in grads and params.get(k) is v for k, v in zip(self.keys, self.views))
+
+    def share_state(self, opt_state):
+        """Point each parameter's state entries at its slice of the flat state (for checkpoints)."""
+        for name, flat in self.state.items():
+            if name == "step" or flat is None or self._shared.get(name) is flat:
+                continue
+            xp = namespace_of(flat)
+            for k, v in zip(self.keys, self._split(xp, flat, self.views)):
+                opt_state[k][name] = v
+            self._shared[name] = flat
+
+    def rebind(self, params, flat):
+        """Adopt a new flat parameter buffer (an update that returned a new array)."""
+        xp = namespace_of(flat)
+        self.flat, self.views = flat, self._split(xp, flat, self.views)
+        for k, v in zip(self.keys, self.views):
+            params[k] = v
 
 
 def _is_zero(value) -> bool:

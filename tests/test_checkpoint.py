@@ -179,7 +179,7 @@ def test_payload_really_runs_when_unpickled(tmp_path):
     # Guard for the test below: the payload is live when pickle is allowed.
     marker = tmp_path / "pwned"
     with np.load(io.BytesIO(_hostile_npz(marker)), allow_pickle=True) as npz:
-        npz["W"]
+        npz["W"][0].close()  # the payload's result: an open file
     assert marker.exists()
 
 

@@ -362,15 +362,15 @@ def test_published_checksums_are_complete():
 def test_real_fashion_mnist_from_debian_package(monkeypatch):
     monkeypatch.setattr(datasets, "SYSTEM_DATA_DIRS", REAL_SYSTEM_DIRS)
     assert find_idx_dir("fashion-mnist") == FASHION_DIR
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: a busy machine does not make it flaky
     ds = load("fashion-mnist", download=False)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert ds.X_train.shape == (60000, 784) and ds.X_test.shape == (10000, 784)
     assert ds.X_train.dtype == np.float32 and ds.y_train.dtype == np.int64
     assert ds.X_train.min() == 0.0 and ds.X_train.max() == 1.0
     assert np.bincount(ds.y_train).tolist() == [6000] * 10
     assert np.bincount(ds.y_test).tolist() == [1000] * 10
-    assert elapsed < 10, f"loading took {elapsed:.1f} s; it should take about 1 s"
+    assert elapsed < 5, f"loading took {elapsed:.1f} s of CPU; it should take about 1 s"
 
 
 # -------------------------------------------------------------------------- toy sets

@@ -17,6 +17,7 @@ from .reference import Kernels
 
 class NumpyKernels(Kernels):
     name = "numpy"
+    in_place = True
 
     def affine(self, x, W, b):
         z = np.matmul(x, W)

@@ -12,6 +12,7 @@ class Kernels:
     """Reference kernels; backend twins subclass this and override what they speed up."""
 
     name = "reference"
+    in_place = False  # updates return new arrays; True: they write into p and the state
 
     def __init__(self, xp):
         self.xp = xp
