@@ -128,6 +128,7 @@ class EarlyStopping(Callback):
     def on_train_end(self, run):
         if self.restore_best and self.best_arrays is not None:
             run.model.load_arrays(self.best_arrays)
+        run.optimizer.member_mask = None  # stopped members would stay frozen in a later fit
 
 
 class _Run:
@@ -191,7 +192,7 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer="adam", epochs: int = 10
             first_step = initial_step if epoch == initial_epoch else 0
             for step in range(first_step, steps):
                 run.step = step
-                idx = order[step * batch_size:(step + 1) * batch_size]
+                idx = order[step * batch_size:min((step + 1) * batch_size, n)]
                 xb, yb = _batch(xp, X, y, idx, boot)
                 if model.stochastic:
                     model.reseed((seed, epoch, step))
@@ -210,7 +211,7 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer="adam", epochs: int = 10
                     _check_finite(xp, pending, epoch, step, check_every)
                     pending = []
                 bar.step(epoch, step + 1, seen, loss_sum, correct if classify else None)
-                if stop_flag.raised:
+                if stop_flag.raised and step + 1 < steps:  # after the last step: end the epoch
                     raise TrainingInterrupted(epoch, step + 1, history)
             be.synchronize()
             seconds = time.perf_counter() - t0
@@ -232,6 +233,8 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer="adam", epochs: int = 10
                 stop = bool(cb.on_epoch_end(run, logs)) or stop
             if stop:
                 break
+            if stop_flag.raised:  # Ctrl-C in the epoch's last step: stop with the epoch saved
+                raise TrainingInterrupted(epoch + 1, 0, history)
     for cb in callbacks:
         cb.on_train_end(run)
     return history
@@ -247,7 +250,8 @@ def evaluate(model, X, y, *, loss="cross_entropy", batch_size: int = 1024):
     n = X.shape[0]
     loss_sum, correct = 0.0, 0.0
     for i in range(0, n, batch_size):
-        xb, yb = X[i:i + batch_size, ...], y[i:i + batch_size, ...]
+        j = min(i + batch_size, n)  # array-api-strict refuses stops past the end
+        xb, yb = X[i:j, ...], y[i:j, ...]
         out = model.forward(xb, train=False)
         value, _ = loss_fn(out, yb, members=members, **({"num_check": False} if classify else {}))
         loss_sum = loss_sum + value * float(xb.shape[0])
