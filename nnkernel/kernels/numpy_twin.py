@@ -77,3 +77,27 @@ class NumpyKernels(Kernels):
         t *= lr / (1.0 - beta1**step)
         p -= t
         return p, m, v
+
+    def rmsprop(self, p, g, v, gavg, buf, lr, alpha, eps, weight_decay, momentum, centered):
+        if weight_decay is not None:
+            g = g + weight_decay * p
+        v *= alpha
+        t = np.multiply(g, g)
+        t *= 1.0 - alpha
+        v += t
+        if centered:
+            gavg *= alpha
+            gavg += (1.0 - alpha) * g
+            np.multiply(gavg, gavg, out=t)
+            np.subtract(v, t, out=t)
+            np.sqrt(t, out=t)
+        else:
+            np.sqrt(v, out=t)
+        t += eps  # t is the denominator √v + ε
+        np.divide(g, t, out=t)
+        if momentum:
+            buf *= momentum
+            buf += t
+            t = buf
+        p -= lr * t
+        return p, v, gavg, buf
