@@ -105,6 +105,11 @@ class Dense(Layer):
 
     def forward(self, net, x, train):
         W, b = net.params[self.keys["W"]], net.params[self.keys["b"]]
+        if self.activation.name in getattr(net.k, "fused_activations", ()):
+            # a twin (CuPy) fuses bias + g into one kernel; these g need only a backward
+            a = net.k.affine_act(x, W, b, self.activation.name)
+            self.cache = (x, None, a)
+            return a
         z = net.k.affine(x, W, b)                 # z = xW + b
         a = self.activation.forward(net.xp, z)    # a = g(z)
         self.cache = (x, z if self.activation.needs_z else None, a)
@@ -252,6 +257,7 @@ class BatchNorm(_Normalization):
 
     def forward(self, net, x, train):
         xp = net.xp
+        x = self._per_member(xp, x)  # a shared (N, D) input: statistics still per member
         axes = self._row_axes(x)
         mean_key, var_key = self.keys["running_mean"], self.keys["running_var"]
         if train:
