@@ -11,11 +11,35 @@
 from . import activations, init, kernels, losses, optim
 from .backend import Backend, available_backends
 from .ensemble import ensemble_mean, ensemble_variance, mean_probabilities
-from .errors import (BackendMismatchError, CheckpointError, ConfigError, DatasetError,
-                     DeviceError, DTypeError, NnkernelError, NonFiniteError, ShapeError)
+from .errors import (
+    BackendMismatchError,
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    DeviceError,
+    DTypeError,
+    NnkernelError,
+    NonFiniteError,
+    ShapeError,
+)
 from .gradcheck import gradcheck
-from .layers import (ELU, GELU, BatchNorm, Dense, Dropout, Identity, Layer, LayerNorm, LeakyReLU,
-                     ReLU, Sigmoid, SiLU, Softmax, Swish, Tanh)
+from .layers import (
+    ELU,
+    GELU,
+    BatchNorm,
+    Dense,
+    Dropout,
+    Identity,
+    Layer,
+    LayerNorm,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Swish,
+    Tanh,
+)
 from .model import Sequential
 from .train import Callback, EarlyStopping, History, TrainingInterrupted, evaluate, fit
 
