@@ -8,7 +8,7 @@ what the generic code spreads over several array operations:
   in one elementwise kernel, written in place into the matmul output. Dense uses
   it when the kernels list its activation in ``fused_activations``.
 - `softmax_cross_entropy`: one raw kernel, one warp per row: max, Σ exp, the
-  loss and δ = (softmax − t) / count in a single launch (the reference needs ~8).
+  loss and δ = (softmax − t) / count in a single launch (the reference: ~12).
 - `sgd` / `adam` / `rmsprop`: one elementwise kernel per parameter, updating
   p and the optimizer state in place (the reference makes ~10 temporaries).
   A multi-tensor update is the next step: all parameters and states in one
