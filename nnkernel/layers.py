@@ -50,7 +50,9 @@ class Layer:
         return {"type": type(self).__name__}
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "type")
+        hidden = {"type", "activation"} if isinstance(self, ActivationLayer) else {"type"}
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items()
+                         if k not in hidden and v is not None and v != "identity")
         return f"{type(self).__name__}({args})"
 
     # -- helpers for ensembles ------------------------------------------------------
