@@ -1,0 +1,205 @@
+"""A training run on disk: one directory the command line writes and reads back.
+
+    model.npz     parameters, layer state (BatchNorm statistics), optimizer state and
+                  the position (epoch, step, optimizer.t), read with allow_pickle=False
+    config.json   architecture (model.config()), hyperparameters, optimizer config,
+                  epoch, step, seed, dataset and the nnkernel version
+    metrics.json  History.to_dict(): per-epoch loss, accuracy, validation metrics
+    curves.png    loss and accuracy against epoch (when matplotlib is installed)
+
+Every file is replaced atomically (nnkernel.checkpoint). The position that a
+resume continues from is read from model.npz, the one file that also holds the
+weights, so a crash between two file writes can never pair weights with the
+wrong epoch. Since fit draws its shuffles from (seed, epoch) and its Dropout
+masks from (seed, epoch, step), the position and the seed fix the random state.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, checkpoint
+from .errors import CheckpointError, ConfigError, NnkernelError
+from .model import Sequential
+from .train import Callback, History
+
+MODEL, CONFIG, METRICS, CURVES = "model.npz", "config.json", "metrics.json", "curves.png"
+RUN_FILES = (MODEL, CONFIG, METRICS, CURVES)
+
+
+def save(directory, model, optimizer, settings: dict, history: History, epoch: int,
+         step: int) -> None:
+    """Write model.npz, config.json and metrics.json for the position (epoch, step).
+
+    (epoch, step) is where training continues: epoch index and step within it,
+    both from 0; a finished epoch e is saved as (e + 1, 0).
+    """
+    directory = Path(directory)
+    arrays = {f"model/{k}": v for k, v in model.arrays().items()}
+    arrays.update({f"optimizer/{k}": v for k, v in optimizer.state_arrays().items()})
+    arrays["progress/epoch"] = np.asarray(epoch, dtype=np.int64)
+    arrays["progress/step"] = np.asarray(step, dtype=np.int64)
+    arrays["progress/t"] = np.asarray(optimizer.t, dtype=np.int64)
+    checkpoint.save_arrays(directory / MODEL, arrays)
+    config = {**settings, "model": model.config(), "optimizer": optimizer.config(),
+              "epoch": epoch, "step": step, "nnkernel_version": __version__}
+    checkpoint.atomic_write_json(directory / CONFIG, config)
+    checkpoint.atomic_write_json(directory / METRICS, history.to_dict())
+
+
+class SaveEachEpoch(Callback):
+    """Save the run at the end of every epoch (a failing epoch leaves the last one intact)."""
+
+    def __init__(self, directory, settings: dict):
+        self.directory, self.settings = Path(directory), settings
+
+    def on_epoch_end(self, run, logs):
+        save(self.directory, run.model, run.optimizer, self.settings, run.history,
+             run.epoch + 1, 0)
+
+
+@dataclass
+class SavedRun:
+    """What `load` reads from a run directory."""
+
+    directory: Path
+    config: dict
+    model_arrays: dict
+    optimizer_arrays: dict
+    epoch: int
+    step: int
+    optimizer_t: int
+    history: History
+
+    def build_model(self, backend="numpy", device=None) -> Sequential:
+        """The saved model, rebuilt from config.json and filled from model.npz."""
+        try:
+            model = Sequential.from_config(self.config["model"], backend=backend, device=device)
+        except NnkernelError as e:
+            if not isinstance(e, ConfigError):
+                raise  # e.g. DeviceError: not the checkpoint's fault
+            raise CheckpointError(f"{self.directory / CONFIG} describes an invalid model: "
+                                  f"{e}") from e
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{self.directory / CONFIG} does not describe a model "
+                                  f"({type(e).__name__}: {e})") from e
+        expected = set(model.params) | set(model.state)
+        found = set(self.model_arrays)
+        if expected != found:
+            raise CheckpointError(
+                f"{self.directory / MODEL} does not match the architecture in "
+                f"{self.directory / CONFIG}: missing {sorted(expected - found) or 'nothing'}, "
+                f"unexpected {sorted(found - expected) or 'nothing'}")
+        for key, value in self.model_arrays.items():
+            if value.dtype.kind != "f":
+                raise CheckpointError(f"{self.directory / MODEL}: array {key!r} has dtype "
+                                      f"{value.dtype}, expected floating point")
+        try:
+            model.load_arrays(self.model_arrays)
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{self.directory / MODEL} does not match the architecture "
+                                  f"in {self.directory / CONFIG}: {e}") from e
+        return model
+
+    def restore_optimizer(self, optimizer, model) -> None:
+        """Put the saved optimizer state and step count into ``optimizer``."""
+        try:
+            optimizer.load_state_arrays(self.optimizer_arrays, model.params)
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{self.directory / MODEL}: optimizer state does not fit the "
+                                  f"model: {e}") from e
+        for key, value in self.optimizer_arrays.items():
+            name = key.rsplit("/", 1)[0]
+            if not key.endswith("/step") and tuple(value.shape) != tuple(model.params[name].shape):
+                raise CheckpointError(f"{self.directory / MODEL}: optimizer state {key!r} has "
+                                      f"shape {value.shape}, the parameter "
+                                      f"{tuple(model.params[name].shape)}")
+        optimizer.t = self.optimizer_t
+
+
+def load(directory) -> SavedRun:
+    """Read a run directory written by `save`; any damage is a one-line CheckpointError."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"run directory {directory} does not exist")
+    if not (directory / CONFIG).is_file():
+        raise CheckpointError(f"{directory} holds no training run: {CONFIG} is missing")
+    config = checkpoint.read_json(directory / CONFIG)
+    if not isinstance(config.get("model"), dict) or "layers" not in config["model"]:
+        raise CheckpointError(f"{directory / CONFIG} has no model architecture ('model.layers')")
+    arrays = checkpoint.load_arrays(directory / MODEL)
+    model_arrays, optimizer_arrays, progress = {}, {}, {}
+    for key, value in arrays.items():
+        kind, _, name = key.partition("/")
+        target = {"model": model_arrays, "optimizer": optimizer_arrays,
+                  "progress": progress}.get(kind)
+        if target is None or not name:
+            raise CheckpointError(f"{directory / MODEL}: unexpected array {key!r}; this is not "
+                                  "an nnkernel run checkpoint")
+        target[name] = value
+    position = []
+    for name in ("epoch", "step", "t"):
+        value = progress.get(name)
+        if value is None or value.shape != () or value.dtype.kind not in "iu" or value < 0:
+            raise CheckpointError(f"{directory / MODEL}: missing or invalid progress/{name}")
+        position.append(int(value))
+    history = History()
+    if (directory / METRICS).is_file():
+        history = history_from_dict(checkpoint.read_json(directory / METRICS), directory)
+    return SavedRun(directory, config, model_arrays, optimizer_arrays, *position, history)
+
+
+def history_from_dict(data: dict, directory=None) -> History:
+    """The inverse of History.to_dict()."""
+    data = dict(data)
+    epochs = data.pop("epochs", [])
+    if not isinstance(epochs, list) or any(not isinstance(v, list) or len(v) != len(epochs)
+                                           for v in data.values()):
+        raise CheckpointError(f"{Path(directory or '.') / METRICS} is not a metrics history")
+    return History(history=data, epochs=epochs)
+
+
+def existing_run_files(directory) -> list[str]:
+    """The run files already in ``directory`` (a new run must not overwrite them)."""
+    directory = Path(directory)
+    return [name for name in RUN_FILES if (directory / name).exists()]
+
+
+def save_curves(directory, history: History) -> str | None:
+    """Write curves.png; returns None, or why the plot was skipped."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: never open a window
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        return f"matplotlib is not installed ({e}); pip install matplotlib"
+    if not history.epochs:
+        return "no epoch finished"
+    epochs = [e + 1 for e in history.epochs]
+    panels = [name for name in ("loss", "accuracy") if name in history]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], panels, strict=True):
+        for key, label in ((name, "train"), (f"val_{name}", "validation")):
+            if key not in history:
+                continue
+            values = np.asarray(history[key], dtype=np.float64)
+            if values.ndim == 2:  # an ensemble: one line per member
+                for i in range(values.shape[1]):
+                    ax.plot(epochs, values[:, i], label=f"{label} member {i}", lw=1)
+            else:
+                ax.plot(epochs, values, marker="o", ms=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    checkpoint.atomic_write_bytes(Path(directory) / CURVES, buf.getvalue())
+    return None
