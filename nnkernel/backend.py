@@ -26,7 +26,7 @@ from .errors import BackendMismatchError, DeviceError, DTypeError
 BACKENDS = ("numpy", "cupy", "torch", "array_api_strict")
 
 # Modules a backend name stands for, and how users spell them.
-_MODULE = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "array_api_strict": "array_api_strict"}
+_MODULE = {name: name for name in BACKENDS}
 _ALIASES = {"np": "numpy", "cp": "cupy", "pytorch": "torch", "strict": "array_api_strict",
             "array-api-strict": "array_api_strict"}
 FLOAT_DTYPES = ("float32", "float64")
@@ -78,8 +78,8 @@ class Backend:
         if self.name == "cupy":
             cp = self.module
             if not _cupy_usable(cp):
-                raise DeviceError("CuPy is installed but sees no usable GPU "
-                                  "(cupy.is_available() is False); train on the CPU with --device cpu")
+                raise DeviceError("CuPy is installed but sees no usable GPU (cupy.is_available() "
+                                  "is False); train on the CPU with --device cpu")
             index = 0 if device is None else _device_index(device)
             n = cp.cuda.runtime.getDeviceCount()
             if not 0 <= index < n:

@@ -189,7 +189,7 @@ class Sequential:
         return arr
 
     def to(self, backend=None, device=None, dtype=None) -> Sequential:
-        """Move parameters and state to another backend, device or dtype (in place; returns self)."""
+        """Move parameters and state to another backend, device or dtype, in place; returns self."""
         name = self.backend.name if backend is None else backend
         dt = dtype_name(self.dtype) if dtype is None else dtype
         arrays = {k: to_numpy(v) for k, v in self.params.items()}

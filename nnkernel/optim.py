@@ -60,7 +60,8 @@ class Optimizer:
             return
         for key, g in grads.items():
             if key not in params:
-                raise KeyError(f"gradient {key!r} has no parameter; parameters: {', '.join(params)}")
+                raise KeyError(f"gradient {key!r} has no parameter; "
+                               f"parameters: {', '.join(params)}")
             p = params[key]
             st = self.state.get(key)
             if st is None:
@@ -186,7 +187,7 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """p ← p − lr·g;  with momentum μ: b ← μ b + (1 − dampening) g, and g ← b (or g + μ b, Nesterov)."""
+    """p ← p − lr·g;  with momentum μ: b ← μb + (1 − dampening)g, then g ← b (Nesterov: g + μb)."""
 
     def __init__(self, lr=1e-2, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0,
                  **kw):
@@ -411,7 +412,7 @@ class _FlatGroup:
         xp = namespace_of(arrays[0])
         flat = xp.concat([xp.reshape(a, (-1,)) for a in arrays])
         views = cls._split(xp, flat, arrays)
-        for k, v in zip(keys, views):
+        for k, v in zip(keys, views, strict=True):
             params[k] = v
         state = {"step": steps.pop()}
         for name in names[0]:
@@ -436,7 +437,8 @@ class _FlatGroup:
     def matches(self, params, grads) -> bool:
         if len(grads) != len(self.keys):
             return False
-        return all(k in grads and params.get(k) is v for k, v in zip(self.keys, self.views))
+        pairs = zip(self.keys, self.views, strict=True)
+        return all(k in grads and params.get(k) is v for k, v in pairs)
 
     def share_state(self, opt_state):
         """Point each parameter's state entries at its slice of the flat state (for checkpoints)."""
@@ -444,7 +446,7 @@ class _FlatGroup:
             if name == "step" or flat is None or self._shared.get(name) is flat:
                 continue
             xp = namespace_of(flat)
-            for k, v in zip(self.keys, self._split(xp, flat, self.views)):
+            for k, v in zip(self.keys, self._split(xp, flat, self.views), strict=True):
                 opt_state[k][name] = v
             self._shared[name] = flat
 
@@ -452,7 +454,7 @@ class _FlatGroup:
         """Adopt a new flat parameter buffer (an update that returned a new array)."""
         xp = namespace_of(flat)
         self.flat, self.views = flat, self._split(xp, flat, self.views)
-        for k, v in zip(self.keys, self.views):
+        for k, v in zip(self.keys, self.views, strict=True):
             params[k] = v
 
 
