@@ -107,7 +107,7 @@ class Dense(Layer):
 
     def forward(self, net, x, train):
         W, b = net.params[self.keys["W"]], net.params[self.keys["b"]]
-        if self.activation.name in getattr(net.k, "fused_activations", ()):
+        if self.activation.name in net.k.fused_activations:
             # a twin (CuPy) fuses bias + g into one kernel; these g need only a backward
             a = net.k.affine_act(x, W, b, self.activation.name)
             self.cache = (x, None, a)

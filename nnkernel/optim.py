@@ -45,18 +45,19 @@ class Optimizer:
     def step(self, params: dict, grads: dict) -> None:
         if not grads:
             return
-        if self._members:
+        members = self._members
+        if members:
             self._check_members(params)
         if self._k is None:
             first = next(iter(grads.values()))
             self._k = kernels_for_namespace(namespace_of(first))
         if self.clip_norm is not None:
             # an ensemble's members are clipped by their own norms, as if trained alone
-            members = self._members or getattr(params, "ensemble", None) is not None
-            grads = clip_by_global_norm(grads, self.clip_norm, members=members)
+            per_member = members or getattr(params, "ensemble", None) is not None
+            grads = clip_by_global_norm(grads, self.clip_norm, members=per_member)
         factor = 1.0 if self.schedule is None else float(self.schedule(self.t))
         self.t += 1
-        if self._k.in_place and not self._members and self._flat_step(params, grads, factor):
+        if self._k.in_place and not members and self._flat_step(params, grads, factor):
             return
         for key, g in grads.items():
             if key not in params:
@@ -86,8 +87,7 @@ class Optimizer:
             group = self._group = _FlatGroup.build(params, grads, self.state)
             if group is None:
                 return False
-        xp = namespace_of(group.flat)
-        g = xp.concat([xp.reshape(grads[k], (-1,)) for k in group.keys])
+        g = self._k.flatten([grads[k] for k in group.keys])
         group.state["step"] += 1
         for k in group.keys:
             self.state[k]["step"] = group.state["step"]

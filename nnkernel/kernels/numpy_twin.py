@@ -54,8 +54,12 @@ class NumpyKernels(Kernels):
                                                    dz.reshape(-1, dz.shape[-1]))
             dW = x2.T @ dz2  # BLAS reads the transpose in place, no copy
             db = dz2.sum(axis=0)
-        dx = np.matmul(dz, np.swapaxes(W, -1, -2)) if need_dx else None
-        return dx, dW, db
+        if not need_dx:
+            return None, dW, db
+        return (dz @ W.T if W.ndim == 2 else np.matmul(dz, np.swapaxes(W, -1, -2))), dW, db
+
+    def flatten(self, arrays):
+        return np.concatenate([a.reshape(-1) for a in arrays])  # methods: no wrapper overhead
 
     def softmax_cross_entropy(self, z, target, count):
         shifted = z - _row_max(z)

@@ -13,6 +13,7 @@ class Kernels:
 
     name = "reference"
     in_place = False  # updates return new arrays; True: they write into p and the state
+    fused_activations: frozenset = frozenset()  # names `affine_act` fuses (a twin's business)
 
     def __init__(self, xp):
         self.xp = xp
@@ -38,6 +39,11 @@ class Kernels:
             db = xp.sum(dz2, axis=0)
         dx = xp.matmul(dz, xp.matrix_transpose(W)) if need_dx else None
         return dx, dW, db
+
+    def flatten(self, arrays):
+        """One 1-D array holding all of ``arrays`` in order (for whole-buffer updates)."""
+        xp = self.xp
+        return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
 
     # -- softmax and cross-entropy ------------------------------------------------
     def log_softmax(self, z):
