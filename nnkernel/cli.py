@@ -753,7 +753,7 @@ def evaluate_command(args) -> int:
 # ----------------------------------------------------------------------- predict
 
 def predict_command(args) -> int:
-    from . import checkpoint, run_dir
+    from . import checkpoint, datasets, run_dir
     from .backend import to_numpy
     from .ensemble import ensemble_mean, mean_probabilities
     from .errors import ConfigError
@@ -766,7 +766,7 @@ def predict_command(args) -> int:
     saved = run_dir.load(args.run_dir)
     backend = _backend({**saved.config.get("runtime", {}), "tf32": bool(args.tf32)}, args)
     model = saved.build_model(backend.name, backend.device)
-    X = _read_features(Path(args.input))
+    X = datasets.load_features(Path(args.input))
     _check_features(model, X.shape[1], str(args.input), saved.directory)
     out = model.predict(backend.asarray(X, dtype=model.dtype), batch_size=args.batch_size)
     dataset = saved.config.get("dataset") or {}
@@ -798,69 +798,6 @@ def _predictions_text(predictions) -> str:
 
 def _print_predictions(predictions) -> None:
     sys.stdout.write(_predictions_text(predictions))
-
-
-def _read_features(path: Path) -> np.ndarray:
-    """Features from a .npy (no pickles) or a numeric .csv (a header row is optional)."""
-    from .errors import DatasetError, NonFiniteError, ShapeError
-
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            X = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise DatasetError(f"input file {path} does not exist") from None
-        except (OSError, ValueError, EOFError) as e:
-            raise DatasetError(f"cannot read {path} as a .npy array: {e}") from e
-        if X.dtype.kind not in "biuf":
-            raise DatasetError(f"{path}: features must be numbers, found dtype {X.dtype}")
-    elif suffix == ".csv":
-        X = _read_csv_features(path)
-    else:
-        raise DatasetError(f"INPUT must be a .npy or .csv file, got {path.name!r}")
-    if X.ndim == 1:
-        X = X[None, :]  # one sample
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise ShapeError(f"{path}: expected a 2-D array (samples, features), got shape {X.shape}")
-    X = X.astype(np.float32)
-    if not np.isfinite(X).all():
-        row, col = np.argwhere(~np.isfinite(X))[0]
-        raise NonFiniteError(f"{path}: NaN or Inf at row {row}, column {col}")
-    return X
-
-
-def _read_csv_features(path: Path) -> np.ndarray:
-    import csv
-
-    from .errors import DatasetError
-
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [row for row in csv.reader(f) if row]
-    except FileNotFoundError:
-        raise DatasetError(f"input file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"cannot read CSV file {path}: {e}") from e
-    if rows and not all(_is_number(v) for v in rows[0]):
-        rows = rows[1:]  # a header
-    if not rows:
-        raise DatasetError(f"{path} has no data rows")
-    width = len(rows[0])
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise DatasetError(f"{path}: row {i + 1} has {len(row)} fields, the first has {width}")
-        for v in row:
-            if not _is_number(v):
-                raise DatasetError(f"{path}: row {i + 1}: {v!r} is not a number")
-    return np.array(rows, dtype=np.float64)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- info

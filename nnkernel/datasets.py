@@ -411,6 +411,57 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def load_features(path: str | os.PathLike) -> np.ndarray:
+    """Features to predict on, float32 (samples, features): a .npy (no pickles) or a numeric
+    .csv whose header row is optional."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            X = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise DatasetError(f"input file {path} does not exist") from None
+        except (OSError, ValueError, EOFError) as e:
+            raise DatasetError(f"cannot read {path} as a .npy array: {e}") from e
+        if X.dtype.kind not in "biuf":
+            raise DatasetError(f"{path}: features must be numbers, found dtype {X.dtype}")
+    elif suffix == ".csv":
+        X = _read_csv_features(path)
+    else:
+        raise DatasetError(f"INPUT must be a .npy or .csv file, got {path.name!r}")
+    if X.ndim == 1:
+        X = X[None, :]  # one sample
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ShapeError(f"{path}: expected a 2-D array (samples, features), got shape {X.shape}")
+    X = X.astype(np.float32)
+    if not np.isfinite(X).all():
+        row, col = np.argwhere(~np.isfinite(X))[0]
+        raise NonFiniteError(f"{path}: NaN or Inf at row {row}, column {col}")
+    return X
+
+
+def _read_csv_features(path: Path) -> np.ndarray:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.reader(f) if row]
+    except FileNotFoundError:
+        raise DatasetError(f"input file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"cannot read CSV file {path}: {e}") from e
+    if rows and not all(_is_number(v) for v in rows[0]):
+        rows = rows[1:]  # a header
+    if not rows:
+        raise DatasetError(f"{path} has no data rows")
+    width = len(rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise DatasetError(f"{path}: row {i + 1} has {len(row)} fields, the first has {width}")
+        for v in row:
+            if not _is_number(v):
+                raise DatasetError(f"{path}: row {i + 1}: {v!r} is not a number")
+    return np.array(rows, dtype=np.float64)
+
+
 def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y") -> Dataset:
     """An .npz with X_train/y_train/X_test/y_test, or with `x` and `y` to split 80/20.
 
