@@ -26,7 +26,6 @@ from .kernels import kernels_for_namespace
 
 
 class Optimizer:
-    defaults: dict = {}
 
     def __init__(self, lr, *, weight_decay=0.0, clip_norm: float | None = None, schedule=None):
         self.lr = _check_hyper("lr", lr)
