@@ -26,6 +26,7 @@ from .kernels import kernels_for_namespace
 
 
 class Optimizer:
+    """Shared machinery; a subclass writes only `_update(p, g, state, lr, weight_decay)`."""
 
     def __init__(self, lr, *, weight_decay=0.0, clip_norm: float | None = None, schedule=None):
         self.lr = _check_hyper("lr", lr)
