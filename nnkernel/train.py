@@ -196,11 +196,14 @@ def fit(model, X, y, *, loss="cross_entropy", optimizer="adam", epochs: int = 10
                 xb, yb = _batch(xp, X, y, idx, boot)
                 if model.stochastic:
                     model.reseed((seed, epoch, step))
+                frozen = dict(model.state) if opt.member_mask is not None else None
                 out = model.forward(xb, train=True)
                 value, dy = loss_fn(out, yb, members=members, **(
                     {"num_check": False} if classify else {}))
                 model.backward(dy, input_grad=False)
                 opt.step(model.params, model.grads)
+                if frozen:
+                    _restore_stopped_members(model, opt.member_mask, frozen)
                 nb = idx.shape[0]
                 loss_sum = loss_sum + value * float(nb)
                 if classify:
@@ -324,6 +327,16 @@ def _batch(xp, X, y, idx, boot):
     xb = xp.reshape(xp.take(X, flat, axis=0), (E, B, X.shape[1]))
     yb = xp.reshape(xp.take(y, flat, axis=0), (E, B, *y.shape[1:]))
     return xb, yb
+
+
+def _restore_stopped_members(model, mask, before):
+    """Members stopped by early stopping keep their BatchNorm statistics, like their weights.
+
+    state = m·new + (1 − m)·old per member: exact for a 0/1 mask, and no xp.where.
+    """
+    for key, old in before.items():
+        m = model.backend.asarray(mask.reshape((-1,) + (1,) * (old.ndim - 1)), dtype=old.dtype)
+        model.state[key] = m * model.state[key] + (1.0 - m) * old
 
 
 def _correct(xp, out, yb):

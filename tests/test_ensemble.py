@@ -394,6 +394,32 @@ def test_early_stopping_freezes_each_member_and_ends_when_all_stopped(backend):
         assert not np.array_equal(W[i], final["0.W"][i]), i
 
 
+class StateSnapshots(nk.Callback):
+    """BatchNorm running statistics at the end of every epoch, as host copies."""
+
+    def __init__(self):
+        self.state = []
+
+    def on_epoch_end(self, run, logs):
+        self.state.append({k: host(v).copy() for k, v in run.model.state.items()})
+
+
+def test_a_stopped_member_keeps_its_batchnorm_statistics(backend):
+    X, y = classification(backend)
+    ens = nk.Sequential(*batchnorm_net(), ensemble=3, dtype="float64", backend=backend)
+    es = nk.EarlyStopping(monitor="score", patience=2, restore_best=False)
+    states = StateSnapshots()
+    nk.fit(ens, X, y, optimizer=optim.Adam(lr=1e-2), epochs=len(SCORES), batch_size=16,
+           callbacks=[ScriptedScore(SCORES), es, states], progress=False)
+    assert ens.state
+    for key in states.state[0]:
+        for i, stop in enumerate(STOPS):
+            for e in range(1, len(states.state)):
+                changed = not np.array_equal(states.state[e][key][i],
+                                             states.state[e - 1][key][i])
+                assert changed == (e <= stop), (key, i, e)
+
+
 def test_early_stopping_restores_each_members_best_epoch(backend):
     ens, es, snaps, _, _ = early_stopping_fit(backend, restore_best=True)
     for key, value in ens.params.items():
