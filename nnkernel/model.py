@@ -244,9 +244,13 @@ class Sequential:
         if not models:
             raise ConfigError("stack() needs at least one model")
         first = models[0]
-        cfgs = [[c for c in m.config()["layers"]] for m in models]
+        cfgs = [m.config()["layers"] for m in models]
         if any(c != cfgs[0] for c in cfgs):
             raise ConfigError("stack() needs models of one architecture")
+        places = {(m.backend.name, m.backend.device_name, dtype_name(m.dtype)) for m in models}
+        if len(places) > 1:
+            raise ConfigError(f"stack() needs models of one backend, device and dtype; got "
+                              f"{', '.join(sorted(' '.join(p) for p in places))}")
         ens = Sequential(*_copy_layers(first.layers), seed=first.seed, dtype=first.dtype,
                          backend=first.backend.name, device=first.device, ensemble=len(models))
         host = [m.arrays() for m in models]

@@ -404,6 +404,13 @@ class StateSnapshots(nk.Callback):
         self.state.append({k: host(v).copy() for k, v in run.model.state.items()})
 
 
+def test_stack_refuses_models_of_different_dtypes(backend):
+    a = nk.Sequential(nk.Dense(3, 2), dtype="float64", backend=backend)
+    b = nk.Sequential(nk.Dense(3, 2), dtype="float32", backend=backend)
+    with pytest.raises(nk.ConfigError, match="one backend, device and dtype"):
+        nk.Sequential.stack([a, b])
+
+
 def test_a_stopped_member_keeps_its_batchnorm_statistics(backend):
     X, y = classification(backend)
     ens = nk.Sequential(*batchnorm_net(), ensemble=3, dtype="float64", backend=backend)
