@@ -284,9 +284,7 @@ def _prepare(model, X, y, classify, what):
                          f"{model.n_in}")
     if y.shape[0] != n:
         raise ShapeError(f"{what}: X has {n} samples but y has {y.shape[0]}")
-    if not dtype_name(X.dtype).startswith("float"):
-        X = xp.astype(X, model.dtype)
-    elif X.dtype != model.dtype:
+    if X.dtype != model.dtype:  # integer pixels or another float width
         X = xp.astype(X, model.dtype)
     if not bool(xp.all(xp.isfinite(X))):
         raise NonFiniteError(f"{what}: X contains NaN or Inf values; clean or impute them first")
@@ -304,8 +302,6 @@ def _prepare(model, X, y, classify, what):
             if name != "int64":
                 y = xp.astype(y, xp.int64)
     else:
-        if not dtype_name(y.dtype).startswith("float"):
-            y = xp.astype(y, model.dtype)
         if y.ndim == 1:
             y = xp.reshape(y, (n, 1))
         if y.dtype != model.dtype:
