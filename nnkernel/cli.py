@@ -809,6 +809,7 @@ def _print_predictions(predictions) -> None:
 def info_command(args) -> int:
     from . import __version__
     from .backend import available_backends
+    from .kernels import malloc
 
     report = {"nnkernel": __version__, "python": platform.python_version(),
               "platform": platform.platform(), "numpy": np.__version__}
@@ -821,8 +822,10 @@ def info_command(args) -> int:
     report["backends"] = available_backends()
     report["gpu"] = _gpu_info(report["backends"].get("cupy"))
     report["blas"] = _blas_info()
+    report["malloc"] = malloc.status()
     report["env"] = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                                "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+                                                "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                malloc.OPT_OUT, *malloc.GLIBC_VARIABLES)
                      if k in os.environ}
     if args.json:
         print(json.dumps(report, indent=2))
@@ -837,6 +840,7 @@ def info_command(args) -> int:
     lines.append(f"gpu: {report['gpu']}")
     for lib in report["blas"]:
         lines.append("blas: " + ", ".join(f"{k} {v}" for k, v in lib.items()))
+    lines.append(f"malloc: {report['malloc']}")
     for k, v in report["env"].items():
         lines.append(f"{k}={v}")
     print("\n".join(lines))

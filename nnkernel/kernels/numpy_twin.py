@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .malloc import keep_freed_memory
 from .reference import Kernels
 
 # Where a gradient stays 0 (input pixels that are always 0, dead units) Adam's first moment
@@ -39,6 +40,10 @@ def _flush_subnormals(a) -> None:
 class NumpyKernels(Kernels):
     name = "numpy"
     in_place = True
+
+    def __init__(self, xp):
+        super().__init__(xp)
+        keep_freed_memory()  # large temporaries stay in the heap between steps
 
     def affine(self, x, W, b):
         z = np.matmul(x, W)
