@@ -106,23 +106,23 @@ def cross_entropy(y, target, *, members: bool = False, num_check: bool = True):
     Softmax is fused in: value = mean(−Σ t log softmax(y)),  dy = (softmax(y) − t) / N.
     """
     xp = namespace_of(y)
-    t = _class_target(xp, y, target, check=num_check)
-    losses, dy = kernels_for_namespace(xp).softmax_cross_entropy(
-        y, t, _count(y, members, per_row=True))
+    t, labels = _class_target(xp, y, target, check=num_check)
+    k = kernels_for_namespace(xp)
+    count = _count(y, members, per_row=True)
+    losses, dy = (k.softmax_cross_entropy_labels(y, t, count) if labels
+                  else k.softmax_cross_entropy(y, t, count))
     return _reduce(xp, losses, members), dy
 
 
 def _class_target(xp, y, target, check=True):
-    """Labels (N,) -> one-hot (N, C) in y's dtype; probabilities pass through."""
+    """(target, is_labels): probabilities in y's dtype, or validated integer labels."""
     C = y.shape[-1]
     if not hasattr(target, "dtype"):
         target = xp.asarray(target, device=array_api_compat.device(y))
     name = dtype_name(target.dtype)
     if tuple(target.shape) == tuple(y.shape) or (
             target.ndim >= 2 and tuple(target.shape) == tuple(y.shape[1:])):
-        if not name.startswith("float"):
-            target = xp.astype(target, y.dtype)
-        return target if target.dtype == y.dtype else xp.astype(target, y.dtype)
+        return (target if target.dtype == y.dtype else xp.astype(target, y.dtype)), False
     if name.startswith("float"):
         raise DTypeError(f"cross_entropy: target has float dtype {name} and shape "
                          f"{tuple(target.shape)}; pass integer class labels of shape "
@@ -138,8 +138,7 @@ def _class_target(xp, y, target, check=True):
         if lo < 0 or hi >= C:
             raise ShapeError(f"cross_entropy: labels must be in [0, {C - 1}] for {C} classes, "
                              f"found values in [{lo}, {hi}]")
-    classes = xp.arange(C, device=array_api_compat.device(y))
-    return xp.astype(xp.expand_dims(target, axis=-1) == classes, y.dtype)
+    return target, True
 
 
 LOSSES = {"mse": mse, "mae": mae, "huber": huber, "binary_cross_entropy": binary_cross_entropy,

@@ -102,6 +102,28 @@ def test_softmax_cross_entropy(dtype, shape):
     assert np.array_equal(z, before[0]) and np.array_equal(target, before[1])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, label_shape, label_dtype", [
+    ((4, 3), (4,), "int64"), ((1, 10), (1,), "int32"), ((2, 5, 4), (5,), "uint8"),
+    ((2, 5, 4), (2, 5), "int64"), ((3, 7, 1000), (7,), "int64")], ids=str)
+def test_softmax_cross_entropy_labels(dtype, shape, label_shape, label_dtype):
+    """The twin gathers each row's label; the reference builds the one-hot target."""
+    rng = np.random.default_rng(3)
+    z = rand(rng, shape, dtype) * 20
+    labels = rng.integers(0, shape[-1], label_shape).astype(label_dtype)
+    count = int(np.prod(shape[1:-1] if len(shape) == 3 else shape[:-1]))
+    before = unchanged(z, labels)
+    ours = TWIN.softmax_cross_entropy_labels(z, labels, count)
+    reference = REFERENCE.softmax_cross_entropy_labels(z, labels, count)
+    one_hot = (labels[..., None] == np.arange(shape[-1])).astype(dtype)
+    dense = REFERENCE.softmax_cross_entropy(z, np.broadcast_to(one_hot, shape), count)
+    for got, want, want_dense in zip(ours, reference, dense, strict=True):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert_same(got, want, dtype)
+        assert np.array_equal(want, want_dense)
+    assert np.array_equal(z, before[0]) and np.array_equal(labels, before[1])
+
+
 # -- optimizer updates --------------------------------------------------------------------------
 PARAM_SHAPES = [(7,), (3, 4), (2, 3, 5)]
 # (shape, per_member): per-member hyperparameters need a stacked (E, ...) parameter

@@ -7,6 +7,8 @@ leading dimensions, so one code path serves one model and a stack of them.
 
 from __future__ import annotations
 
+import array_api_compat
+
 
 class Kernels:
     """Reference kernels; backend twins subclass this and override what they speed up."""
@@ -61,6 +63,16 @@ class Kernels:
         losses = -xp.sum(target * logp, axis=-1)
         dz = (xp.exp(logp) - target) / float(count)
         return losses, dz
+
+    def softmax_cross_entropy_labels(self, z, labels, count: int):
+        """The same for integer class labels, shape z.shape[:-1] or broadcastable to it.
+
+        The reference builds the one-hot target; a twin may gather the label column instead.
+        """
+        xp = self.xp
+        classes = xp.arange(z.shape[-1], device=array_api_compat.device(z))
+        target = xp.astype(xp.expand_dims(labels, axis=-1) == classes, z.dtype)
+        return self.softmax_cross_entropy(z, target, count)
 
     # -- optimizer updates: (param, grad, state...) -> new arrays -----------------
     def sgd(self, p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first):
