@@ -121,7 +121,8 @@ class Dense(Layer):
         x, z, a = self.cache
         dz = self.activation.backward(net.xp, z, a, da)  # δ = da ⊙ g′(z)
         W = net.params[self.keys["W"]]
-        dx, dW, db = net.k.affine_backward(x, W, dz, need_dx)  # dW = xᵀδ, db = Σδ, dx = δWᵀ
+        out = (net.grad_out(self.keys["W"]), net.grad_out(self.keys["b"]))
+        dx, dW, db = net.k.affine_backward(x, W, dz, need_dx, out)  # dW = xᵀδ, db = Σδ, dx = δWᵀ
         net.grads[self.keys["W"]] = dW
         net.grads[self.keys["b"]] = db
         return dx

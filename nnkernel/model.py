@@ -50,6 +50,20 @@ class Parameters(dict):
         dict.__setitem__(self, key, value)
 
 
+class Gradients(dict):
+    """``model.grads``: parameter key -> dL/dparameter, in parameter order.
+
+    On backends that update in place (NumPy) every entry is a view of ``flat``,
+    one buffer laid out in parameter order: optimizers update from it without
+    first concatenating the gradients. The next backward overwrites it, as
+    PyTorch reuses ``.grad``: copy an entry to keep it.
+    """
+
+    def __init__(self, items=(), flat=None):
+        super().__init__(items)
+        self.flat = flat  # None when the entries are separate arrays
+
+
 class Sequential:
     """A feed-forward network: ``Sequential(Dense(784, 256), ReLU(), Dense(256, 10))``.
 
@@ -76,7 +90,7 @@ class Sequential:
                    else dtype)
         self.n_in, self.n_out = self._build()
         self.params, self.state = self._initial_arrays(np.random.default_rng(self.seed))
-        self.grads: dict = {}
+        self.grads: dict = Gradients()
 
     # -- construction -----------------------------------------------------------------
     def _bind(self, backend: Backend, dtype: str):
@@ -85,6 +99,7 @@ class Sequential:
         self.k = kernels_for(backend)
         self.dtype = backend.dtype(dtype)
         self.random = backend.random(self.seed)
+        self._grad_flat, self._grad_views = None, {}  # built by the first backward
 
     def _build(self):
         n = None
@@ -140,15 +155,40 @@ class Sequential:
         if tuple(dy.shape) != out_shape:
             raise ShapeError(f"dy has shape {tuple(dy.shape)}, but the last forward returned "
                              f"{out_shape}")
+        if self.k.in_place and len(self._grad_views) != len(self.params):
+            self._build_gradient_buffer()
         grads: dict = {}
-        self.grads = grads
+        self.grads = grads  # layers fill it
         for i in range(len(self.layers) - 1, -1, -1):
             dy = self.layers[i].backward(self, dy, need_dx=input_grad or i > 0)
         if dy is not None and self.ensemble is not None and self._shared_input:
             dy = self.xp.sum(dy, axis=0)  # one input feeds every member
-        # Keep the parameter order, so that optimizers and checkpoints see a stable order.
-        self.grads = {k: grads[k] for k in self.params if k in grads}
+        self.grads = self._gather_gradients(grads)
         return dy if input_grad else None
+
+    def grad_out(self, key):
+        """Where a layer may write the gradient of params[key] in place, or None."""
+        return self._grad_views.get(key)
+
+    def _build_gradient_buffer(self):
+        xp, sizes = self.xp, [int(np.prod(p.shape)) for p in self.params.values()]
+        self._grad_flat = flat = xp.zeros(sum(sizes), dtype=self.dtype, device=self.device)
+        self._grad_views, start = {}, 0
+        for (key, p), n in zip(self.params.items(), sizes, strict=True):
+            self._grad_views[key] = xp.reshape(flat[start:start + n], p.shape)
+            start += n
+
+    def _gather_gradients(self, grads) -> Gradients:
+        """The layers' gradients in parameter order; on in-place backends, in the flat buffer."""
+        views = self._grad_views
+        if not views:
+            return Gradients({k: grads[k] for k in self.params if k in grads})
+        for key, g in grads.items():
+            if g is not views[key]:  # layers without an in-place kernel (BatchNorm, LayerNorm)
+                views[key][...] = g
+        if len(grads) == len(views):
+            return Gradients(views, flat=self._grad_flat)  # views are in parameter order
+        return Gradients({k: views[k] for k in self.params if k in grads})
 
     def _check_input(self, x):
         self.backend.check(x, "input x")
@@ -198,7 +238,7 @@ class Sequential:
         self.params = Parameters(self, {k: self.backend.asarray(v, dtype=self.dtype)
                                         for k, v in arrays.items()})
         self.state = {k: self.backend.asarray(v, dtype=self.dtype) for k, v in state.items()}
-        self.grads = {}
+        self.grads = Gradients()
         return self
 
     def config(self) -> dict:

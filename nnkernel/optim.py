@@ -87,7 +87,9 @@ class Optimizer:
             group = self._group = _FlatGroup.build(params, grads, self.state)
             if group is None:
                 return False
-        g = self._k.flatten([grads[k] for k in group.keys])
+        g = getattr(grads, "flat", None)  # the model's own flat buffer, when it has one
+        if g is None or tuple(grads) != group.keys or g.dtype != group.flat.dtype:
+            g = self._k.flatten([grads[k] for k in group.keys])
         group.state["step"] += 1
         for k in group.keys:
             self.state[k]["step"] = group.state["step"]

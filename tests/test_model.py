@@ -80,6 +80,61 @@ def test_grads_have_the_keys_order_and_shapes_of_params(backend):
     assert model.backward(make(backend, np.ones(tuple(y.shape))), input_grad=False) is None
 
 
+@pytest.mark.parametrize("ensemble", [None, 3])
+def test_numpy_gradients_live_in_one_flat_buffer_equal_to_the_reference(ensemble):
+    """NumPy's Dense layers write into views of one buffer; values match array-api-strict's."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 3))
+    dy = rng.standard_normal((6, 2) if ensemble is None else (ensemble, 6, 2))
+    grads = {}
+    for backend in ("numpy", "array_api_strict"):
+        model = nk.Sequential(nk.Dense(3, 5, "tanh"), nk.BatchNorm(5), nk.Dense(5, 4),
+                              nk.LayerNorm(4), nk.Dense(4, 2), backend=backend,
+                              dtype="float64", ensemble=ensemble)
+        model.forward(make(backend, x, "float64"), train=True)
+        model.backward(make(backend, dy, "float64"), input_grad=False)
+        grads[backend] = model.grads
+    flat = grads["numpy"].flat
+    assert flat is not None and flat.size == sum(g.size for g in grads["numpy"].values())
+    start = 0
+    for key, g in grads["numpy"].items():  # parameter order, back to back
+        assert np.shares_memory(g, flat[start:start + g.size])
+        start += g.size
+        np.testing.assert_allclose(g, host(grads["array_api_strict"][key]), rtol=1e-12,
+                                   atol=1e-12)
+    assert grads["array_api_strict"].flat is None
+
+
+def test_the_next_backward_reuses_the_gradient_buffer():
+    model = small("numpy", dtype="float64")
+    x = np.random.default_rng(0).standard_normal((6, 3))
+    model.forward(x, train=True)
+    model.backward(np.ones((6, 2)))
+    first, kept = model.grads, {k: v.copy() for k, v in model.grads.items()}
+    model.forward(2 * x, train=True)
+    model.backward(np.ones((6, 2)))
+    assert first["0.W"] is model.grads["0.W"]  # the same view, overwritten, as torch's .grad
+    assert not np.array_equal(kept["0.W"], model.grads["0.W"])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_an_update_from_the_flat_buffer_equals_one_from_separate_arrays(optimizer):
+    models = [small("numpy", dtype="float64", seed=4) for _ in range(2)]
+    opts = [nk.optim.get_optimizer(optimizer, lr=0.01) for _ in models]
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        x = rng.standard_normal((8, 3))
+        for i, (model, opt) in enumerate(zip(models, opts, strict=True)):
+            model.reseed(0)
+            model.forward(x, train=True)
+            model.backward(np.ones((8, 2)), input_grad=False)
+            grads = model.grads if i == 0 else {k: v.copy() for k, v in model.grads.items()}
+            opt.step(model.params, grads)
+    assert models[0].grads.flat is not None
+    for key in models[0].params:
+        np.testing.assert_array_equal(models[0].params[key], models[1].params[key])
+
+
 # -- input checks ---------------------------------------------------------------------------------
 def test_input_width_mismatch_is_a_shape_error(backend):
     model = small(backend)

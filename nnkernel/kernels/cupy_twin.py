@@ -190,7 +190,8 @@ class CupyKernels(Kernels):
             b = b[:, None, :]
         return _bias_act_kernel(activation)(b, z)
 
-    def affine_backward(self, x, W, dz, need_dx=True):
+    def affine_backward(self, x, W, dz, need_dx=True, out=None):
+        # `out` is left unused: the model copies into its gradient buffer (one device copy)
         if W.ndim == 3:
             dW = cupy.matmul(x.swapaxes(-1, -2), dz)
             db = dz.sum(axis=-2)

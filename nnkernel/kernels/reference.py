@@ -28,8 +28,12 @@ class Kernels:
             b = xp.expand_dims(b, axis=-2)
         return xp.matmul(x, W) + b
 
-    def affine_backward(self, x, W, dz, need_dx: bool = True):
-        """Gradients of z = xW + b:  dW = xᵀ δ,  db = Σ_rows δ,  dx = δ Wᵀ."""
+    def affine_backward(self, x, W, dz, need_dx: bool = True, out=None):
+        """Gradients of z = xW + b:  dW = xᵀ δ,  db = Σ_rows δ,  dx = δ Wᵀ.
+
+        ``out`` may hold (dW, db) buffers that a twin fills in place; callers use the
+        returned arrays either way.
+        """
         xp = self.xp
         if W.ndim == 3:  # ensemble: x (N, n_in) shared or (E, N, n_in); dz (E, N, n_out)
             dW = xp.matmul(xp.matrix_transpose(x), dz)
