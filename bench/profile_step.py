@@ -4,9 +4,10 @@
                                  [--steps 2000] [--top 25]
 
 Phases are timed one step at a time with perf_counter (medians, so a preempted
-step does not count); the hand-written NumPy step of `nnkernel.bench_workers`
-is timed the same way as the floor a library could reach. The cProfile part lists
-the functions with the most time of their own, in µs per step.
+step does not count), and the minor page faults per step are counted; the
+hand-written NumPy step of `nnkernel.bench_workers` is timed the same way as the
+floor a library could reach. The cProfile part lists the functions with the most
+time of their own, in µs per step.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import nnkernel as nk  # noqa: E402
 from nnkernel.bench_workers import HandMLP, _cycle, _inputs, _nk_mlp_model  # noqa: E402
+from nnkernel.kernels import malloc  # noqa: E402
 
 CASES = {
     "mlp": {"sizes": [784, 512, 512, 10], "batch": 256, "activation": "relu", "loss": "ce",
@@ -55,8 +57,11 @@ def phases(case, steps):
             return nk.losses.mse(y, t, members=members)
     clock = time.perf_counter
     times = {"forward": [], "loss": [], "backward": [], "optimizer": [], "step": []}
+    faults = 0
     for i in range(steps + 50):
         x, t = data()
+        if i == 50:
+            faults = -_minor_faults()
         t0 = clock()
         out = model.forward(x, train=True)
         t1 = clock()
@@ -70,7 +75,15 @@ def phases(case, steps):
             for name, a, b in (("forward", t0, t1), ("loss", t1, t2), ("backward", t2, t3),
                                ("optimizer", t3, t4), ("step", t0, t4)):
                 times[name].append((b - a) * 1e6)
-    return {k: statistics.median(v) for k, v in times.items()}, model, opt, loss, data
+    faults = (faults + _minor_faults()) / steps
+    return {k: statistics.median(v) for k, v in times.items()}, faults, model, opt, loss, data
+
+
+def _minor_faults() -> int:
+    """Page faults served without I/O so far: memory the allocator took back from the OS."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def hand_phases(case, steps):
@@ -111,13 +124,14 @@ def main(argv=None) -> int:
         case["batch"] = args.batch
     if args.members and "members" in case:
         case["members"] = args.members
-    med, model, opt, loss, data = phases(case, args.steps)
+    med, faults, model, opt, loss, data = phases(case, args.steps)
     print(f"case {args.case}: {case}")
     hand = hand_phases(case, args.steps) if "members" not in case else None
     print(f"{'phase (median µs)':<20}{'nnkernel':>10}" + (f"{'hand NumPy':>12}{'ratio':>8}"
                                                             if hand else ""))
     for k, v in med.items():
         print(f"{k:<20}{v:>10.1f}" + (f"{hand[k]:>12.1f}{v / hand[k]:>8.2f}" if hand else ""))
+    print(f"minor page faults per nnkernel step: {faults:.1f}  (malloc: {malloc.status()})")
     prof = cProfile.Profile()
     n = args.steps
     prof.enable()
