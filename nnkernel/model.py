@@ -267,6 +267,19 @@ class Sequential:
         for k in self.state:
             self.state[k] = self._convert(arrays[k], self.state[k].shape, f"state {k!r}")
 
+    def __deepcopy__(self, memo) -> Sequential:
+        """``copy.deepcopy(model)``: the same architecture, backend, device, dtype and arrays.
+
+        Rebuilt rather than copied attribute by attribute: backend modules cannot be
+        copied, and the gradient buffer's views must stay views of one buffer. The copy
+        starts its Dropout stream afresh from the seed and has no cached forward pass.
+        """
+        twin = Sequential.from_config(self.config(), backend=self.backend.name,
+                                      device=self.device, dtype=dtype_name(self.dtype))
+        twin.load_arrays(self.arrays())
+        memo[id(self)] = twin
+        return twin
+
     def member(self, i: int) -> Sequential:
         """Member i of an ensemble as an ordinary model (a copy)."""
         if self.ensemble is None:

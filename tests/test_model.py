@@ -135,6 +135,30 @@ def test_an_update_from_the_flat_buffer_equals_one_from_separate_arrays(optimize
         np.testing.assert_array_equal(models[0].params[key], models[1].params[key])
 
 
+def test_a_deep_copy_trains_like_the_original(backend):
+    """Same arrays, own gradient buffer (an optimizer never reads a stale one), same steps."""
+    import copy
+
+    original = small(backend, dtype="float64", seed=2)
+    x = make(backend, np.random.default_rng(0).standard_normal((6, 3)), "float64")
+    dy = make(backend, np.ones((6, 2)), "float64")
+    original.forward(x, train=True)
+    original.backward(dy)
+    twin = copy.deepcopy(original)
+    assert twin.backend.name == backend and twin.dtype == original.dtype
+    for model in (original, twin):
+        opt = nk.optim.Adam(lr=0.05)
+        for _ in range(3):
+            model.reseed(0)
+            model.forward(x, train=True)
+            model.backward(dy, input_grad=False)
+            opt.step(model.params, model.grads)
+    if backend == "numpy":
+        assert not np.shares_memory(original.grads.flat, twin.grads.flat)
+    for key in original.params:
+        np.testing.assert_array_equal(host(original.params[key]), host(twin.params[key]))
+
+
 # -- input checks ---------------------------------------------------------------------------------
 def test_input_width_mismatch_is_a_shape_error(backend):
     model = small(backend)
