@@ -133,7 +133,7 @@ def _class_target(xp, y, target, check=True):
     if tuple(target.shape) != rows and tuple(target.shape) != rows[1:]:
         raise ShapeError(f"cross_entropy: labels have shape {tuple(target.shape)}, expected "
                          f"{rows} for outputs of shape {tuple(y.shape)}")
-    if check and target.shape[0] > 0:
+    if check and (target.ndim == 0 or target.shape[0] > 0):
         lo, hi = int(xp.min(target)), int(xp.max(target))
         if lo < 0 or hi >= C:
             raise ShapeError(f"cross_entropy: labels must be in [0, {C - 1}] for {C} classes, "

@@ -114,6 +114,17 @@ def test_cross_entropy_is_stable_for_huge_logits():
     assert_close(dy, tl.grad, "dL/dy")
 
 
+def test_cross_entropy_of_one_unbatched_sample():
+    """Logits (C,) and a 0-d label, as torch accepts them."""
+    logits = np.array([1.0, 2.0, 3.0, -0.5])
+    value, dy = losses.cross_entropy(logits, np.asarray(2))
+    tl = as_torch(logits, grad=True)
+    tvalue = F.cross_entropy(tl, as_torch(np.asarray(2)))
+    tvalue.backward()
+    assert_close(value, tvalue, "loss")
+    assert_close(dy, tl.grad, "dL/dy")
+
+
 # -- normalisation layers ---------------------------------------------------------------------
 def _norm_model(layer, rng):
     model = nk.Sequential(nk.Dense(3, 5, "tanh"), layer, seed=4, dtype="float64")
