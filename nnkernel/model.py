@@ -61,7 +61,18 @@ class Gradients(dict):
 
     def __init__(self, items=(), flat=None):
         super().__init__(items)
-        self.flat = flat  # None when the entries are separate arrays
+        self._flat = flat
+        self._entries = tuple(self.items()) if flat is not None else ()
+
+    @property
+    def flat(self):
+        """The buffer holding every entry in order; None once an entry is replaced or removed."""
+        if self._flat is None or len(self) != len(self._entries):
+            return None
+        for (key, g), (key0, view) in zip(self.items(), self._entries, strict=True):
+            if g is not view or key != key0:
+                return None
+        return self._flat
 
 
 class Sequential:

@@ -135,6 +135,25 @@ def test_an_update_from_the_flat_buffer_equals_one_from_separate_arrays(optimize
         np.testing.assert_array_equal(models[0].params[key], models[1].params[key])
 
 
+def test_a_replaced_gradient_entry_is_the_one_the_optimizer_uses():
+    """Halving one entry by assignment leaves the flat buffer stale: it must not be used."""
+    models = [small("numpy", dtype="float64", seed=4) for _ in range(2)]
+    x = np.random.default_rng(6).standard_normal((8, 3))
+    for i, model in enumerate(models):
+        opt = nk.optim.SGD(lr=0.1)
+        for _ in range(2):
+            model.reseed(0)
+            model.forward(x, train=True)
+            model.backward(np.ones((8, 2)), input_grad=False)
+            grads = model.grads if i == 0 else dict(model.grads)
+            grads["0.W"] = grads["0.W"] * 0.5
+            if i == 0:
+                assert grads.flat is None
+            opt.step(model.params, grads)
+    for key in models[0].params:
+        np.testing.assert_array_equal(models[0].params[key], models[1].params[key])
+
+
 def test_a_deep_copy_trains_like_the_original(backend):
     """Same arrays, own gradient buffer (an optimizer never reads a stale one), same steps."""
     import copy
