@@ -11,6 +11,8 @@ matrix product over the members.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from .backend import Backend, dtype_name, to_numpy
@@ -59,19 +61,16 @@ class Gradients(dict):
     PyTorch reuses ``.grad``: copy an entry to keep it.
     """
 
-    def __init__(self, items=(), flat=None):
+    def __init__(self, items=(), flat=None, views=()):
         super().__init__(items)
-        self._flat = flat
-        self._entries = tuple(self.items()) if flat is not None else ()
+        self._flat, self._views = flat, views  # views: the entries as made, in order
 
     @property
     def flat(self):
         """The buffer holding every entry in order; None once an entry is replaced or removed."""
-        if self._flat is None or len(self) != len(self._entries):
+        if self._flat is None or len(self) != len(self._views) or not all(
+                map(operator.is_, self.values(), self._views)):
             return None
-        for (key, g), (key0, view) in zip(self.items(), self._entries, strict=True):
-            if g is not view or key != key0:
-                return None
         return self._flat
 
 
@@ -111,6 +110,7 @@ class Sequential:
         self.dtype = backend.dtype(dtype)
         self.random = backend.random(self.seed)
         self._grad_flat, self._grad_views = None, {}  # built by the first backward
+        self._grad_order: tuple = ()  # the views in parameter order
 
     def _build(self):
         n = None
@@ -188,6 +188,7 @@ class Sequential:
         for (key, p), n in zip(self.params.items(), sizes, strict=True):
             self._grad_views[key] = xp.reshape(flat[start:start + n], p.shape)
             start += n
+        self._grad_order = tuple(self._grad_views.values())
 
     def _gather_gradients(self, grads) -> Gradients:
         """The layers' gradients in parameter order; on in-place backends, in the flat buffer."""
@@ -198,7 +199,7 @@ class Sequential:
             if g is not views[key]:  # layers without an in-place kernel (BatchNorm, LayerNorm)
                 views[key][...] = g
         if len(grads) == len(views):
-            return Gradients(views, flat=self._grad_flat)  # views are in parameter order
+            return Gradients(views, self._grad_flat, self._grad_order)
         return Gradients({k: views[k] for k in self.params if k in grads})
 
     def _check_input(self, x):
