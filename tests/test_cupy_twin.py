@@ -167,6 +167,23 @@ def test_softmax_cross_entropy_matches_reference(cp, twin, dtype, z_shape, t_sha
 
 
 @gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("z_shape,label_shape", [((16, 10), (16,)), ((3, 11, 10), (11,)),
+                                                 ((3, 11, 10), (3, 11)), ((0, 10), (0,))])
+def test_softmax_cross_entropy_with_labels_matches_reference(cp, twin, dtype, z_shape,
+                                                             label_shape):
+    """Integer labels: the reference's one-hot path, run on CuPy arrays, into the raw kernel."""
+    rng = np.random.default_rng(5)
+    z = randn(rng, z_shape, dtype) * 4.0
+    labels = rng.integers(0, z_shape[-1], label_shape)
+    count = max(z_shape[-2], 1)
+    want_losses, want_dz = REF.softmax_cross_entropy_labels(z, labels, count)
+    losses, dz = twin.softmax_cross_entropy_labels(cp.asarray(z), cp.asarray(labels), count)
+    close(cp, losses, want_losses, dtype, scale=10.0)
+    close(cp, dz, want_dz, dtype)
+
+
+@gpu
 def test_softmax_cross_entropy_is_stable_for_large_logits(cp, twin):
     z = np.array([[1000.0, 0.0, -1000.0], [-5e4, -5e4, -5e4]], dtype=np.float32)
     t = np.eye(3, dtype=np.float32)[[0, 2]]
