@@ -189,3 +189,28 @@ def test_cupy_not_installed_is_a_device_error_with_the_install_hint():
         pytest.skip("cupy is installed")
     with pytest.raises(DeviceError, match="nnkernel\\[gpu\\]"):
         nk.Sequential(nk.Dense(2, 2), backend="cupy")
+
+
+# -- dtype names ----------------------------------------------------------------------------------
+STANDARD_DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                   "uint64", "float32", "float64", "complex64", "complex128"]
+
+
+@pytest.mark.parametrize("name", STANDARD_DTYPES)
+def test_dtype_name_for_every_standard_dtype_of_every_backend(backend, name, recwarn):
+    """Each name twice (the second from the cache), and no cross-library comparison warning."""
+    xp = nk.Backend(backend).xp
+    if not hasattr(xp, name):
+        pytest.skip(f"{backend} has no {name}")
+    for _ in range(2):
+        assert nk.backend.dtype_name(getattr(xp, name)) == name
+    assert not [w for w in recwarn if "comparing" in str(w.message)]
+
+
+def test_cross_entropy_takes_uint8_labels_on_array_api_strict():
+    logits = np.random.default_rng(0).standard_normal((5, 3))
+    labels = np.array([0, 2, 1, 1, 0], dtype=np.uint8)
+    value, dy = nk.losses.cross_entropy(strict.asarray(logits), strict.asarray(labels))
+    want, want_dy = nk.losses.cross_entropy(logits, labels.astype(np.int64))
+    np.testing.assert_allclose(float(value), float(want), rtol=1e-12)
+    np.testing.assert_allclose(host(dy), want_dy, rtol=1e-12)
