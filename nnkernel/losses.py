@@ -25,16 +25,17 @@ from .errors import ConfigError, DTypeError, ShapeError
 from .kernels import kernels_for_namespace
 
 
-def _reduce(xp, elementwise, members: bool):
+def _reduce(xp, elementwise, members: bool, count: int | None = None):
     """Mean over everything, or over all but axis 0 (members).
 
     Written as sum / count: NumPy's ``mean`` is a Python wrapper that costs twice
-    ``sum`` (8 against 4 µs), which shows on small networks.
+    ``sum`` (8 against 4 µs), which shows on small networks; the kernels' `total`
+    skips the wrappers on NumPy (1.6 µs).
     """
+    count = _count(elementwise, members) if count is None else count
     if not members:
-        return xp.sum(elementwise) / float(_count(elementwise, False))
-    axes = tuple(range(1, elementwise.ndim))
-    return xp.sum(elementwise, axis=axes) / float(_count(elementwise, True))
+        return kernels_for_namespace(xp).total(elementwise) / float(count)
+    return xp.sum(elementwise, axis=tuple(range(1, elementwise.ndim))) / float(count)
 
 
 def _count(y, members: bool, per_row: bool = False) -> int:
@@ -68,7 +69,8 @@ def mse(y, target, *, members: bool = False):
     """mean((y − t)²);  dy = 2 (y − t) / n."""
     xp = namespace_of(y)
     diff = y - _regression_target(xp, y, target, "mse")
-    return _reduce(xp, diff * diff, members), diff * (2.0 / _count(y, members))
+    n = _count(y, members)
+    return _reduce(xp, diff * diff, members, n), diff * (2.0 / n)
 
 
 def mae(y, target, *, members: bool = False):

@@ -16,6 +16,7 @@ the i-th value, so a learning-rate sweep is one run.
 from __future__ import annotations
 
 import math
+import operator
 
 import array_api_compat
 import numpy as np
@@ -437,10 +438,10 @@ class _FlatGroup:
         return views
 
     def matches(self, params, grads) -> bool:
-        if len(grads) != len(self.keys):
-            return False
-        pairs = zip(self.keys, self.views, strict=True)
-        return all(k in grads and params.get(k) is v for k, v in pairs)
+        """Same keys, and every parameter still the view of this buffer (map: no Python loop)."""
+        return (len(grads) == len(self.keys)
+                and all(map(operator.is_, map(params.get, self.keys), self.views))
+                and all(map(grads.__contains__, self.keys)))
 
     def share_state(self, opt_state):
         """Point each parameter's state entries at its slice of the flat state (for checkpoints)."""

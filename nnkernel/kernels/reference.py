@@ -46,6 +46,10 @@ class Kernels:
         dx = xp.matmul(dz, xp.matrix_transpose(W)) if need_dx else None
         return dx, dW, db
 
+    def total(self, x):
+        """Σ of all entries, a 0-d array."""
+        return self.xp.sum(x)
+
     def flatten(self, arrays):
         """One 1-D array holding all of ``arrays`` in order (for whole-buffer updates)."""
         xp = self.xp
