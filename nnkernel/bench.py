@@ -350,6 +350,8 @@ def header_lines(args, infos: dict, env: dict, load: tuple, busy: float | None) 
             extra += f"; GPU: {info['gpu']}"
         lines.append(f"{side} worker (pid {info['pid']}): {versions}{extra}")
         lines.append(f"  thread pools: {describe_threadpools(info['threadpools'])}")
+        if "malloc" in info:
+            lines.append(f"  malloc: {info['malloc']}")
     parent = {k: os.environ.get(k) for k in OPENBLAS_VARS}
     given = ", ".join(f"{k}={env.get(k, '<unset>')}" for k in OPENBLAS_VARS)
     lines.append(f"workers' OpenBLAS environment: {given}")

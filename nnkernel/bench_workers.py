@@ -583,6 +583,9 @@ def describe(side: str, device: str = "cpu") -> dict:
         if device == "gpu" and torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     else:
+        from .kernels.malloc import status
+
+        info["malloc"] = status()
         if side == "nnkernel":
             import nnkernel
 
@@ -638,6 +641,12 @@ class BenchWorker:
             import torch
 
             torch.set_num_threads(torch_threads)
+        if side == "numpy":
+            # The hand-written step is the floor a library could reach: it gets the allocator
+            # setting nnkernel's NumPy kernels use, so a comparison measures library overhead.
+            from .kernels.malloc import keep_freed_memory
+
+            keep_freed_memory()
 
     def __call__(self, cmd: dict) -> dict:
         op = cmd["cmd"]
