@@ -1,6 +1,6 @@
 """Time to accuracy on Fashion-MNIST: nnkernel against PyTorch, each in its own process.
 
-    python bench/fashion_tta.py [--epochs 12] [--repeats 3] [--target 0.89] [--json FILE]
+    python bench/fashion_tta.py [--epochs 16] [--repeats 7] [--target 0.89] [--json FILE]
 
 Both sides train the same network (784-256-256-10, ReLU, Adam lr 1e-3, batch
 128, cross-entropy) for the same epochs. nnkernel trains through `nnkernel.fit`
@@ -8,9 +8,15 @@ Both sides train the same network (784-256-256-10, ReLU, Adam lr 1e-3, batch
 (nn.Sequential, randperm-style batch gathers, F.cross_entropy, zero_grad,
 backward, Adam.step, loss.item()). By default both start from the same initial
 weights and visit the batches in the same order (nnkernel's shuffle of
-(seed, epoch)), so their accuracy curves agree and the time to the target
-accuracy compares speed alone; --independent-init gives PyTorch its own
-initialisation and torch.randperm shuffles instead.
+(seed, epoch)), so their accuracy curves agree until float rounding makes them
+drift; --independent-init gives PyTorch its own initialisation and
+torch.randperm shuffles instead.
+
+The target sits on this network's accuracy plateau, so the epoch at which each
+side first reaches it is a fixed property of each seed's rounding (seeds 0, 1, 2
+cross at epochs 9, 12, 12 in nnkernel and 13, 9, 15 in PyTorch). A median over
+few seeds inherits that luck: 3 seeds read 0.65-0.68 where 7 read 0.89. Hence 7
+seeds by default; the seconds-per-epoch ratio is the measure of speed alone.
 
 Runs alternate between the two processes (nnkernel, torch, nnkernel, torch, ...),
 repeat r using seed r on both sides. Reported per run: training seconds per
@@ -171,8 +177,8 @@ def time_to(run, target):
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--repeats", type=int, default=3, help="runs per side (seeds 0, 1, ...)")
+    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=7, help="runs per side (seeds 0, 1, ...)")
     ap.add_argument("--target", type=float, default=0.89, help="test accuracy to reach")
     ap.add_argument("--data-dir", default=None,
                     help="directory with the Fashion-MNIST IDX files (default: nnkernel's "
