@@ -76,7 +76,8 @@ class NumpyKernels(Kernels):
         shifted = z - _row_max(z)
         e = np.exp(shifted)
         s = _row_sum(e)
-        losses = np.log(s) - _row_sum(target * shifted)
+        # −Σ t (z' − log s) = log s · Σt − Σ t z': soft targets need not sum to 1
+        losses = np.log(s) * _row_sum(target) - _row_sum(target * shifted)
         e /= s[..., None]  # softmax in place
         e -= target
         e *= 1.0 / count
