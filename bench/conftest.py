@@ -5,7 +5,7 @@ part of the test run, whose testpaths are ["tests"]. Save and compare runs with
 ``--benchmark-json FILE`` / ``--benchmark-autosave`` and ``pytest-benchmark compare``.
 
 Every case comes from `nnkernel.bench.plan` and every step from
-`nnkernel.bench_workers.make_step`, so this suite and the sweep measure the
+`nnkernel.bench.workers.make_step`, so this suite and the sweep measure the
 same code. Unlike the sweep, all libraries share this process: PyTorch's
 OpenMP threads may still spin when a NumPy benchmark starts, so the
 cross-library ratios of `nnkernel bench` (one process per library, rounds
@@ -19,7 +19,7 @@ import importlib.util
 import pytest
 
 from nnkernel.bench import FULL, plan
-from nnkernel.bench_workers import calibrate, make_step
+from nnkernel.bench.workers import calibrate, make_step
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 

@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent.parent))  # run from a checkout without installing
 
 from nnkernel.bench import WorkerProcess, spread, worker_env  # noqa: E402
-from nnkernel.bench_workers import describe, serve  # noqa: E402
+from nnkernel.bench.workers import describe, serve  # noqa: E402
 
 SIZES = (784, 256, 256, 10)
 BATCH, LR, EVAL_BATCH = 128, 1e-3, 1024

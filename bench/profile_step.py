@@ -5,7 +5,7 @@
 
 Phases are timed one step at a time with perf_counter (medians, so a preempted
 step does not count), and the minor page faults per step are counted; the
-hand-written NumPy step of `nnkernel.bench_workers` is timed the same way as the
+hand-written NumPy step of `nnkernel.bench.workers` is timed the same way as the
 floor a library could reach. The cProfile part lists the functions with the most
 time of their own, in µs per step.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 import nnkernel as nk  # noqa: E402
-from nnkernel.bench_workers import HandMLP, _cycle, _inputs, _nk_mlp_model  # noqa: E402
+from nnkernel.bench.workers import HandMLP, _cycle, _inputs, _nk_mlp_model  # noqa: E402
 from nnkernel.kernels import malloc  # noqa: E402
 
 CASES = {
@@ -87,7 +87,7 @@ def _minor_faults() -> int:
 
 
 def hand_phases(case, steps):
-    """The same phases of the hand-written NumPy step (nnkernel.bench_workers.HandMLP)."""
+    """The same phases of the hand-written NumPy step (nnkernel.bench.workers.HandMLP)."""
     hand = HandMLP(case)
     xs, ts = _inputs(case, case["sizes"][0])
     data = _cycle(list(zip(xs, ts, strict=True)))

@@ -8,9 +8,10 @@
     nk.optim.Adam(lr=1e-3).step(model.params, model.grads)
 """
 
-from . import activations, init, kernels, losses, optim
+import sys as _sys
+
+from . import kernels, losses, optim
 from .backend import Backend, available_backends
-from .ensemble import ensemble_mean, ensemble_variance, mean_probabilities
 from .errors import (
     BackendMismatchError,
     CheckpointError,
@@ -22,8 +23,10 @@ from .errors import (
     NonFiniteError,
     ShapeError,
 )
-from .gradcheck import gradcheck
-from .layers import (
+from .nn import activations, init
+from .nn.ensemble import ensemble_mean, ensemble_variance, mean_probabilities
+from .nn.gradcheck import gradcheck
+from .nn.layers import (
     ELU,
     GELU,
     BatchNorm,
@@ -40,10 +43,21 @@ from .layers import (
     Swish,
     Tanh,
 )
-from .model import Sequential
+from .nn.sequential import Sequential
 from .train import Callback, EarlyStopping, History, TrainingInterrupted, evaluate, fit
 
 __version__ = "0.1.0"
+
+# The module paths of nnkernel 0.1's flat layout keep working (``import nnkernel.layers``).
+from .io import checkpoint, datasets, run_dir  # noqa: E402
+from .nn import ensemble, layers, sequential  # noqa: E402
+from .nn import gradcheck as _gradcheck_module
+
+for _old, _module in {"activations": activations, "init": init, "layers": layers,
+                      "model": sequential, "ensemble": ensemble, "gradcheck": _gradcheck_module,
+                      "checkpoint": checkpoint, "datasets": datasets, "run_dir": run_dir}.items():
+    _sys.modules[f"{__name__}.{_old}"] = _module
+del _old, _module
 
 __all__ = [
     "BackendMismatchError", "Backend", "BatchNorm", "Callback", "CheckpointError", "ConfigError",

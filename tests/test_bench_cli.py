@@ -13,7 +13,7 @@ import json
 import pytest
 
 from nnkernel import bench
-from nnkernel.bench_workers import calibrate, make_step, time_round
+from nnkernel.bench.workers import calibrate, make_step, time_round
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 

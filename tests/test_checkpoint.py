@@ -7,8 +7,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from nnkernel import checkpoint
 from nnkernel.checkpoint import (
     atomic_write_bytes,
     atomic_write_json,
@@ -16,6 +14,8 @@ from nnkernel.checkpoint import (
     read_json,
     save_arrays,
 )
+
+from nnkernel import checkpoint
 from nnkernel.errors import CheckpointError, DTypeError
 
 

@@ -20,9 +20,9 @@ import array_api_compat.numpy as np_xp
 import numpy as np
 import pytest
 from conftest import backend_unavailable
+from nnkernel.activations import get_activation
 
 import nnkernel as nk
-from nnkernel.activations import get_activation
 from nnkernel.kernels.reference import Kernels
 
 ROOT = Path(__file__).resolve().parents[1]

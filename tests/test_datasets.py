@@ -21,8 +21,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from nnkernel import datasets
 from nnkernel.datasets import (
     DATASETS,
     DEFAULT_DATASET,
@@ -37,6 +35,8 @@ from nnkernel.datasets import (
     one_hot,
     train_val_split,
 )
+
+from nnkernel import datasets
 from nnkernel.errors import ConfigError, DatasetError, DTypeError, NonFiniteError
 
 REAL_SYSTEM_DIRS = list(datasets.SYSTEM_DATA_DIRS)

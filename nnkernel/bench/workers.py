@@ -1,6 +1,6 @@
 """The timed side of `nnkernel bench`: one process per library, driven over a pipe.
 
-    python -m nnkernel.bench_workers nnkernel|numpy|torch
+    python -m nnkernel.bench.workers nnkernel|numpy|torch
 
 Each library runs in its own process because PyTorch's OpenMP threads and
 OpenBLAS's threads spin against each other when they share one. The parent
@@ -583,7 +583,7 @@ def describe(side: str, device: str = "cpu") -> dict:
         if device == "gpu" and torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     else:
-        from .kernels.malloc import status
+        from ..kernels.malloc import status
 
         info["malloc"] = status()
         if side == "nnkernel":
@@ -644,7 +644,7 @@ class BenchWorker:
         if side == "numpy":
             # The hand-written step is the floor a library could reach: it gets the allocator
             # setting nnkernel's NumPy kernels use, so a comparison measures library overhead.
-            from .kernels.malloc import keep_freed_memory
+            from ..kernels.malloc import keep_freed_memory
 
             keep_freed_memory()
 
@@ -676,7 +676,7 @@ class BenchWorker:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("nnkernel", "numpy", "torch"):
-        print("usage: python -m nnkernel.bench_workers nnkernel|numpy|torch [torch threads]",
+        print("usage: python -m nnkernel.bench.workers nnkernel|numpy|torch [torch threads]",
               file=sys.stderr)
         return 2
     threads = int(argv[1]) if len(argv) > 1 else 2

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigError, ShapeError
 from . import activations as _act
-from .errors import ConfigError, ShapeError
 from .init import default_init, get_initializer
 
 

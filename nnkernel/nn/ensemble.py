@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .backend import namespace_of
+from ..backend import namespace_of
 
 
 def ensemble_mean(y):

@@ -230,7 +230,7 @@ def main(argv=None) -> int:
             return _bench(argv[1:])
         args = build_parser().parse_args(argv)
         if args.version:
-            from . import __version__
+            from .. import __version__
 
             print(__version__)
             return EXIT_OK
@@ -250,7 +250,7 @@ def main(argv=None) -> int:
 
 
 def _report(error: BaseException) -> int:
-    from .errors import ConfigError, NnkernelError
+    from ..errors import ConfigError, NnkernelError
 
     if isinstance(error, UsageError | ConfigError):
         status = EXIT_USAGE
@@ -284,9 +284,9 @@ def _say(args, text: str) -> None:
 # --------------------------------------------------------------------------- train
 
 def train_command(args) -> int:
-    from . import datasets, run_dir
-    from .errors import ConfigError, NonFiniteError
-    from .train import EarlyStopping, TrainingInterrupted, fit
+    from ..errors import ConfigError, NonFiniteError
+    from ..io import datasets, run_dir
+    from ..train import EarlyStopping, TrainingInterrupted, fit
 
     saved = run_dir.load(args.resume) if args.resume else None
     settings = _resume_settings(args, saved) if saved else _new_settings(args)
@@ -408,7 +408,7 @@ def _throughput(history, first_epoch):
 
 def _new_settings(args) -> dict:
     """The run's settings from the flags and the dataset's defaults."""
-    from .datasets import DEFAULT_DATASET
+    from ..io.datasets import DEFAULT_DATASET
 
     dataset = args.dataset or DEFAULT_DATASET
     key = dataset.lower().replace("_", "-")
@@ -420,7 +420,7 @@ def _new_settings(args) -> dict:
     ensemble = args.ensemble
     if len(chosen["lr"]) > 1:
         if ensemble is not None and ensemble != len(chosen["lr"]):
-            from .errors import ConfigError
+            from ..errors import ConfigError
 
             raise ConfigError(f"--lr lists {len(chosen['lr'])} values but --ensemble is "
                               f"{ensemble}; give one learning rate per member")
@@ -447,7 +447,7 @@ def _new_settings(args) -> dict:
 
 def _resume_settings(args, saved) -> dict:
     """The saved run's settings; flags may only change what RESUME_MAY_CHANGE names."""
-    from .errors import CheckpointError, ConfigError
+    from ..errors import CheckpointError, ConfigError
 
     config = saved.config
     try:
@@ -484,10 +484,10 @@ def _resume_settings(args, saved) -> dict:
 
 def _check_names(hyper) -> None:
     """Unknown names fail here, before any data is loaded or file written."""
-    from .activations import get_activation
-    from .errors import ConfigError
-    from .losses import get_loss
-    from .optim import OPTIMIZERS, SCHEDULES
+    from ..errors import ConfigError
+    from ..losses import get_loss
+    from ..nn.activations import get_activation
+    from ..optim import OPTIMIZERS, SCHEDULES
 
     get_activation(hyper["activation"])
     if hyper["loss"] is not None:
@@ -502,8 +502,8 @@ def _check_names(hyper) -> None:
 
 def _backend(runtime: dict, args):
     """The Backend for --device / --backend (gpu means CuPy unless --backend says torch)."""
-    from .backend import Backend
-    from .errors import ConfigError, DeviceError
+    from ..backend import Backend
+    from ..errors import ConfigError, DeviceError
 
     device = (runtime.get("device") or "cpu").lower()
     name = runtime.get("backend")
@@ -543,7 +543,7 @@ def _backend(runtime: dict, args):
 
 def _limit_blas_threads(n: int) -> None:
     """Set the BLAS thread count once for the whole process (never per operation)."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     try:
         from threadpoolctl import threadpool_limits
@@ -555,9 +555,9 @@ def _limit_blas_threads(n: int) -> None:
 
 def _load_data(dataset: dict, data_dir, loss):
     """Load the dataset; a classification set gets one-hot targets for non-CE losses."""
-    from . import datasets
-    from .errors import DTypeError
-    from .losses import cross_entropy, get_loss
+    from ..errors import DTypeError
+    from ..io import datasets
+    from ..losses import cross_entropy, get_loss
 
     name = dataset["name"]
     if str(name).lower().endswith(".csv"):
@@ -579,9 +579,9 @@ def _default_loss(data) -> str:
 
 
 def _build_model(hyper, data, settings, backend):
-    from . import layers as L
-    from .activations import get_activation
-    from .model import Sequential
+    from ..nn import layers as L
+    from ..nn.activations import get_activation
+    from ..nn.sequential import Sequential
 
     if hyper["loss"] is None:
         hyper["loss"] = _default_loss(data)
@@ -603,7 +603,7 @@ def _build_model(hyper, data, settings, backend):
 
 
 def _build_optimizer(hyper, steps_per_epoch):
-    from .optim import get_optimizer, make_schedule
+    from ..optim import get_optimizer, make_schedule
 
     schedule = make_schedule(hyper["schedule"], hyper["epochs"] * steps_per_epoch,
                              steps_per_epoch)
@@ -635,7 +635,7 @@ def _new_run_dir() -> Path:
 # ----------------------------------------------------------------------- metrics
 
 def _check_features(model, n_features, what, directory):
-    from .errors import ShapeError
+    from ..errors import ShapeError
 
     if n_features != model.n_in:
         raise ShapeError(f"the model in {directory} takes {model.n_in} features, but {what} has "
@@ -644,10 +644,10 @@ def _check_features(model, n_features, what, directory):
 
 def _test_metrics(model, X, y, loss, data, batch_size) -> dict:
     """Test loss and accuracy; for an ensemble also per member and of the mean probabilities."""
-    from .backend import to_numpy
-    from .ensemble import mean_probabilities
-    from .losses import cross_entropy, get_loss
-    from .train import evaluate
+    from ..backend import to_numpy
+    from ..losses import cross_entropy, get_loss
+    from ..nn.ensemble import mean_probabilities
+    from ..train import evaluate
 
     loss_fn = get_loss(loss)
     classify = data.task == "classification"
@@ -720,14 +720,14 @@ def _print_result(args, result, model) -> None:
 # ----------------------------------------------------------------------- evaluate
 
 def evaluate_command(args) -> int:
-    from . import run_dir
+    from ..io import run_dir
 
     saved = run_dir.load(args.run_dir)
     dataset = dict(saved.config.get("dataset") or {})
     if args.dataset:
         dataset = {"name": args.dataset, "target": args.target}
     if not dataset.get("name"):
-        from .errors import CheckpointError
+        from ..errors import CheckpointError
 
         raise CheckpointError(f"{saved.directory / run_dir.CONFIG} names no dataset; "
                               "pass --dataset")
@@ -757,10 +757,10 @@ def evaluate_command(args) -> int:
 # ----------------------------------------------------------------------- predict
 
 def predict_command(args) -> int:
-    from . import checkpoint, datasets, run_dir
-    from .backend import to_numpy
-    from .ensemble import ensemble_mean, mean_probabilities
-    from .errors import ConfigError
+    from ..backend import to_numpy
+    from ..errors import ConfigError
+    from ..io import checkpoint, datasets, run_dir
+    from ..nn.ensemble import ensemble_mean, mean_probabilities
 
     output = Path(args.output) if args.output else None
     if output is not None and output.resolve() == Path(args.input).resolve():
@@ -807,9 +807,9 @@ def _print_predictions(predictions) -> None:
 # --------------------------------------------------------------------------- info
 
 def info_command(args) -> int:
-    from . import __version__
-    from .backend import available_backends
-    from .kernels import malloc
+    from .. import __version__
+    from ..backend import available_backends
+    from ..kernels import malloc
 
     report = {"nnkernel": __version__, "python": platform.python_version(),
               "platform": platform.platform(), "numpy": np.__version__}
@@ -887,7 +887,7 @@ def _blas_info() -> list[dict]:
 def _bench(argv) -> int:
     """`nnkernel bench ...`: handed over to nnkernel.bench.main, imported only now."""
     try:
-        from . import bench
+        from .. import bench
     except ImportError as e:
         print(f"nnkernel: error: the bench command is unavailable: nnkernel.bench cannot be "
               f"imported ({e})", file=sys.stderr)

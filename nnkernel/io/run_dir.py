@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, checkpoint
-from .errors import CheckpointError, ConfigError, NnkernelError
-from .model import Sequential
-from .train import Callback, History
+from .. import __version__
+from ..errors import CheckpointError, ConfigError, NnkernelError
+from ..nn.sequential import Sequential
+from ..train import Callback, History
+from . import checkpoint
 
 MODEL, CONFIG, METRICS, CURVES = "model.npz", "config.json", "metrics.json", "curves.png"
 RUN_FILES = (MODEL, CONFIG, METRICS, CURVES)

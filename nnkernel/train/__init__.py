@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import dtype_name, to_numpy
-from .errors import ConfigError, DTypeError, NonFiniteError, ShapeError
-from .losses import cross_entropy, get_loss
-from .optim import get_optimizer
+from ..backend import dtype_name, to_numpy
+from ..errors import ConfigError, DTypeError, NonFiniteError, ShapeError
+from ..losses import cross_entropy, get_loss
+from ..optim import get_optimizer
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 class Activation:

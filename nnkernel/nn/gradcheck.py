@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import to_numpy
-from .losses import get_loss
+from ..backend import to_numpy
+from ..losses import get_loss
 
 _ELEMENTWISE_LIMIT = 64
 

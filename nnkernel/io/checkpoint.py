@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnkernel.errors import CheckpointError, DTypeError
+from ..errors import CheckpointError, DTypeError
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "load_arrays", "read_json", "save_arrays"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .errors import BackendMismatchError, DeviceError, DTypeError
+from ..errors import BackendMismatchError, DeviceError, DTypeError
 
 BACKENDS = ("numpy", "cupy", "torch", "array_api_strict")
 
@@ -57,7 +57,7 @@ class Backend:
             name = backend_name_of(name)
         name = _ALIASES.get(name.lower(), name.lower())
         if name not in BACKENDS:
-            from .errors import ConfigError
+            from ..errors import ConfigError
 
             raise ConfigError(f"unknown backend {name!r}; valid backends: {', '.join(BACKENDS)}")
         self.name = name

@@ -6,7 +6,7 @@
 
 How the timing stays honest:
 
-- each library runs in its own long-lived worker process (`nnkernel.bench_workers`):
+- each library runs in its own long-lived worker process (`nnkernel.bench.workers`):
   PyTorch's OpenMP threads and OpenBLAS's threads spin against each other in one
   process. nnkernel, PyTorch and a hand-written NumPy step each get one;
 - every case is warmed up, then timed in rounds that alternate between the
@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bench_workers import SIDES
+from .workers import SIDES
 
 SECTIONS = ("kernels", "mlp", "tiny", "width", "depth", "ensemble")
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -140,7 +140,7 @@ def plan(sections, p: dict, dtype: str, device: str) -> list[Case]:
 
 # -- the worker processes --------------------------------------------------------------------
 class WorkerProcess:
-    """A long-lived child process answering JSON-line commands (see nnkernel.bench_workers)."""
+    """A long-lived child process answering JSON-line commands (see nnkernel.bench.workers)."""
 
     def __init__(self, name: str, argv: list[str], env: dict):
         self.name = name
@@ -189,7 +189,7 @@ def worker_env(unset_openblas: bool) -> dict:
 
 
 def start_workers(sides, env, torch_threads: int) -> dict[str, WorkerProcess]:
-    return {side: WorkerProcess(side, [sys.executable, "-m", "nnkernel.bench_workers", side,
+    return {side: WorkerProcess(side, [sys.executable, "-m", "nnkernel.bench.workers", side,
                                        str(torch_threads)], env)
             for side in sides}
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def he_normal(shape, fan_in, fan_out, rng):

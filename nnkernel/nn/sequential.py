@@ -15,9 +15,9 @@ import operator
 
 import numpy as np
 
-from .backend import Backend, dtype_name, to_numpy
-from .errors import ConfigError, DTypeError, ShapeError
-from .kernels import kernels_for
+from ..backend import Backend, dtype_name, to_numpy
+from ..errors import ConfigError, DTypeError, ShapeError
+from ..kernels import kernels_for
 from .layers import Layer, layer_from_config
 
 

@@ -203,13 +203,13 @@ def _task_of(y: np.ndarray) -> tuple[str, int | None]:
 
 def _digits() -> Dataset:
     """The 1797 8x8 UCI digits shipped in nnkernel/data (see its README for credit)."""
-    raw = resources.files("nnkernel").joinpath("data/digits.npz").read_bytes()
+    raw = resources.files("nnkernel.io").joinpath("data/digits.npz").read_bytes()
     with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
         X = npz["X"].astype(np.float32) / 16.0  # pixel counts are 0..16
         y = npz["y"].astype(np.int64)
     X_tr, y_tr, X_te, y_te = _split_n(X, y, 360, seed=0)  # 1437 train / 360 test
     return _validated(Dataset("digits", X_tr, y_tr, X_te, y_te, "classification", 10),
-                      "nnkernel/data/digits.npz")
+                      "nnkernel/io/data/digits.npz")
 
 
 # ----------------------------------------------------------------------------- IDX files

@@ -21,9 +21,9 @@ import operator
 import array_api_compat
 import numpy as np
 
-from .backend import namespace_of, to_numpy
-from .errors import ConfigError
-from .kernels import kernels_for_namespace
+from ..backend import namespace_of, to_numpy
+from ..errors import ConfigError
+from ..kernels import kernels_for_namespace
 
 
 class Optimizer:

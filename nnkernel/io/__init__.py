@@ -1,0 +1,1 @@
+"""Files: atomic pickle-free checkpoints, training runs on disk, datasets."""

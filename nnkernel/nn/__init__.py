@@ -1,0 +1,1 @@
+"""The network: activations, initialisers, layers and the Sequential model that chains them."""
