@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 import nnkernel as nk  # noqa: E402
+from nnkernel.backend import malloc  # noqa: E402
 from nnkernel.bench.workers import HandMLP, _cycle, _inputs, _nk_mlp_model  # noqa: E402
-from nnkernel.kernels import malloc  # noqa: E402
 
 CASES = {
     "mlp": {"sizes": [784, 512, 512, 10], "batch": 256, "activation": "relu", "loss": "ce",

@@ -12,6 +12,7 @@ import sys as _sys
 
 from . import kernels, losses, optim
 from .backend import Backend, available_backends
+from .backend.malloc import keep_freed_memory
 from .errors import (
     BackendMismatchError,
     CheckpointError,
@@ -65,6 +66,7 @@ __all__ = [
     "GELU", "History", "Identity", "Layer", "LayerNorm", "LeakyReLU", "NnkernelError",
     "NonFiniteError", "ReLU", "Sequential", "ShapeError", "SiLU", "Sigmoid", "Softmax", "Swish",
     "Tanh", "TrainingInterrupted", "activations", "available_backends", "ensemble_mean",
-    "ensemble_variance", "evaluate", "fit", "gradcheck", "init", "kernels", "losses",
+    "ensemble_variance", "evaluate", "fit", "gradcheck", "init", "keep_freed_memory", "kernels",
+    "losses",
     "mean_probabilities", "optim", "__version__",
 ]

@@ -12,6 +12,9 @@ For an ensemble pass ``members=True``: axis 0 indexes members, each member's
 loss is averaged on its own, `value` has one entry per member and dy is each
 member's own gradient, exactly what it would get if trained alone.
 
+``weights`` (one per sample, shape y.shape[:-1]) multiplies each sample's loss;
+the mean still divides by the number of samples, as Keras' sample_weight.
+
 Values and gradients agree with torch.nn.functional's mse_loss, l1_loss,
 huber_loss, binary_cross_entropy_with_logits and cross_entropy.
 """
@@ -20,21 +23,22 @@ from __future__ import annotations
 
 import array_api_compat
 
-from .backend import dtype_name, namespace_of
+from .backend import backend_class_of, dtype_name, is_float, is_integer
+from .checks import in_range
 from .errors import ConfigError, DTypeError, ShapeError
-from .kernels import kernels_for_namespace
+from .nn.activations import sigmoid
 
 
-def _reduce(xp, elementwise, members: bool, count: int | None = None):
-    """Mean over everything, or over all but axis 0 (members).
+def _library(y):
+    """(namespace, kernels, whether reading a value waits for a device) of y's library."""
+    cls = backend_class_of(y)
+    return cls.namespace(), cls.get_kernels(), cls.array_is_asynchronous(y)
 
-    Written as sum / count: NumPy's ``mean`` is a Python wrapper that costs twice
-    ``sum`` (8 against 4 µs), which shows on small networks; the kernels' `total`
-    skips the wrappers on NumPy (1.6 µs).
-    """
-    count = _count(elementwise, members) if count is None else count
+
+def _reduce(xp, k, elementwise, members: bool, count: int):
+    """Mean over everything, or over all but axis 0 (members), as sum / count."""
     if not members:
-        return kernels_for_namespace(xp).total(elementwise) / float(count)
+        return k.total(elementwise) / float(count)
     return xp.sum(elementwise, axis=tuple(range(1, elementwise.ndim))) / float(count)
 
 
@@ -51,72 +55,109 @@ def _count(y, members: bool, per_row: bool = False) -> int:
     return max(n, 1)
 
 
-def _regression_target(xp, y, target, name):
+def _regression_target(xp, y, target, name, members=False):
     if not hasattr(target, "shape"):
         target = xp.asarray(target, dtype=y.dtype, device=array_api_compat.device(y))
     if target.dtype != y.dtype:
+        if not (is_float(target.dtype) or is_integer(target.dtype)
+                or dtype_name(target.dtype) == "bool"):
+            raise DTypeError(f"{name}: targets must be numbers, got dtype "
+                             f"{dtype_name(target.dtype)}")
         target = xp.astype(target, y.dtype)
     if tuple(target.shape) != tuple(y.shape):
-        try:
-            target = xp.broadcast_to(target, y.shape)
-        except (ValueError, RuntimeError, TypeError):
+        if not (members and tuple(target.shape) == tuple(y.shape[1:])):
             raise ShapeError(f"{name}: target shape {tuple(target.shape)} does not match "
-                             f"output shape {tuple(y.shape)}") from None
+                             f"output shape {tuple(y.shape)}")
+        target = xp.broadcast_to(target, y.shape)  # targets shared by every member
     return target
 
 
-def mse(y, target, *, members: bool = False):
+def _weighted(xp, elementwise, dy, weights, y, name, per_row=False):
+    """Multiply each sample's loss terms and gradient by its weight."""
+    if weights is None:
+        return elementwise, dy
+    w = weights if hasattr(weights, "shape") else xp.asarray(
+        weights, dtype=y.dtype, device=array_api_compat.device(y))
+    if w.dtype != y.dtype:
+        w = xp.astype(w, y.dtype)
+    rows = tuple(y.shape[:-1])
+    if tuple(w.shape) not in (rows, rows[1:]):
+        raise ShapeError(f"{name}: weights have shape {tuple(w.shape)}, expected one per sample "
+                         f"{rows}")
+    w_rows = xp.expand_dims(w, axis=-1)
+    return (elementwise * (w if per_row else w_rows)), dy * w_rows
+
+
+def mse(y, target, *, members: bool = False, weights=None):
     """mean((y − t)²);  dy = 2 (y − t) / n."""
-    xp = namespace_of(y)
-    diff = y - _regression_target(xp, y, target, "mse")
+    xp, k, _ = _library(y)
+    diff = y - _regression_target(xp, y, target, "mse", members)
     n = _count(y, members)
-    return _reduce(xp, diff * diff, members, n), diff * (2.0 / n)
+    sq, dy = _weighted(xp, diff * diff, diff * (2.0 / n), weights, y, "mse")
+    return _reduce(xp, k, sq, members, n), dy
 
 
-def mae(y, target, *, members: bool = False):
+def mae(y, target, *, members: bool = False, weights=None):
     """mean(|y − t|);  dy = sign(y − t) / n (0 where y = t, as torch)."""
-    xp = namespace_of(y)
-    diff = y - _regression_target(xp, y, target, "mae")
-    return _reduce(xp, xp.abs(diff), members), xp.sign(diff) * (1.0 / _count(y, members))
+    xp, k, _ = _library(y)
+    diff = y - _regression_target(xp, y, target, "mae", members)
+    n = _count(y, members)
+    ad, dy = _weighted(xp, xp.abs(diff), xp.sign(diff) * (1.0 / n), weights, y, "mae")
+    return _reduce(xp, k, ad, members, n), dy
 
 
-def huber(y, target, delta: float = 1.0, *, members: bool = False):
+def huber(y, target, delta: float = 1.0, *, members: bool = False, weights=None):
     """½d² where |d| ≤ δ, else δ(|d| − ½δ);  dy = clip(d, −δ, δ) / n."""
-    xp = namespace_of(y)
-    d = y - _regression_target(xp, y, target, "huber")
+    delta = in_range("huber delta", delta, 0.0, float("inf"), lo_open=True, hi_open=True)
+    xp, k, _ = _library(y)
+    d = y - _regression_target(xp, y, target, "huber", members)
     ad = xp.abs(d)
     elementwise = xp.where(ad <= delta, 0.5 * d * d, delta * (ad - 0.5 * delta))
-    dy = xp.clip(d, min=-delta, max=delta) * (1.0 / _count(y, members))
-    return _reduce(xp, elementwise, members), dy
+    n = _count(y, members)
+    # min/max, not xp.clip: array-api-compat's clip reads a count back from a GPU
+    dy = xp.minimum(xp.maximum(d, -delta), delta) * (1.0 / n)
+    elementwise, dy = _weighted(xp, elementwise, dy, weights, y, "huber")
+    return _reduce(xp, k, elementwise, members, n), dy
 
 
-def binary_cross_entropy(y, target, *, members: bool = False):
+def binary_cross_entropy(y, target, *, members: bool = False, weights=None,
+                         num_check: bool | None = None):
     """Logits y, targets t in [0, 1]: mean(max(y, 0) − y t + log(1 + e^−|y|));  dy = (σ(y) − t)/n.
 
     The log1p form never evaluates e^y for large y, so it is stable for any |y|.
     """
-    xp = namespace_of(y)
-    t = _regression_target(xp, y, target, "binary_cross_entropy")
+    xp, k, waits = _library(y)
+    t = _regression_target(xp, y, target, "binary_cross_entropy", members)
+    if (not waits if num_check is None else num_check) and not bool(
+            xp.all((t >= 0.0) & (t <= 1.0))):
+        raise ShapeError("binary_cross_entropy: targets must be in [0, 1] (probabilities), "
+                         f"found values in [{float(xp.min(t))}, {float(xp.max(t))}]")
     elementwise = xp.maximum(y, 0.0) - y * t + xp.log1p(xp.exp(-xp.abs(y)))
-    sigma = 0.5 * (xp.tanh(0.5 * y) + 1.0)
-    return _reduce(xp, elementwise, members), (sigma - t) * (1.0 / _count(y, members))
+    n = _count(y, members)
+    elementwise, dy = _weighted(xp, elementwise, (sigmoid(xp, y) - t) * (1.0 / n), weights, y,
+                                "binary_cross_entropy")
+    return _reduce(xp, k, elementwise, members, n), dy
 
 
-def cross_entropy(y, target, *, members: bool = False, num_check: bool = True):
+def cross_entropy(y, target, *, members: bool = False, weights=None,
+                  num_check: bool | None = None):
     """Logits y (..., C); target integer labels (...) or probabilities (..., C).
 
     Softmax is fused in: value = mean(−Σ t log softmax(y)),  dy = (softmax(y) − t) / N.
+    Labels are checked to lie in 0..C−1 where that is cheap (``num_check=None``: on the
+    CPU; on a GPU the check would wait for the device, and `fit` checks each dataset
+    once instead); ``num_check=True`` or ``False`` decides it outright.
     """
-    xp = namespace_of(y)
-    t, labels = _class_target(xp, y, target, check=num_check)
-    k = kernels_for_namespace(xp)
+    xp, k, waits = _library(y)
+    t, labels = _class_target(xp, k, y, target, not waits if num_check is None else num_check)
     count = _count(y, members, per_row=True)
     losses, dy = (k.softmax_cross_entropy_labels(y, t, count) if labels
                   else k.softmax_cross_entropy(y, t, count))
-    return _reduce(xp, losses, members), dy
+    losses, dy = _weighted(xp, losses, dy, weights, y, "cross_entropy", per_row=True)
+    return _reduce(xp, k, losses, members, count), dy
 
 
-def _class_target(xp, y, target, check=True):
+def _class_target(xp, k, y, target, check):
     """(target, is_labels): probabilities in y's dtype, or validated integer labels."""
     C = y.shape[-1]
     if not hasattr(target, "dtype"):
@@ -124,22 +165,24 @@ def _class_target(xp, y, target, check=True):
     name = dtype_name(target.dtype)
     if tuple(target.shape) == tuple(y.shape) or (
             target.ndim >= 2 and tuple(target.shape) == tuple(y.shape[1:])):
+        if not is_float(target.dtype) and not is_integer(target.dtype):
+            raise DTypeError(f"cross_entropy: target probabilities must be numbers, got {name}")
         return (target if target.dtype == y.dtype else xp.astype(target, y.dtype)), False
     if name.startswith("float"):
         raise DTypeError(f"cross_entropy: target has float dtype {name} and shape "
                          f"{tuple(target.shape)}; pass integer class labels of shape "
                          f"{tuple(y.shape[:-1])} or probabilities of shape {tuple(y.shape)}")
-    if not (name.startswith("int") or name.startswith("uint")):
+    if not is_integer(target.dtype):
         raise DTypeError(f"cross_entropy: labels must be integers, got dtype {name}")
     rows = tuple(y.shape[:-1])
     if tuple(target.shape) != rows and tuple(target.shape) != rows[1:]:
         raise ShapeError(f"cross_entropy: labels have shape {tuple(target.shape)}, expected "
                          f"{rows} for outputs of shape {tuple(y.shape)}")
     if check and (target.ndim == 0 or target.shape[0] > 0):
-        lo, hi = int(xp.min(target)), int(xp.max(target))
-        if lo < 0 or hi >= C:
+        bad = k.labels_outside(target, C)
+        if bad is not None:
             raise ShapeError(f"cross_entropy: labels must be in [0, {C - 1}] for {C} classes, "
-                             f"found values in [{lo}, {hi}]")
+                             f"found values in [{bad[0]}, {bad[1]}]")
     return target, True
 
 
@@ -153,14 +196,9 @@ def get_loss(spec):
     """A loss function from a name ("cross_entropy", "mse", ...) or a callable."""
     if callable(spec):
         return spec
-    key = ALIASES.get(str(spec).lower().replace("-", "_"), str(spec).lower().replace("-", "_"))
+    key = str(spec).lower().replace("-", "_")
+    key = ALIASES.get(key, key)
     if key not in LOSSES:
         raise ConfigError(f"unknown loss {spec!r}; valid losses: {', '.join(LOSSES)}")
     return LOSSES[key]
 
-
-def loss_name(fn) -> str:
-    for name, f in LOSSES.items():
-        if f is fn:
-            return name
-    return getattr(fn, "__name__", "custom")

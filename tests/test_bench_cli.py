@@ -189,23 +189,33 @@ def test_twin_row_max_by_columns_is_exact(shape):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_twin_flushes_subnormal_first_moments_only(dtype):
-    """Adam's m entries that decayed into the subnormal range become 0; nothing else moves."""
+def test_flush_subnormals_is_opt_in_and_flushes_first_moments_only(dtype):
+    """With Adam(flush_subnormals=True), m entries that decayed into the subnormal range become
+    0 every SUBNORMAL_FLUSH_EVERY steps, on the twin and the reference alike; without it,
+    nothing is flushed."""
     import numpy as np
 
     from nnkernel.kernels import numpy_twin
+    from nnkernel.kernels.reference import SUBNORMAL_FLUSH_EVERY, Kernels
 
     info = np.finfo(dtype)
     m = np.array([info.tiny / 4, -info.tiny / 1e3, info.tiny, -2.5, 0.0, np.inf, np.nan], dtype)
     before = m.copy()
-    numpy_twin._flush_subnormals(m)
+    numpy_twin.flush_subnormals(m)
     assert m[0] == 0 and m[1] == 0 and not np.signbit(m[1])
     np.testing.assert_array_equal(m[2:], before[2:])
 
-    twin = numpy_twin.NumpyKernels(np)
-    p, g = np.ones(3, dtype), np.array([0.0, 1.0, -1.0], dtype)
-    m, v = np.array([info.tiny / 8, 0.5, 0.5], dtype), np.ones(3, dtype)
-    p0 = p.copy()
-    twin.adam(p, g, m, v, 0.01, 0.9, 0.999, 1e-8, None, False, numpy_twin.FLUSH_EVERY)
-    assert m[0] == 0 and m[1] != 0
-    assert p[0] == p0[0] and p[1] != p0[1]  # the flushed entry moved its weight by nothing
+    def adam(kernels, flush):
+        p, g = np.ones(3, dtype), np.array([0.0, 1.0, -1.0], dtype)
+        m, v = np.array([info.tiny / 8, 0.5, 0.5], dtype), np.ones(3, dtype)
+        p, m, v = kernels.adam(p, g, m, v, 0.01, 0.9, 0.999, 1e-8, None, False,
+                               SUBNORMAL_FLUSH_EVERY, flush)
+        return p, m
+
+    for flush in (True, False):
+        p_twin, m_twin = adam(numpy_twin.NumpyKernels(np), flush)
+        p_ref, m_ref = adam(Kernels(np), flush)
+        assert (m_twin[0] == 0) == flush and m_twin[1] != 0
+        np.testing.assert_array_equal(m_twin, m_ref)
+        np.testing.assert_allclose(p_twin, p_ref, rtol=1e-6)
+        assert p_twin[0] == 1.0  # the flushed entry moved its weight by nothing

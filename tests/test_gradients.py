@@ -59,11 +59,13 @@ def test_activation_layer(backend, name):
 
 def test_dropout_in_training_with_its_fixed_mask(backend):
     model = check(backend, [nk.Dense(4, 8, "tanh"), nk.Dropout(0.4), nk.Dense(8, 3)], rows=10)
-    # The check is only meaningful if the mask really dropped and rescaled units.
-    model.to(dtype="float64")
-    model.forward(make(backend, np.ones((10, 4))), train=True)
-    mask = host(model.layers[1].mask)
+    # The check is only meaningful if the mask really dropped and rescaled units: the
+    # backward of dy = 1 through the dropout alone is the mask.
+    drop = nk.Sequential(nk.Dropout(0.4), input_shape=(8,), dtype="float64", backend=backend)
+    drop.forward(make(backend, np.ones((10, 8))), train=True)
+    mask = host(drop.backward(make(backend, np.ones((10, 8)))))
     assert set(np.unique(mask)) == {0.0, 1.0 / 0.6}
+    assert model.layers[1].__dict__ == {"p": 0.4}  # the layer keeps no mask of its own
 
 
 def _random_affine(key_prefix):

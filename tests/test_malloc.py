@@ -1,4 +1,4 @@
-"""The NumPy kernels keep freed memory in the heap (glibc): no page faults in steady training.
+"""nk.keep_freed_memory() keeps freed memory in the heap (glibc): no page faults in steady training.
 
 Each check runs in a fresh interpreter, since the thresholds are set once per
 process and would leak into the other tests.
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from nnkernel.kernels import malloc
+from nnkernel.backend import malloc
 
 GLIBC = sys.platform.startswith("linux") and malloc._is_glibc()
 needs_glibc = pytest.mark.skipif(
@@ -25,7 +25,8 @@ STEPS = """
 import json, resource
 import numpy as np
 import nnkernel as nk
-from nnkernel.kernels import malloc
+from nnkernel.backend import malloc
+nk.keep_freed_memory()
 model = nk.Sequential(nk.Dense(64, 64), nk.ReLU(), nk.Dense(64, 10), ensemble=64, seed=0)
 opt = nk.optim.Adam(lr=1e-3)
 rng = np.random.default_rng(0)
@@ -82,3 +83,17 @@ def test_not_glibc_changes_nothing(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     assert malloc._apply() is False
     assert "not glibc" in malloc.status()
+
+
+def test_nothing_changes_until_asked():
+    """Process-wide tuning is opt-in: building and training a model leaves glibc alone."""
+    code = STEPS.replace("nk.keep_freed_memory()\n", "").replace(
+        '"applied": malloc.keep_freed_memory()', '"applied": malloc._state.get("applied")')
+    env = {k: v for k, v in os.environ.items()
+           if k not in (malloc.OPT_OUT, *malloc.GLIBC_VARIABLES)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["applied"] is None
+    if GLIBC:
+        assert "not called" in result["status"]

@@ -583,7 +583,7 @@ def describe(side: str, device: str = "cpu") -> dict:
         if device == "gpu" and torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     else:
-        from ..kernels.malloc import status
+        from ..backend.malloc import status
 
         info["malloc"] = status()
         if side == "nnkernel":
@@ -644,7 +644,7 @@ class BenchWorker:
         if side == "numpy":
             # The hand-written step is the floor a library could reach: it gets the allocator
             # setting nnkernel's NumPy kernels use, so a comparison measures library overhead.
-            from ..kernels.malloc import keep_freed_memory
+            from ..backend.malloc import keep_freed_memory
 
             keep_freed_memory()
 

@@ -108,17 +108,11 @@ class SavedRun:
 
     def restore_optimizer(self, optimizer, model) -> None:
         """Put the saved optimizer state and step count into ``optimizer``."""
-        try:
+        try:  # the optimizer checks the whole state before taking any of it
             optimizer.load_state_arrays(self.optimizer_arrays, model.params)
         except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{self.directory / MODEL}: optimizer state does not fit the "
-                                  f"model: {e}") from e
-        for key, value in self.optimizer_arrays.items():
-            name = key.rsplit("/", 1)[0]
-            if not key.endswith("/step") and tuple(value.shape) != tuple(model.params[name].shape):
-                raise CheckpointError(f"{self.directory / MODEL}: optimizer state {key!r} has "
-                                      f"shape {value.shape}, the parameter "
-                                      f"{tuple(model.params[name].shape)}")
+            raise CheckpointError(f"{self.directory / MODEL}: the optimizer state does not fit "
+                                  f"the model: {e}") from e
         optimizer.t = self.optimizer_t
 
 
@@ -158,10 +152,14 @@ def history_from_dict(data: dict, directory=None) -> History:
     """The inverse of History.to_dict()."""
     data = dict(data)
     epochs = data.pop("epochs", [])
+    partial = data.pop("partial_epoch", None)
     if not isinstance(epochs, list) or any(not isinstance(v, list) or len(v) != len(epochs)
                                            for v in data.values()):
         raise CheckpointError(f"{Path(directory or '.') / METRICS} is not a metrics history")
-    return History(history=data, epochs=epochs)
+    if partial is not None and not (isinstance(partial, dict) and {
+            "epoch", "step", "loss_sum", "correct", "seen"} <= set(partial)):
+        raise CheckpointError(f"{Path(directory or '.') / METRICS}: partial_epoch is malformed")
+    return History(history=data, epochs=epochs, partial=partial)
 
 
 def existing_run_files(directory) -> list[str]:
@@ -170,13 +168,19 @@ def existing_run_files(directory) -> list[str]:
     return [name for name in RUN_FILES if (directory / name).exists()]
 
 
-def save_curves(directory, history: History) -> str | None:
-    """Write curves.png; returns None, or why the plot was skipped."""
+def save_curves(directory, history: History, title: str | None = None,
+                test: dict | None = None) -> str | None:
+    """Write curves.png (integer epoch ticks, the run's name, the test point if given).
+
+    Returns None, or why the plot was skipped. ``test`` maps a panel ("loss",
+    "accuracy") to the test value measured after the last epoch.
+    """
     try:
         import matplotlib
 
         matplotlib.use("Agg")  # files only: never open a window
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError as e:
         return f"matplotlib is not installed ({e}); pip install matplotlib"
     if not history.epochs:
@@ -194,10 +198,16 @@ def save_curves(directory, history: History) -> str | None:
                     ax.plot(epochs, values[:, i], label=f"{label} member {i}", lw=1)
             else:
                 ax.plot(epochs, values, marker="o", ms=3, label=label)
+        if test and test.get(name) is not None:
+            ax.plot([epochs[-1]], [test[name]], marker="*", ms=11, ls="none", color="black",
+                    label=f"test {test[name]:.4f}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

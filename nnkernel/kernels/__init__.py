@@ -1,24 +1,24 @@
-"""The hot operations, as a generic Array API reference and per-backend fast twins.
+"""The hot operations, as a generic Array API reference and per-library fast twins.
 
-`kernels_for(backend)` returns the fastest `Kernels` for a backend: the NumPy
-twin for "numpy", the CuPy twin for "cupy", else the generic reference. Every
-twin computes the same numbers as the reference (tests/test_kernels.py checks
-each on random inputs), so layers and optimizers call ``k.affine(...)`` without
-knowing which one they got.
+Each backend carries its kernels (``backend.kernels``): the NumPy twin for
+NumPy, the CuPy twin for CuPy, else the generic reference. Every twin computes
+the same numbers as the reference (tests/test_kernels.py checks each on random
+inputs), so layers and optimizers call ``k.affine(...)`` without knowing which
+one they got.
 """
 
-from ..backend import backend_name_of
+from __future__ import annotations
+
 from .reference import Kernels
 
-_BY_NAMESPACE: dict = {}
 
-
-def _make(name: str, xp) -> Kernels:
-    if name == "numpy":
+def make_kernels(kind: str, xp) -> Kernels:
+    """The kernels of one kind ("reference", "numpy", "cupy") over a namespace."""
+    if kind == "numpy":
         from .numpy_twin import NumpyKernels
 
         return NumpyKernels(xp)
-    if name == "cupy":
+    if kind == "cupy":
         from .cupy_twin import CupyKernels
 
         return CupyKernels(xp)
@@ -26,15 +26,23 @@ def _make(name: str, xp) -> Kernels:
 
 
 def kernels_for(backend) -> Kernels:
-    return kernels_for_namespace(backend.xp)
+    """The kernels of a Backend (the same as ``backend.kernels``)."""
+    return backend.kernels
+
+
+def kernels_for_array(x) -> Kernels:
+    """The kernels of the library an array belongs to."""
+    from ..backend import backend_class_of
+
+    return backend_class_of(x).get_kernels()
 
 
 def kernels_for_namespace(xp) -> Kernels:
-    """Kernels for an array namespace, made once per namespace."""
-    k = _BY_NAMESPACE.get(xp)
-    if k is None:
-        k = _BY_NAMESPACE[xp] = _make(backend_name_of(xp), xp)
-    return k
+    """The kernels of the library a namespace module belongs to."""
+    from ..backend import backend_class
+
+    return backend_class(xp).get_kernels()
 
 
-__all__ = ["Kernels", "kernels_for", "kernels_for_namespace"]
+__all__ = ["Kernels", "kernels_for", "kernels_for_array", "kernels_for_namespace",
+           "make_kernels"]

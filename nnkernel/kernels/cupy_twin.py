@@ -9,13 +9,11 @@ what the generic code spreads over several array operations:
   it when the kernels list its activation in ``fused_activations``.
 - `softmax_cross_entropy`: one raw kernel, one warp per row: max, Σ exp, the
   loss and δ = (softmax − t) / count in a single launch (the reference: ~12).
-- `sgd` / `adam` / `rmsprop`: one elementwise kernel per parameter, updating
-  p and the optimizer state in place (the reference makes ~10 temporaries).
-  A multi-tensor update is the next step: all parameters and states in one
-  flat buffer, one launch per step instead of one per parameter. Because these
-  updates are in place (``in_place = True``), the optimizer already does that
-  packing where it can (`nnkernel.optim._FlatGroup`); per-member (ensemble)
-  hyperparameters still take one launch per parameter.
+- `sgd` / `adam` / `rmsprop`: one elementwise kernel, updating p and the
+  optimizer state in place (the reference makes ~10 temporaries). The model's
+  parameter store keeps every parameter, gradient and state in one flat buffer
+  each, so an optimizer step is one launch for the whole model (per-member
+  hyperparameters of an ensemble broadcast as (E, 1) arrays).
 
 Matrix products need no override. `cupy.matmul` sends 2-D products to cuBLAS
 GEMM and stacked (E, N, K) @ (E, K, M) products (ensembles) to cuBLAS
@@ -38,7 +36,7 @@ import warnings
 import cupy
 import numpy as np
 
-from .reference import Kernels
+from .reference import SUBNORMAL_FLUSH_EVERY, Kernels
 
 # -- fused bias + activation ---------------------------------------------------------
 # The activation formulas match nnkernel.activations exactly (sigmoid in its tanh form).
@@ -137,9 +135,9 @@ def _sgd_kernel(weight_decay: bool, momentum: bool, nesterov: bool, first: bool)
 
 
 @functools.cache
-def _adam_kernel(weight_decay: bool, decoupled: bool):
+def _adam_kernel(weight_decay: bool, decoupled: bool, flush: bool = False):
     ins = ["T g", "T lr", "T beta1", "T omb1", "T beta2", "T omb2", "T eps", "T bc1",
-           "T sqrt_bc2"] + (["T wd"] if weight_decay else [])
+           "T sqrt_bc2"] + (["T wd"] if weight_decay else []) + (["T tiny"] if flush else [])
     body = []
     if weight_decay and decoupled:  # AdamW: decay the weights, not the gradient
         body += ["p = p * ((T)1 - lr * wd);", "T d = g;"]
@@ -147,10 +145,12 @@ def _adam_kernel(weight_decay: bool, decoupled: bool):
         body += ["T d = g + wd * p;"]
     else:
         body += ["T d = g;"]
-    body += ["m = beta1 * m + omb1 * d;",
-             "v = beta2 * v + omb2 * (d * d);",
+    body += ["m = beta1 * m + omb1 * d;"]
+    if flush:  # the opt-in flush of subnormal entries, as the reference computes it
+        body += ["if (fabs(m) < tiny) m = (T)0;"]
+    body += ["v = beta2 * v + omb2 * (d * d);",
              "p = p - (lr / bc1) * (m / (sqrt(v) / sqrt_bc2 + eps));"]
-    name = f"nnk_adam_wd{weight_decay:d}_dec{decoupled:d}"
+    name = f"nnk_adam_wd{weight_decay:d}_dec{decoupled:d}_f{flush:d}"
     return cupy.ElementwiseKernel(", ".join(ins), "T p, T m, T v", "\n".join(body), name)
 
 
@@ -174,7 +174,6 @@ def _rmsprop_kernel(weight_decay: bool, centered: bool, momentum: bool):
 
 
 class CupyKernels(Kernels):
-    name = "cupy"
     in_place = True  # the updates write into p and the state and return the same arrays
     # Activations `affine_act` fuses with the bias add (all read only a = g(z) backward).
     fused_activations = frozenset(_ACTIVATION_CODE)
@@ -191,15 +190,16 @@ class CupyKernels(Kernels):
         return _bias_act_kernel(activation)(b, z)
 
     def affine_backward(self, x, W, dz, need_dx=True, out=None):
-        # `out` is left unused: the model copies into its gradient buffer (one device copy)
+        # dW and db go straight into the model's gradient buffer (its views), no copy
+        dW_out, db_out = (None, None) if out is None else out
         if W.ndim == 3:
-            dW = cupy.matmul(x.swapaxes(-1, -2), dz)
-            db = dz.sum(axis=-2)
+            dW = cupy.matmul(x.swapaxes(-1, -2), dz, out=dW_out)
+            db = dz.sum(axis=-2, out=db_out)
         else:
             x2 = x.reshape(-1, x.shape[-1])
             dz2 = dz.reshape(-1, dz.shape[-1])
-            dW = cupy.matmul(x2.T, dz2)  # cuBLAS reads the transpose in place
-            db = dz2.sum(axis=0)
+            dW = cupy.matmul(x2.T, dz2, out=dW_out)  # cuBLAS reads the transpose in place
+            db = dz2.sum(axis=0, out=db_out)
         dx = cupy.matmul(dz, W.swapaxes(-1, -2)) if need_dx else None
         return dx, dW, db
 
@@ -232,19 +232,20 @@ class CupyKernels(Kernels):
         if not momentum:
             _sgd_kernel(wd, False, False, False)(*args, p)
             return p, buf
-        if first:
-            buf = cupy.empty_like(p)
         _sgd_kernel(wd, True, bool(nesterov), bool(first))(
             *args, momentum, 1.0 - dampening, p, buf)
         return p, buf
 
-    def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step,
+             flush_subnormals=False):
         wd = weight_decay is not None
+        flush = bool(flush_subnormals) and step % SUBNORMAL_FLUSH_EVERY == 0
         bc1 = 1.0 - beta1**step
         bc2 = 1.0 - beta2**step
         args = [g, lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, bc1, bc2**0.5]
-        _adam_kernel(wd, bool(decoupled) and wd)(
-            *args, *([weight_decay] if wd else []), p, m, v)
+        args += [weight_decay] if wd else []
+        args += [float(np.finfo(p.dtype).smallest_normal)] if flush else []
+        _adam_kernel(wd, bool(decoupled) and wd, flush)(*args, p, m, v)
         return p, m, v
 
     def rmsprop(self, p, g, v, gavg, buf, lr, alpha, eps, weight_decay, momentum, centered):

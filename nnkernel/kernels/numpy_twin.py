@@ -5,32 +5,28 @@ the standard does not. The optimizer updates are where this pays: Adam makes
 about ten passes over every parameter per step, and each avoided temporary is
 one less allocation and one less pass over memory. Parameters and optimizer
 state are updated in place and the same arrays are returned, so callers that
-rebind dict entries (the generic contract) see no difference.
+rebind (the generic contract) see no difference.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .malloc import keep_freed_memory
-from .reference import Kernels
+from .reference import SUBNORMAL_FLUSH_EVERY, Kernels
 
-# Where a gradient stays 0 (input pixels that are always 0, dead units) Adam's first moment
-# decays by beta1 each step through the subnormal range, where x86 arithmetic takes a slow
-# microcode path: on Fashion-MNIST 5% of m is subnormal after two epochs and the update
-# runs 2.5x slower. Every FLUSH_EVERY steps such entries are set to 0, as a CPU in
-# flush-to-zero mode would; that moves the parameter by less than 1e-30, below float32's
-# resolution of any weight.
-FLUSH_EVERY = 16
 _EXPONENT_BITS = {4: (np.int32, 0x7F800000), 8: (np.int64, 0x7FF0000000000000)}
+_UNSIGNED = {np.dtype(np.int8): np.uint8, np.dtype(np.int16): np.uint16,
+             np.dtype(np.int32): np.uint32, np.dtype(np.int64): np.uint64}
 
 
-def _flush_subnormals(a) -> None:
+def flush_subnormals(a) -> None:
     """Set the subnormal entries of a float array to +0, in place, with integer operations.
 
-    Floating-point operations on the subnormals would themselves be slow; an
-    entry whose exponent bits are all 0 is 0 or subnormal, and multiplying its
-    bit pattern by 0 leaves +0 while every other entry is multiplied by 1.
+    Where a gradient stays 0 (input pixels that are always 0, dead units) Adam's first
+    moment decays through the subnormal range, where x86 arithmetic takes a slow microcode
+    path. Floating-point operations on the subnormals would themselves be slow: an entry
+    whose exponent bits are all 0 is 0 or subnormal, and multiplying its bit pattern by 0
+    leaves +0 while every other entry is multiplied by 1.
     """
     int_type, mask = _EXPONENT_BITS[a.itemsize]
     bits = a.view(int_type)
@@ -38,12 +34,7 @@ def _flush_subnormals(a) -> None:
 
 
 class NumpyKernels(Kernels):
-    name = "numpy"
     in_place = True
-
-    def __init__(self, xp):
-        super().__init__(xp)
-        keep_freed_memory()  # large temporaries stay in the heap between steps
 
     def affine(self, x, W, b):
         z = np.matmul(x, W)
@@ -68,6 +59,27 @@ class NumpyKernels(Kernels):
 
     def total(self, x):
         return np.add.reduce(x, axis=None)  # what np.sum calls, without its two wrappers
+
+    def sum_of_squares(self, g, members=False):
+        if not members:
+            flat = g.reshape(-1)
+            return np.dot(flat, flat)
+        rows = g.reshape(g.shape[0], -1)
+        return np.einsum("ij,ij->i", rows, rows)
+
+    def all_finite(self, x) -> bool:
+        # Σ x is finite exactly when no entry is NaN or ±Inf, unless the finite entries
+        # overflow when added; only then is the entry-wise test needed.
+        total = np.add.reduce(x, axis=None)
+        return bool(np.isfinite(total)) or bool(np.isfinite(x).all())
+
+    def labels_outside(self, labels, n_classes):
+        # One reduction: viewed as unsigned, a negative label is larger than any class.
+        unsigned = _UNSIGNED.get(labels.dtype)
+        top = np.maximum.reduce((labels.view(unsigned) if unsigned else labels), axis=None)
+        if int(top) < n_classes:
+            return None
+        return int(labels.min()), int(labels.max())
 
     def flatten(self, arrays):
         return np.concatenate([a.reshape(-1) for a in arrays])  # methods: no wrapper overhead
@@ -103,9 +115,9 @@ class NumpyKernels(Kernels):
     def sgd(self, p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first):
         if weight_decay is not None:
             g = g + weight_decay * p
-        if momentum:
+        if momentum:  # buf is the optimizer's buffer (zeros before the first step)
             if first:
-                buf = g.copy()
+                np.copyto(buf, g)
             else:
                 buf *= momentum
                 buf += (1.0 - dampening) * g
@@ -115,10 +127,11 @@ class NumpyKernels(Kernels):
 
     # Adam passes over p, g, m, v and a temporary a dozen times. On a flat buffer larger than
     # the L2 cache every pass streams from L3 or memory; a slice of this many bytes per array
-    # keeps all five in L2 (784-512-512-10's 670k parameters: 2.5 ms -> 1.8 ms here).
+    # keeps all five in L2 (bench/RESULTS.md has the measurement).
     adam_chunk_bytes = 1 << 18
 
-    def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step,
+             flush_subnormals=False):
         chunk = self.adam_chunk_bytes // p.itemsize
         if p.ndim == 1 and p.shape[0] > 2 * chunk and isinstance(lr, float) and not isinstance(
                 weight_decay, np.ndarray):
@@ -126,19 +139,21 @@ class NumpyKernels(Kernels):
             for i in range(0, p.shape[0], chunk):
                 s = slice(i, i + chunk)
                 self._adam(p[s], g[s], m[s], v[s], lr, beta1, beta2, eps, weight_decay,
-                           decoupled, step)
+                           decoupled, step, flush_subnormals)
             return p, m, v
-        return self._adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step)
+        return self._adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step,
+                          flush_subnormals)
 
-    def _adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    def _adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step,
+              flush=False):
         if weight_decay is not None and decoupled:
             p *= 1.0 - lr * weight_decay
         elif weight_decay is not None:
             g = g + weight_decay * p
         m *= beta1
         m += (1.0 - beta1) * g
-        if step % FLUSH_EVERY == 0:
-            _flush_subnormals(m)
+        if flush and step % SUBNORMAL_FLUSH_EVERY == 0:
+            flush_subnormals(m)
         v *= beta2
         t = np.multiply(g, g)
         t *= 1.0 - beta2
@@ -179,10 +194,10 @@ class NumpyKernels(Kernels):
 def _row_max(z):
     """z.max(axis=-1, keepdims=True), the same numbers, faster for many rows of few columns.
 
-    NumPy reduces a short last axis row by row: 8192 rows of 10 logits (an
-    ensemble of 64 at batch 128) take 670 µs, while a maximum over whole
-    columns, one ufunc call per column, takes 55 µs. The maximum is exact, so
-    the order of comparisons does not change a bit.
+    NumPy reduces a short last axis row by row, slowly when there are many rows
+    (an ensemble of 64 at batch 128 has 8192 rows of 10 logits); a maximum over
+    whole columns, one ufunc call per column, is an order of magnitude faster.
+    The maximum is exact, so the order of comparisons does not change a bit.
     """
     C = z.shape[-1]
     if C > 16 or z.size < 256 * C:
@@ -196,9 +211,9 @@ def _row_max(z):
 def _row_sum(e):
     """Σ over the last axis as a matrix-vector product with ones, shape e.shape[:-1].
 
-    Like the maximum above, NumPy sums a short last axis row by row: 8192 rows of
-    10 take ~200 µs, the product ~40 µs (different summation order, so float
-    rounding differs in the last bits).
+    Like the maximum above, NumPy sums a short last axis row by row; the product
+    is several times faster (a different summation order, so float rounding
+    differs in the last bits).
     """
     C = e.shape[-1]
     rows = e.reshape(-1, C) if e.flags.c_contiguous else np.ascontiguousarray(e).reshape(-1, C)

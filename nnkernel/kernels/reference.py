@@ -3,17 +3,24 @@
 Shapes: x (..., n_in), W (n_in, n_out) or a stack (E, n_in, n_out) for an
 ensemble of E models, b (n_out,) or (E, n_out). `xp.matmul` broadcasts the
 leading dimensions, so one code path serves one model and a stack of them.
+
+Gradient buffers (``out``): on libraries whose arrays can be written in place
+the model's parameter store hands each layer views of its flat gradient
+buffer, and a kernel given ``out`` fills those views and returns them (this
+reference by assignment, a twin by writing there directly); with ``out=None``
+it returns new arrays, which the store gathers.
 """
 
 from __future__ import annotations
 
 import array_api_compat
 
+SUBNORMAL_FLUSH_EVERY = 16  # Adam's flush_subnormals option: how often m is flushed
+
 
 class Kernels:
-    """Reference kernels; backend twins subclass this and override what they speed up."""
+    """Reference kernels; library twins subclass this and override what they speed up."""
 
-    name = "reference"
     in_place = False  # updates return new arrays; True: they write into p and the state
     fused_activations: frozenset = frozenset()  # names `affine_act` fuses (a twin's business)
 
@@ -31,8 +38,7 @@ class Kernels:
     def affine_backward(self, x, W, dz, need_dx: bool = True, out=None):
         """Gradients of z = xW + b:  dW = xᵀ δ,  db = Σ_rows δ,  dx = δ Wᵀ.
 
-        ``out`` may hold (dW, db) buffers that a twin fills in place; callers use the
-        returned arrays either way.
+        Returns (dx, dW, db); with ``out=(dW_buffer, db_buffer)`` those are filled.
         """
         xp = self.xp
         if W.ndim == 3:  # ensemble: x (N, n_in) shared or (E, N, n_in); dz (E, N, n_out)
@@ -44,14 +50,30 @@ class Kernels:
             dW = xp.matmul(xp.matrix_transpose(x2), dz2)
             db = xp.sum(dz2, axis=0)
         dx = xp.matmul(dz, xp.matrix_transpose(W)) if need_dx else None
+        if out is not None:
+            dW = fill(out[0], dW)
+            db = fill(out[1], db)
         return dx, dW, db
 
+    # -- reductions over whole buffers --------------------------------------------
     def total(self, x):
         """Σ of all entries, a 0-d array."""
         return self.xp.sum(x)
 
+    def sum_of_squares(self, g, members: bool = False):
+        """Σ g², over everything or (members) over all but the first axis."""
+        xp = self.xp
+        if not members:
+            return xp.sum(g * g)
+        return xp.sum(xp.reshape(g * g, (g.shape[0], -1)), axis=1)
+
+    def all_finite(self, x) -> bool:
+        """Whether no entry is NaN or ±Inf (one reduction; reading it syncs a GPU)."""
+        xp = self.xp
+        return bool(xp.all(xp.isfinite(x)))
+
     def flatten(self, arrays):
-        """One 1-D array holding all of ``arrays`` in order (for whole-buffer updates)."""
+        """One 1-D array holding all of ``arrays`` in order."""
         xp = self.xp
         return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
 
@@ -82,6 +104,12 @@ class Kernels:
         target = xp.astype(xp.expand_dims(labels, axis=-1) == classes, z.dtype)
         return self.softmax_cross_entropy(z, target, count)
 
+    def labels_outside(self, labels, n_classes: int) -> tuple[int, int] | None:
+        """None when every label is in 0..n_classes-1, else (min, max) for the message."""
+        xp = self.xp
+        lo, hi = int(xp.min(labels)), int(xp.max(labels))
+        return None if lo >= 0 and hi < n_classes else (lo, hi)
+
     # -- optimizer updates: (param, grad, state...) -> new arrays -----------------
     def sgd(self, p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first):
         if weight_decay is not None:
@@ -91,14 +119,21 @@ class Kernels:
             g = g + momentum * buf if nesterov else buf
         return p - lr * g, buf
 
-    def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
-        """torch.optim.Adam / AdamW: m, v moving averages with bias correction."""
+    def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step,
+             flush_subnormals=False):
+        """torch.optim.Adam / AdamW: m, v moving averages with bias correction.
+
+        With ``flush_subnormals`` the subnormal entries of m are set to 0 every
+        SUBNORMAL_FLUSH_EVERY steps (an opt-in speed trick for x86 CPUs).
+        """
         xp = self.xp
         if weight_decay is not None and decoupled:
             p = p * (1.0 - lr * weight_decay)  # AdamW: decay the weights, not the gradient
         elif weight_decay is not None:
             g = g + weight_decay * p  # Adam: L2 penalty folded into the gradient
         m = beta1 * m + (1.0 - beta1) * g
+        if flush_subnormals and step % SUBNORMAL_FLUSH_EVERY == 0:
+            m = xp.where(xp.abs(m) < xp.finfo(m.dtype).smallest_normal, 0.0, m)
         v = beta2 * v + (1.0 - beta2) * (g * g)
         bc1 = 1.0 - beta1**step
         bc2 = 1.0 - beta2**step
@@ -119,3 +154,9 @@ class Kernels:
             buf = momentum * buf + g / avg
             return p - lr * buf, v, gavg, buf
         return p - lr * (g / avg), v, gavg, buf
+
+
+def fill(buffer, value):
+    """Write ``value`` into ``buffer`` (same shape) and return the buffer."""
+    buffer[...] = value
+    return buffer

@@ -12,9 +12,9 @@ the Jacobian-vector product a ⊙ (da − Σ da ⊙ a).
 
 Only Array API functions are used, with Python floats for constants so a
 float32 array stays float32. Piecewise derivatives multiply by a 0/1 mask
-rather than call ``xp.where``: on NumPy the select costs ~15x more (800 µs
-against 50 µs for a 256×512 float32 array, measured), and ReLU's backward runs
-in every step of every network.
+rather than call ``xp.where``: on NumPy the select is an order of magnitude
+slower (bench/RESULTS.md), and ReLU's backward runs in every step of every
+network.
 """
 
 from __future__ import annotations
@@ -54,8 +54,7 @@ class Sigmoid(Activation):
     needs_z = False
 
     def forward(self, xp, z):
-        # 1/(1+e^−z) overflows e^−z for z ≪ 0 harmlessly (→ 0); tanh form is stable everywhere.
-        return 0.5 * (xp.tanh(0.5 * z) + 1.0)
+        return sigmoid(xp, z)
 
     def backward(self, xp, z, a, da):
         return da * a * (1.0 - a)
@@ -70,6 +69,17 @@ class Tanh(Activation):
 
     def backward(self, xp, z, a, da):
         return da * (1.0 - a * a)
+
+
+def sigmoid(xp, z):
+    """σ(z) = 1/(1 + e^−z) in its tanh form, ½(tanh(z/2) + 1): no overflow for z ≪ 0."""
+    return 0.5 * (xp.tanh(0.5 * z) + 1.0)
+
+
+def softmax(xp, z, axis: int = -1):
+    """e^z / Σ e^z along ``axis``, with the maximum subtracted first (stable for any z)."""
+    e = xp.exp(z - xp.max(z, axis=axis, keepdims=True))
+    return e / xp.sum(e, axis=axis, keepdims=True)
 
 
 def _step(xp, x):
@@ -130,10 +140,10 @@ class Swish(Activation):
     name = "swish"
 
     def forward(self, xp, z):
-        return z * (0.5 * (xp.tanh(0.5 * z) + 1.0))
+        return z * sigmoid(xp, z)
 
     def backward(self, xp, z, a, da):
-        s = 0.5 * (xp.tanh(0.5 * z) + 1.0)
+        s = sigmoid(xp, z)
         return da * (s + a * (1.0 - s))  # g′ = σ + zσ(1 − σ) = σ + g(1 − σ)
 
 
@@ -167,8 +177,7 @@ class Softmax(Activation):
     needs_z = False
 
     def forward(self, xp, z):
-        e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
-        return e / xp.sum(e, axis=-1, keepdims=True)
+        return softmax(xp, z)
 
     def backward(self, xp, z, a, da):
         return a * (da - xp.sum(da * a, axis=-1, keepdims=True))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import namespace_of
+from .activations import softmax
 
 
 def ensemble_mean(y):
@@ -20,5 +23,15 @@ def ensemble_variance(y):
 def mean_probabilities(logits):
     """Average of the members' softmax probabilities, (N, K): the ensemble's prediction."""
     xp = namespace_of(logits)
-    e = xp.exp(logits - xp.max(logits, axis=-1, keepdims=True))
-    return xp.mean(e / xp.sum(e, axis=-1, keepdims=True), axis=0)
+    return xp.mean(softmax(xp, logits), axis=0)
+
+
+def ensemble_log_loss(probabilities, labels) -> float:
+    """The ensemble's own cross-entropy: −mean log p̄[label] of its mean probabilities (N, K).
+
+    Host NumPy arrays in, a float out; p̄ is floored at 1e-300 so a confident miss is large,
+    not infinite.
+    """
+    p = np.take_along_axis(np.asarray(probabilities, dtype=np.float64),
+                           np.asarray(labels)[:, None], axis=1)
+    return float(-np.mean(np.log(np.maximum(p, 1e-300))))

@@ -1,18 +1,22 @@
-"""Layers: a forward that keeps what its backward needs, a backward that returns dX.
+"""Layers: a forward that returns its output and the backprop that undoes it.
 
-A layer owns no arrays. Its parameters live in the model's ``params`` dict under
-"<layer index>.<name>" (the layer knows its keys after `build`), its gradients
-go to ``model.grads`` under the same keys, and non-learned buffers (BatchNorm's
-running statistics) to ``model.state``. Forward and backward receive the model
-as ``net`` and read ``net.xp`` (the Array API namespace), ``net.k`` (the kernels)
-and those dicts.
+    y, backprop = layer.forward(ctx, x, train)
+    dx = backprop(dy, need_dx)          # and dL/dθ into ctx.grads
 
-For an ensemble of E models (``net.ensemble = E``) every parameter has a leading
-axis of length E and activations are (E, N, features); per-feature vectors
-(b, gamma, beta) broadcast over the rows through `_rows`.
+A layer object holds only its configuration: everything backward needs is
+captured by the `backprop` closure of one call (thinc's ``(Y, backprop)``), so
+the same object can be used twice and nothing depends on "the last forward".
+Parameters live in the model's store and reach the layer as ``ctx.params``
+(see `nnkernel.nn.context`); their keys are "<position>.<name>".
+
+For an ensemble of E models (``ctx.ensemble = E``) every parameter has a
+leading axis of length E and activations are (E, N, features); per-feature
+vectors (b, gamma, beta) broadcast over the rows through `_rows`.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -26,23 +30,23 @@ class Layer:
     state_names: tuple[str, ...] = ()
     stochastic = False  # draws random numbers in training (Dropout)
 
-    def build(self, index: int, n_in: int | None, ensemble: int | None) -> int | None:
-        """Bind to a position in a model; return the output width (None: unchanged)."""
-        self.index = index
-        self.ensemble = ensemble
-        self.keys = {name: f"{index}.{name}" for name in self.param_names + self.state_names}
-        return n_in
+    def input_shape(self) -> tuple | None:
+        """The per-sample input shape this layer fixes (None: it takes any)."""
+        return None
 
-    def init_params(self, rng, next_layer=None) -> dict[str, np.ndarray]:
+    def output_shape(self, shape: tuple) -> tuple:
+        """The per-sample output shape for a per-sample input shape (None entries: unknown)."""
+        return shape
+
+    def init_params(self, rng, ensemble=None, next_layer=None) -> dict[str, np.ndarray]:
+        """Initial parameters as float64 host arrays (with a leading E axis for an ensemble)."""
         return {}
 
-    def init_state(self) -> dict[str, np.ndarray]:
+    def init_state(self, ensemble=None) -> dict[str, np.ndarray]:
         return {}
 
-    def forward(self, net, x, train: bool):
-        raise NotImplementedError
-
-    def backward(self, net, dy, need_dx: bool = True):
+    def forward(self, ctx, x, train: bool):
+        """(y, backprop): the output and a function dy, need_dx -> dx."""
         raise NotImplementedError
 
     def config(self) -> dict:
@@ -55,24 +59,36 @@ class Layer:
                          if k not in hidden and v is not None and v != "identity")
         return f"{type(self).__name__}({args})"
 
-    # -- helpers for ensembles ------------------------------------------------------
-    def _stacked(self, shape):
-        return shape if self.ensemble is None else (self.ensemble, *shape)
 
-    def _rows(self, xp, v):
-        """A per-feature vector, shaped to broadcast over rows: (E, D) -> (E, 1, D)."""
-        return v if self.ensemble is None else xp.expand_dims(v, axis=-2)
+# -- helpers for ensembles ---------------------------------------------------------------
+def stacked(shape, ensemble):
+    return tuple(shape) if ensemble is None else (ensemble, *shape)
 
-    def _row_axes(self, x) -> tuple[int, ...]:
-        """The axes a per-feature gradient sums over: all but the member and feature axes."""
-        start = 0 if self.ensemble is None else 1
-        return tuple(range(start, x.ndim - 1))
 
-    def _per_member(self, xp, x):
-        """Give a shared (N, D) input its member axis, so each member gets its own draw."""
-        if self.ensemble is not None and x.ndim == 2:
-            return xp.broadcast_to(x, (self.ensemble, *x.shape))
-        return x
+def rows(ctx, v):
+    """A per-feature vector, shaped to broadcast over rows: (E, D) -> (E, 1, D)."""
+    return v if ctx.ensemble is None else ctx.xp.expand_dims(v, axis=-2)
+
+
+def row_axes(ctx, x) -> tuple[int, ...]:
+    """The axes a per-feature gradient sums over: all but the member and feature axes."""
+    start = 0 if ctx.ensemble is None else 1
+    return tuple(range(start, x.ndim - 1))
+
+
+def per_member(ctx, x):
+    """Give a shared input (N, ...) its member axis, so each member gets its own draw or
+    statistics; ``ctx.sample_ndim`` is the number of per-sample axes at this position."""
+    if ctx.ensemble is not None and x.ndim == ctx.sample_ndim + 1:
+        return ctx.xp.broadcast_to(x, (ctx.ensemble, *x.shape))
+    return x
+
+
+def positive_int(name, value) -> int:
+    """An int > 0 (not a bool, not 64.5), or a ConfigError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 class Dense(Layer):
@@ -84,48 +100,48 @@ class Dense(Layer):
     param_names = ("W", "b")
 
     def __init__(self, n_in: int, n_out: int, activation=None, init=None):
-        if int(n_in) <= 0 or int(n_out) <= 0:
-            raise ConfigError(f"Dense needs positive sizes, got n_in={n_in}, n_out={n_out}")
-        self.n_in, self.n_out = int(n_in), int(n_out)
+        self.n_in, self.n_out = positive_int("Dense n_in", n_in), positive_int("Dense n_out",
+                                                                               n_out)
         self.activation = _act.get_activation(activation)
         self.init = init
+        if init is not None:
+            get_initializer(init)
 
-    def build(self, index, n_in, ensemble):
-        super().build(index, n_in, ensemble)
-        if n_in is not None and n_in != self.n_in:
-            raise ShapeError(f"layer {index} Dense expects {self.n_in} inputs, "
-                             f"but the layer before it gives {n_in}")
-        return self.n_out
+    def input_shape(self):
+        return (self.n_in,)
 
-    def init_params(self, rng, next_layer=None):
+    def output_shape(self, shape):
+        if shape and shape[-1] is not None and shape[-1] != self.n_in:
+            raise ShapeError(f"Dense({self.n_in}, {self.n_out}) expects {self.n_in} input "
+                             f"features, but the layer before it gives {shape[-1]}")
+        return (*shape[:-1], self.n_out) if shape else (self.n_out,)
+
+    def init_params(self, rng, ensemble=None, next_layer=None):
         act = self.activation.name
         if act == "identity" and isinstance(next_layer, ActivationLayer):
             act = next_layer.activation.name  # Dense followed by ReLU(): He init
         init = get_initializer(self.init or default_init(act))
-        W = init(self._stacked((self.n_in, self.n_out)), self.n_in, self.n_out, rng)
-        return {"W": W, "b": np.zeros(self._stacked((self.n_out,)))}
+        W = init(stacked((self.n_in, self.n_out), ensemble), self.n_in, self.n_out, rng)
+        return {"W": W, "b": np.zeros(stacked((self.n_out,), ensemble))}
 
-    def forward(self, net, x, train):
-        W, b = net.params[self.keys["W"]], net.params[self.keys["b"]]
-        if self.activation.name in net.k.fused_activations:
-            # a twin (CuPy) fuses bias + g into one kernel; these g need only a backward
-            a = net.k.affine_act(x, W, b, self.activation.name)
-            self.cache = (x, None, a)
-            return a
-        z = net.k.affine(x, W, b)                 # z = xW + b
-        a = self.activation.forward(net.xp, z)    # a = g(z)
-        self.cache = (x, z if self.activation.needs_z else None, a)
-        return a
+    def forward(self, ctx, x, train):
+        W, b = ctx.params["W"], ctx.params["b"]
+        g = self.activation
+        if g.name in ctx.k.fused_activations:  # a twin (CuPy) fuses bias + g into one kernel
+            z, a = None, ctx.k.affine_act(x, W, b, g.name)
+        else:
+            z = ctx.k.affine(x, W, b)           # z = xW + b
+            a = g.forward(ctx.xp, z)            # a = g(z)
+            z = z if g.needs_z else None
 
-    def backward(self, net, da, need_dx=True):
-        x, z, a = self.cache
-        dz = self.activation.backward(net.xp, z, a, da)  # δ = da ⊙ g′(z)
-        W = net.params[self.keys["W"]]
-        out = (net.grad_out(self.keys["W"]), net.grad_out(self.keys["b"]))
-        dx, dW, db = net.k.affine_backward(x, W, dz, need_dx, out)  # dW = xᵀδ, db = Σδ, dx = δWᵀ
-        net.grads[self.keys["W"]] = dW
-        net.grads[self.keys["b"]] = db
-        return dx
+        def backprop(da, need_dx=True):
+            dz = g.backward(ctx.xp, z, a, da)   # δ = da ⊙ g′(z)
+            dx, dW, db = ctx.k.affine_backward(x, W, dz, need_dx, ctx.grads.out("W", "b"))
+            ctx.grads.add("W", dW)              # dW = xᵀδ
+            ctx.grads.add("b", db)              # db = Σ_rows δ
+            return dx                           # dx = δWᵀ
+
+        return a, backprop
 
     def config(self):
         return {"type": "Dense", "n_in": self.n_in, "n_out": self.n_out,
@@ -138,14 +154,15 @@ class ActivationLayer(Layer):
 
     activation: _act.Activation
 
-    def forward(self, net, x, train):
-        a = self.activation.forward(net.xp, x)
-        self.cache = (x if self.activation.needs_z else None, a)
-        return a
+    def forward(self, ctx, x, train):
+        g = self.activation
+        a = g.forward(ctx.xp, x)
+        z = x if g.needs_z else None
 
-    def backward(self, net, da, need_dx=True):
-        z, a = self.cache
-        return self.activation.backward(net.xp, z, a, da)
+        def backprop(da, need_dx=True):
+            return g.backward(ctx.xp, z, a, da)
+
+        return a, backprop
 
     def config(self):
         return _activation_config(self.activation) | {"type": type(self).__name__}
@@ -182,25 +199,29 @@ class Dropout(Layer):
     stochastic = True
 
     def __init__(self, p: float = 0.5):
-        if not 0.0 <= float(p) < 1.0:
-            raise ConfigError(f"Dropout probability must be in [0, 1), got {p}")
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ConfigError(f"Dropout probability must be a number in [0, 1), got {p!r}")
         self.p = float(p)
 
-    def forward(self, net, x, train):
+    def forward(self, ctx, x, train):
         if not train or self.p == 0.0:
-            self.mask = None
-            return x
-        xp = net.xp
-        x = self._per_member(xp, x)
-        keep = net.random.uniform(x.shape, x.dtype) >= self.p
-        self.mask = xp.astype(keep, x.dtype) * (1.0 / (1.0 - self.p))
-        return x * self.mask
+            return x, _pass_through
+        xp = ctx.xp
+        x = per_member(ctx, x)
+        keep = ctx.random.uniform(x.shape, x.dtype) >= self.p
+        mask = xp.astype(keep, x.dtype) * (1.0 / (1.0 - self.p))
 
-    def backward(self, net, dy, need_dx=True):
-        return dy if self.mask is None else dy * self.mask
+        def backprop(dy, need_dx=True):
+            return dy * mask
+
+        return x * mask, backprop
 
     def config(self):
         return {"type": "Dropout", "p": self.p}
+
+
+def _pass_through(dy, need_dx=True):
+    return dy
 
 
 class _Normalization(Layer):
@@ -209,32 +230,35 @@ class _Normalization(Layer):
     param_names = ("gamma", "beta")
 
     def __init__(self, n: int, eps: float = 1e-5):
-        self.n, self.eps = int(n), float(eps)
+        self.n = positive_int(f"{type(self).__name__} n", n)
+        if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0
+                and math.isfinite(eps)):
+            raise ConfigError(f"{type(self).__name__} eps must be a positive number, got {eps!r}")
+        self.eps = float(eps)
 
-    def build(self, index, n_in, ensemble):
-        super().build(index, n_in, ensemble)
-        if n_in is not None and n_in != self.n:
-            raise ShapeError(f"layer {index} {type(self).__name__}({self.n}) receives "
-                             f"{n_in} features from the layer before it")
-        return self.n
+    def input_shape(self):
+        return (self.n,)
 
-    def init_params(self, rng, next_layer=None):
-        shape = self._stacked((self.n,))
+    def output_shape(self, shape):
+        if shape and shape[-1] is not None and shape[-1] != self.n:
+            raise ShapeError(f"{type(self).__name__}({self.n}) receives {shape[-1]} features "
+                             f"from the layer before it")
+        return shape or (self.n,)
+
+    def init_params(self, rng, ensemble=None, next_layer=None):
+        shape = stacked((self.n,), ensemble)
         return {"gamma": np.ones(shape), "beta": np.zeros(shape)}
 
-    def _affine_out(self, net, xhat):
-        xp = net.xp
-        gamma = self._rows(xp, net.params[self.keys["gamma"]])
-        beta = self._rows(xp, net.params[self.keys["beta"]])
-        return gamma * xhat + beta
+    def _affine_out(self, ctx, xhat):
+        return rows(ctx, ctx.params["gamma"]) * xhat + rows(ctx, ctx.params["beta"])
 
-    def _param_grads(self, net, dy, xhat):
+    def _param_grads(self, ctx, dy, xhat):
         """dγ = Σ dy ⊙ x̂, dβ = Σ dy over rows; returns dx̂ = dy ⊙ γ."""
-        xp = net.xp
-        axes = self._row_axes(dy)
-        net.grads[self.keys["gamma"]] = xp.sum(dy * xhat, axis=axes)
-        net.grads[self.keys["beta"]] = xp.sum(dy, axis=axes)
-        return dy * self._rows(xp, net.params[self.keys["gamma"]])
+        xp = ctx.xp
+        axes = row_axes(ctx, dy)
+        ctx.grads.add("gamma", xp.sum(dy * xhat, axis=axes))
+        ctx.grads.add("beta", xp.sum(dy, axis=axes))
+        return dy * rows(ctx, ctx.params["gamma"])
 
     def config(self):
         return {"type": type(self).__name__, "n": self.n, "eps": self.eps}
@@ -252,44 +276,44 @@ class BatchNorm(_Normalization):
 
     def __init__(self, n: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__(n, eps)
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not (
+                0.0 <= momentum <= 1.0):
+            raise ConfigError(f"BatchNorm momentum must be in [0, 1], got {momentum!r}")
         self.momentum = float(momentum)
 
-    def init_state(self):
-        shape = self._stacked((self.n,))
+    def init_state(self, ensemble=None):
+        shape = stacked((self.n,), ensemble)
         return {"running_mean": np.zeros(shape), "running_var": np.ones(shape)}
 
-    def forward(self, net, x, train):
-        xp = net.xp
-        x = self._per_member(xp, x)  # a shared (N, D) input: statistics still per member
-        axes = self._row_axes(x)
-        mean_key, var_key = self.keys["running_mean"], self.keys["running_var"]
+    def forward(self, ctx, x, train):
+        xp = ctx.xp
+        x = per_member(ctx, x)  # a shared (N, D) input: statistics still per member
+        axes = row_axes(ctx, x)
         if train:
-            rows = int(np.prod([x.shape[a] for a in axes]))
-            if rows < 2:
+            n_rows = math.prod(x.shape[a] for a in axes)
+            if n_rows < 2:
                 raise ShapeError("BatchNorm needs at least 2 rows per batch in training")
             mean = xp.mean(x, axis=axes)
             var = xp.var(x, axis=axes)
             m = self.momentum
-            net.state[mean_key] = (1.0 - m) * net.state[mean_key] + m * mean
-            net.state[var_key] = (1.0 - m) * net.state[var_key] + m * var * (rows / (rows - 1))
+            ctx.state["running_mean"] = (1.0 - m) * ctx.state["running_mean"] + m * mean
+            ctx.state["running_var"] = ((1.0 - m) * ctx.state["running_var"]
+                                        + m * var * (n_rows / (n_rows - 1)))
         else:
-            mean, var = net.state[mean_key], net.state[var_key]
-        inv_std = self._rows(xp, 1.0 / xp.sqrt(var + self.eps))
-        xhat = (x - self._rows(xp, mean)) * inv_std
-        self.cache = (xhat, inv_std, train)
-        return self._affine_out(net, xhat)
+            mean, var = ctx.state["running_mean"], ctx.state["running_var"]
+        inv_std = rows(ctx, 1.0 / xp.sqrt(var + self.eps))
+        xhat = (x - rows(ctx, mean)) * inv_std
 
-    def backward(self, net, dy, need_dx=True):
-        xhat, inv_std, train = self.cache
-        dxhat = self._param_grads(net, dy, xhat)
-        if not train:  # the statistics were constants
-            return dxhat * inv_std
-        xp = net.xp
-        axes = self._row_axes(dy)
-        # dx = (1/σ)(dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)), the means over the batch rows
-        mean_d = xp.mean(dxhat, axis=axes, keepdims=True)
-        mean_dx = xp.mean(dxhat * xhat, axis=axes, keepdims=True)
-        return inv_std * (dxhat - mean_d - xhat * mean_dx)
+        def backprop(dy, need_dx=True):
+            dxhat = self._param_grads(ctx, dy, xhat)
+            if not train:  # the statistics were constants
+                return dxhat * inv_std
+            # dx = (1/σ)(dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)), the means over the batch rows
+            mean_d = xp.mean(dxhat, axis=axes, keepdims=True)
+            mean_dx = xp.mean(dxhat * xhat, axis=axes, keepdims=True)
+            return inv_std * (dxhat - mean_d - xhat * mean_dx)
+
+        return self._affine_out(ctx, xhat), backprop
 
     def config(self):
         return super().config() | {"momentum": self.momentum}
@@ -298,22 +322,20 @@ class BatchNorm(_Normalization):
 class LayerNorm(_Normalization):
     """Normalise each row over its features; the same in training and evaluation."""
 
-    def forward(self, net, x, train):
-        xp = net.xp
+    def forward(self, ctx, x, train):
+        xp = ctx.xp
         mean = xp.mean(x, axis=-1, keepdims=True)
         var = xp.var(x, axis=-1, keepdims=True)
         inv_std = 1.0 / xp.sqrt(var + self.eps)
         xhat = (x - mean) * inv_std
-        self.cache = (xhat, inv_std)
-        return self._affine_out(net, xhat)
 
-    def backward(self, net, dy, need_dx=True):
-        xhat, inv_std = self.cache
-        dxhat = self._param_grads(net, dy, xhat)
-        xp = net.xp
-        mean_d = xp.mean(dxhat, axis=-1, keepdims=True)
-        mean_dx = xp.mean(dxhat * xhat, axis=-1, keepdims=True)
-        return inv_std * (dxhat - mean_d - xhat * mean_dx)
+        def backprop(dy, need_dx=True):
+            dxhat = self._param_grads(ctx, dy, xhat)
+            mean_d = xp.mean(dxhat, axis=-1, keepdims=True)
+            mean_dx = xp.mean(dxhat * xhat, axis=-1, keepdims=True)
+            return inv_std * (dxhat - mean_d - xhat * mean_dx)
+
+        return self._affine_out(ctx, xhat), backprop
 
 
 def _activation_config(activation) -> dict:
@@ -327,19 +349,30 @@ LAYERS = {cls.__name__: cls for cls in (Dense, Identity, Sigmoid, Tanh, ReLU, Le
                                          Swish, GELU, Softmax, Dropout, BatchNorm, LayerNorm)}
 
 
+def register_layer(cls):
+    """Make a Layer subclass known to `layer_from_config` (checkpoints) by its class name."""
+    LAYERS[cls.__name__] = cls
+    return cls
+
+
 def layer_from_config(cfg: dict) -> Layer:
     """Rebuild a layer from `Layer.config()` (used when loading checkpoints)."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"a layer config is a JSON object, got {type(cfg).__name__}")
     cfg = dict(cfg)
     kind = cfg.pop("type", None)
     if kind not in LAYERS:
         raise ConfigError(f"unknown layer type {kind!r}; valid: {', '.join(sorted(LAYERS))}")
-    if kind == "Dense":
-        act = cfg.pop("activation")
-        alpha = cfg.pop("alpha", None)
-        act_obj = _act.get_activation(act)
-        if alpha is not None:
-            act_obj = type(act_obj)(alpha)
-        return Dense(cfg["n_in"], cfg["n_out"], activation=act_obj, init=cfg.get("init"))
-    if issubclass(LAYERS[kind], ActivationLayer):
-        cfg.pop("activation", None)
-    return LAYERS[kind](**cfg)
+    try:
+        if kind == "Dense":
+            act = _act.get_activation(cfg.pop("activation", None))
+            alpha = cfg.pop("alpha", None)
+            if alpha is not None:
+                act = type(act)(alpha)
+            return Dense(cfg.pop("n_in"), cfg.pop("n_out"), activation=act,
+                         init=cfg.pop("init", None), **cfg)
+        if issubclass(LAYERS[kind], ActivationLayer):
+            cfg.pop("activation", None)
+        return LAYERS[kind](**cfg)
+    except (TypeError, KeyError) as e:
+        raise ConfigError(f"invalid {kind} layer config {cfg}: {e}") from None

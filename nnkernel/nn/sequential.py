@@ -1,77 +1,25 @@
-"""Sequential: a stack of layers, its parameters, and the chain rule through them.
+"""Sequential: the chain rule through a list of layers, and the parameters they share.
 
-    y  = layer_L(... layer_1(x))                     forward
-    dx = layer_1.backward(... layer_L.backward(dy))  backward, filling model.grads
+    y = model.forward(x, train=True)     # each layer's (output, backprop) is recorded
+    dx = model.backward(dy)              # the recorded backprops, last to first
 
-With ``ensemble=E`` the model is E independent networks evaluated as one: every
-parameter gets a leading axis of length E, inputs are (N, D) shared by all
-members or (E, N, D), outputs are (E, N, K), and each Dense layer is one batched
-matrix product over the members.
+The model owns every array: parameters and gradients in its `ParameterStore`
+(one flat buffer each), non-learned buffers (BatchNorm statistics) in
+``model.state``. Layers hold only their configuration.
 """
 
 from __future__ import annotations
 
-import operator
+import warnings
 
 import numpy as np
 
-from ..backend import Backend, dtype_name, to_numpy
-from ..errors import ConfigError, DTypeError, ShapeError
-from ..kernels import kernels_for
+from ..backend import Backend, dtype_name, is_float, to_numpy
+from ..errors import ConfigError, DTypeError, NnkernelError, ShapeError
+from .context import LayerContext
 from .layers import Layer, layer_from_config
-
-
-class Parameters(dict):
-    """The model's parameters by key ("0.W", "0.b", ...).
-
-    Assigning an entry converts an array-like to the model's backend, dtype and
-    device and refuses a wrong shape; an array already in the right form is
-    stored as is, which is what optimizers do every step.
-    """
-
-    def __init__(self, model: Sequential, arrays: dict):
-        super().__init__()
-        self._model = model
-        for key, value in arrays.items():
-            super().__setitem__(key, value)
-
-    @property
-    def ensemble(self) -> int | None:
-        """The model's number of members (None for one model): optimizers clip per member."""
-        return self._model.ensemble
-
-    def __setitem__(self, key, value):
-        if key not in self:
-            raise KeyError(f"no parameter {key!r}; parameters are: {', '.join(self)}")
-        old = dict.__getitem__(self, key)
-        if (type(value) is not type(old) or value.shape != old.shape
-                or value.dtype != old.dtype):
-            value = self._model._convert(value, old.shape, f"parameter {key!r}")
-        else:  # the right form, but maybe on another device: refuse, never copy
-            self._model.backend.check(value, f"parameter {key!r}")
-        dict.__setitem__(self, key, value)
-
-
-class Gradients(dict):
-    """``model.grads``: parameter key -> dL/dparameter, in parameter order.
-
-    On backends that update in place (NumPy) every entry is a view of ``flat``,
-    one buffer laid out in parameter order: optimizers update from it without
-    first concatenating the gradients. The next backward overwrites it, as
-    PyTorch reuses ``.grad``: copy an entry to keep it.
-    """
-
-    def __init__(self, items=(), flat=None, views=()):
-        super().__init__(items)
-        self._flat, self._views = flat, views  # views: the entries as made, in order
-
-    @property
-    def flat(self):
-        """The buffer holding every entry in order; None once an entry is replaced or removed."""
-        if self._flat is None or len(self) != len(self._views) or not all(
-                map(operator.is_, self.values(), self._views)):
-            return None
-        return self._flat
+from .parameters import ParameterStore
+from .summary import summary_table
 
 
 class Sequential:
@@ -79,11 +27,14 @@ class Sequential:
 
     Parameters are initialised from ``seed`` on the host, so the same seed gives
     the same weights on every backend; ``backend`` is "numpy" (default), "cupy",
-    "torch", "array_api_strict" or a namespace module, ``device`` a device of it.
+    "torch", "array_api_strict", a namespace module or a `Backend`; ``device`` a
+    device of it. ``input_shape`` is the per-sample input shape, needed only where
+    the first layers do not fix it (convolutions: (channels, height, width)).
+    The same layer object placed twice shares its parameters (their gradients add).
     """
 
     def __init__(self, *layers: Layer, seed: int = 0, dtype="float32", backend="numpy",
-                 device=None, ensemble: int | None = None):
+                 device=None, ensemble: int | None = None, input_shape=None):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -91,45 +42,95 @@ class Sequential:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise ConfigError(f"layer {i} is {type(layer).__name__}, not an nnkernel layer")
-        if ensemble is not None and int(ensemble) < 1:
-            raise ConfigError(f"ensemble must be a positive number of members, got {ensemble}")
+        if ensemble is not None and (isinstance(ensemble, bool) or not isinstance(
+                ensemble, (int, np.integer)) or ensemble < 1):
+            raise ConfigError(f"ensemble must be a positive number of members, got {ensemble!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ConfigError(f"seed must be an integer, got {seed!r}")
         self.layers = list(layers)
         self.seed = int(seed)
         self.ensemble = None if ensemble is None else int(ensemble)
-        self._bind(Backend(backend, device), dtype_name(dtype) if not isinstance(dtype, str)
-                   else dtype)
-        self.n_in, self.n_out = self._build()
-        self.params, self.state = self._initial_arrays(np.random.default_rng(self.seed))
-        self.grads: dict = Gradients()
+        self._plan(input_shape)
+        host = self._initial_arrays(np.random.default_rng(self.seed))
+        self._bind(backend if isinstance(backend, Backend) else Backend(backend, device),
+                   dtype_name(dtype), host)
 
-    # -- construction -----------------------------------------------------------------
-    def _bind(self, backend: Backend, dtype: str):
+    # -- construction -------------------------------------------------------------------------
+    def _plan(self, input_shape):
+        """Keys, shapes and weight sharing of every position, from the layers alone."""
+        shape = tuple(input_shape) if input_shape is not None else next(
+            (layer.input_shape() for layer in self.layers if layer.input_shape() is not None),
+            None)
+        if shape is None:
+            raise ConfigError("the model cannot tell its input shape; pass input_shape=")
+        self.input_shape = shape
+        self._keys, self._sample_ndim, first_at = [], [], {}
+        for i, layer in enumerate(self.layers):
+            self._sample_ndim.append(len(shape))
+            try:
+                shape = tuple(layer.output_shape(shape))
+            except ShapeError as e:
+                raise ShapeError(f"layer {i} {type(layer).__name__}: {e}") from None
+            owner = first_at.setdefault(id(layer), i)  # a repeated object shares its arrays
+            names = layer.param_names + layer.state_names
+            self._keys.append({name: f"{owner}.{name}" for name in names})
+        self.output_shape = shape
+        self._shapes: dict = {}  # per-sample input shape -> output shape, for the input check
+        self.n_in = self.input_shape[-1] if len(self.input_shape) == 1 else None
+        self.n_out = shape[-1]
+        self._owners = [first_at[id(layer)] for layer in self.layers]
+
+    def _initial_arrays(self, rng) -> dict:
+        host = {}
+        for i, layer in enumerate(self.layers):
+            if self._owners[i] != i:
+                continue
+            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            for name, value in layer.init_params(rng, self.ensemble, nxt).items():
+                host[self._keys[i][name]] = value
+            for name, value in layer.init_state(self.ensemble).items():
+                host[self._keys[i][name]] = value
+        return host
+
+    def _param_shapes(self) -> dict:
+        shapes = {}
+        for i, layer in enumerate(self.layers):
+            if self._owners[i] == i:
+                for name in layer.param_names:
+                    shapes[self._keys[i][name]] = None
+        return shapes
+
+    def _bind(self, backend: Backend, dtype: str, host: dict):
+        """Put the arrays on a backend: a new store, state dict and layer contexts."""
         self.backend = backend
-        self.xp = backend.xp
-        self.k = kernels_for(backend)
+        self.xp, self.k = backend.xp, backend.kernels
         self.dtype = backend.dtype(dtype)
         self.random = backend.random(self.seed)
-        self._grad_flat, self._grad_views = None, {}  # built by the first backward
-        self._grad_order: tuple = ()  # the views in parameter order
-
-    def _build(self):
-        n = None
-        n_in = next((layer.n_in for layer in self.layers if hasattr(layer, "n_in")), None)
-        if n_in is None:
-            raise ConfigError("the model needs a Dense layer to know its input width")
+        keys = self._param_shapes()
+        lead = 1 if self.ensemble is not None else 0
+        shapes = {k: np.shape(host[k])[lead:] for k in keys}
+        self.store = ParameterStore(backend, self.dtype, shapes, self.ensemble)
+        self.store.set_flat(backend.asarray(_flat_host(host, shapes, self.ensemble),
+                                            dtype=self.dtype))
+        self.state = {k: backend.asarray(v, dtype=self.dtype) for k, v in host.items()
+                      if k not in keys}
+        self._contexts = []
         for i, layer in enumerate(self.layers):
-            n = layer.build(i, n, self.ensemble)
-        return n_in, n
+            params = {n: k for n, k in self._keys[i].items() if n in layer.param_names}
+            states = {n: k for n, k in self._keys[i].items() if n in layer.state_names}
+            self._contexts.append(LayerContext(self, i, layer, params, states,
+                                               self._sample_ndim[i]))
+        self._backprops = None
 
-    def _initial_arrays(self, rng):
-        params, state = {}, {}
-        for i, layer in enumerate(self.layers):
-            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            for name, value in layer.init_params(rng, nxt).items():
-                params[layer.keys[name]] = self.backend.asarray(value, dtype=self.dtype)
-            for name, value in layer.init_state().items():
-                state[layer.keys[name]] = self.backend.asarray(value, dtype=self.dtype)
-        return Parameters(self, params), state
+    @property
+    def params(self):
+        """Parameter key -> array, views of ``store.flat`` (assigning writes into it)."""
+        return self.store.params
+
+    @property
+    def grads(self):
+        """Parameter key -> dL/dparameter after `backward`, views of ``store.grad``."""
+        return self.store.grads
 
     @property
     def device(self):
@@ -141,132 +142,165 @@ class Sequential:
 
     def reseed(self, seed) -> None:
         """Restart the random stream of Dropout masks (an int or a tuple like (seed, epoch))."""
-        self.random = self.backend.random(seed)
+        self.random.reseed(seed)
 
-    # -- the chain rule ------------------------------------------------------------------
+    # -- the chain rule -----------------------------------------------------------------------
     def forward(self, x, train: bool = False):
-        """y = f(x). With train=True, Dropout draws masks and BatchNorm uses batch statistics."""
-        x = self._check_input(x)
-        for layer in self.layers:
-            x = layer.forward(self, x, train)
+        """y = f(x). With train=True, Dropout draws masks and BatchNorm uses batch statistics.
+
+        The layers' backprops are kept for `backward`; ``model(x)`` is forward(x, train=False).
+        """
+        x, out_shape, shared = self._check_input(x)
+        backprops = []
+        with self.backend.activate():
+            for ctx in self._contexts:
+                x, backprop = ctx.layer.forward(ctx, x, train)
+                backprops.append(backprop)
+        self._backprops, self._out_shape, self._shared_input = backprops, out_shape, shared
         return x
 
     __call__ = forward
 
+    def _evaluate(self, x):
+        """Outputs in evaluation mode, keeping nothing for a backward (predict, evaluate)."""
+        with self.backend.activate():
+            for ctx in self._contexts:
+                x, _ = ctx.layer.forward(ctx, x, False)
+        return x
+
     def backward(self, dy, input_grad: bool = True):
         """Backpropagate dL/dy through the last forward; fills ``grads``, returns dL/dx.
 
-        With input_grad=False the first layer skips dx (its matmul is a fifth of
-        the step's work) and None is returned.
+        With input_grad=False the first layer skips dx (its matmul is a large share
+        of the step's work) and None is returned.
         """
-        if not hasattr(self.layers[-1], "cache"):
+        if self._backprops is None:
             raise RuntimeError("backward() needs a forward() first")
         self.backend.check(dy, "dy")
-        out_shape = self._last_out_shape
-        if tuple(dy.shape) != out_shape:
+        if tuple(dy.shape) != self._out_shape:
             raise ShapeError(f"dy has shape {tuple(dy.shape)}, but the last forward returned "
-                             f"{out_shape}")
-        if self.k.in_place and len(self._grad_views) != len(self.params):
-            self._build_gradient_buffer()
-        grads: dict = {}
-        self.grads = grads  # layers fill it
-        for i in range(len(self.layers) - 1, -1, -1):
-            dy = self.layers[i].backward(self, dy, need_dx=input_grad or i > 0)
-        if dy is not None and self.ensemble is not None and self._shared_input:
+                             f"{self._out_shape}")
+        store = self.store
+        with self.backend.activate():
+            store.begin_backward()
+            for i in range(len(self._backprops) - 1, -1, -1):
+                dy = self._backprops[i](dy, input_grad or i > 0)
+            store.end_backward()
+        if not input_grad:
+            return None
+        if self.ensemble is not None and self._shared_input:
             dy = self.xp.sum(dy, axis=0)  # one input feeds every member
-        self.grads = self._gather_gradients(grads)
-        return dy if input_grad else None
-
-    def grad_out(self, key):
-        """Where a layer may write the gradient of params[key] in place, or None."""
-        return self._grad_views.get(key)
-
-    def _build_gradient_buffer(self):
-        xp, sizes = self.xp, [int(np.prod(p.shape)) for p in self.params.values()]
-        self._grad_flat = flat = xp.zeros(sum(sizes), dtype=self.dtype, device=self.device)
-        self._grad_views, start = {}, 0
-        for (key, p), n in zip(self.params.items(), sizes, strict=True):
-            self._grad_views[key] = xp.reshape(flat[start:start + n], p.shape)
-            start += n
-        self._grad_order = tuple(self._grad_views.values())
-
-    def _gather_gradients(self, grads) -> Gradients:
-        """The layers' gradients in parameter order; on in-place backends, in the flat buffer."""
-        views = self._grad_views
-        if not views:
-            return Gradients({k: grads[k] for k in self.params if k in grads})
-        for key, g in grads.items():
-            if g is not views[key]:  # layers without an in-place kernel (BatchNorm, LayerNorm)
-                views[key][...] = g
-        if len(grads) == len(views):
-            return Gradients(views, self._grad_flat, self._grad_order)
-        return Gradients({k: views[k] for k in self.params if k in grads})
+        return dy
 
     def _check_input(self, x):
+        """(x in the model's dtype, the output shape, whether an ensemble's input is shared)."""
         self.backend.check(x, "input x")
-        if x.dtype != self.dtype and not _is_float(x):
-            raise DTypeError(f"input x has dtype {dtype_name(x.dtype)}; nnkernel models take "
-                             f"floating-point inputs (convert with xp.astype(x, xp.float32))")
         if x.dtype != self.dtype:
+            if not is_float(x.dtype):
+                raise DTypeError(f"input x has dtype {dtype_name(x.dtype)}; nnkernel models "
+                                 f"take floating-point inputs (convert with "
+                                 f"xp.astype(x, xp.float32))")
             x = self.xp.astype(x, self.dtype)
-        if x.ndim < 1 or x.shape[-1] != self.n_in:
-            raise ShapeError(f"input x has shape {tuple(x.shape)}, but the model expects "
-                             f"(..., {self.n_in}) features")
+        shape, k = tuple(x.shape), len(self.input_shape)
+        if len(shape) < k or any(want is not None and got != want
+                                 for got, want in zip(shape[-k:], self.input_shape, strict=True)):
+            raise ShapeError(f"input x has shape {shape}, but the model expects "
+                             f"(..., {', '.join(str(d) for d in self.input_shape)})"
+                             + (" features" if k == 1 else ""))
+        lead, shared = shape[:-k], False
         if self.ensemble is not None:
-            if x.ndim == 3 and x.shape[0] != self.ensemble:
-                raise ShapeError(f"input x has shape {tuple(x.shape)}: a per-member input needs "
-                                 f"a leading axis of {self.ensemble} members")
-            if x.ndim not in (2, 3):
-                raise ShapeError(f"an ensemble takes (N, {self.n_in}) or "
-                                 f"({self.ensemble}, N, {self.n_in}) inputs, got {tuple(x.shape)}")
-            self._shared_input = x.ndim == 2
-        lead = (self.ensemble,) if self.ensemble is not None and x.ndim == 2 else ()
-        self._last_out_shape = lead + tuple(x.shape[:-1]) + (self.n_out,)
-        return x
+            if len(lead) == 2 and lead[0] != self.ensemble:
+                raise ShapeError(f"input x has shape {shape}: a per-member input needs a "
+                                 f"leading axis of {self.ensemble} members")
+            if len(lead) not in (1, 2):
+                raise ShapeError(f"an ensemble takes (N, {self._sample_text()}) or "
+                                 f"({self.ensemble}, N, {self._sample_text()}) inputs, got "
+                                 f"{shape}")
+            shared = len(lead) == 1
+            lead = (self.ensemble, *lead) if shared else lead
+        elif k > 1 and len(lead) != 1:
+            raise ShapeError(f"input x has shape {shape}; expected (N, {self._sample_text()})")
+        return x, tuple(lead) + self._out_sample_shape(shape[-k:]), shared
+
+    def _sample_text(self):
+        return ", ".join(str(d) for d in self.input_shape)
+
+    def _out_sample_shape(self, sample) -> tuple:
+        out = self._shapes.get(sample)
+        if out is None:
+            out = tuple(sample)
+            for layer in self.layers:
+                out = tuple(layer.output_shape(out))
+            self._shapes[sample] = out
+        return out
 
     def predict(self, x, batch_size: int | None = None):
         """Outputs in evaluation mode, computed in batches of ``batch_size`` rows."""
-        n = x.shape[-2] if x.ndim >= 2 else 1
+        x, _, shared = self._check_input(x)
+        k = len(self.input_shape)
+        axis = x.ndim - k - 1  # the rows axis: 0, or 1 for a per-member ensemble input
+        n = x.shape[axis] if x.ndim > k else 1
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
+                batch_size, (int, np.integer)) or batch_size <= 0):
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if batch_size is None or batch_size >= n:
-            return self.forward(x, train=False)
-        parts = [self.forward(x[..., i:min(i + batch_size, n), :], train=False)
+            return self._evaluate(x)
+        index = (slice(None),) * axis
+        parts = [self._evaluate(x[(*index, slice(i, min(i + batch_size, n)), ...)])
                  for i in range(0, n, batch_size)]
-        return self.xp.concat(parts, axis=-2)
+        out_axis = axis if self.ensemble is None or not shared else 1
+        return self.xp.concat(parts, axis=out_axis)
 
-    # -- moving and copying -------------------------------------------------------------
-    def _convert(self, value, shape, what):
-        arr = self.backend.asarray(value, dtype=self.dtype, copy=True)
-        if tuple(arr.shape) != tuple(shape):
-            raise ShapeError(f"{what} must have shape {tuple(shape)}, got {tuple(arr.shape)}")
-        return arr
+    def predict_proba(self, x, batch_size: int | None = None, loss: str = "cross_entropy"):
+        """Class probabilities: softmax of the outputs (sigmoid for binary_cross_entropy)."""
+        from .activations import sigmoid, softmax
 
+        out = self.predict(x, batch_size)
+        if loss in ("binary_cross_entropy", "bce"):
+            return sigmoid(self.xp, out)
+        return softmax(self.xp, out)
+
+    # -- moving and copying -------------------------------------------------------------------
     def to(self, backend=None, device=None, dtype=None) -> Sequential:
-        """Move parameters and state to another backend, device or dtype, in place; returns self."""
-        name = self.backend.name if backend is None else backend
-        dt = dtype_name(self.dtype) if dtype is None else dtype
-        arrays = {k: to_numpy(v) for k, v in self.params.items()}
-        state = {k: to_numpy(v) for k, v in self.state.items()}
-        self._bind(Backend(name, device), dt)
-        self.params = Parameters(self, {k: self.backend.asarray(v, dtype=self.dtype)
-                                        for k, v in arrays.items()})
-        self.state = {k: self.backend.asarray(v, dtype=self.dtype) for k, v in state.items()}
-        self.grads = Gradients()
+        """Move parameters and state to another backend, device or dtype, in place; returns self.
+
+        Optimizers follow: their state moves with the parameters at their next step.
+        """
+        dt = dtype_name(self.dtype) if dtype is None else dtype_name(dtype)
+        self._bind(self._backend_for(backend, device), dt, self.arrays())
         return self
 
     def config(self) -> dict:
         """The architecture, JSON-ready: ``Sequential.from_config(model.config())`` rebuilds it."""
-        return {"layers": [layer.config() for layer in self.layers], "seed": self.seed,
-                "dtype": dtype_name(self.dtype), "ensemble": self.ensemble}
+        layers = [layer.config() if self._owners[i] == i else {"type": "Shared",
+                                                                 "same_as": self._owners[i]}
+                  for i, layer in enumerate(self.layers)]
+        cfg = {"layers": layers, "seed": self.seed, "dtype": dtype_name(self.dtype),
+               "ensemble": self.ensemble}
+        if len(self.input_shape) > 1 or self.input_shape != self.layers[0].input_shape():
+            cfg["input_shape"] = list(self.input_shape)
+        return cfg
 
     @classmethod
     def from_config(cls, cfg: dict, backend="numpy", device=None, dtype=None) -> Sequential:
-        layers = [layer_from_config(c) for c in cfg["layers"]]
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
+            raise ConfigError("a model config is a JSON object with a 'layers' list")
+        layers = []
+        for i, c in enumerate(cfg["layers"]):
+            if isinstance(c, dict) and c.get("type") == "Shared":
+                j = c.get("same_as")
+                if not isinstance(j, int) or not 0 <= j < i:
+                    raise ConfigError(f"layer {i} shares the arrays of layer {j!r}, which does "
+                                      f"not come before it")
+                layers.append(layers[j])
+            else:
+                layers.append(layer_from_config(c))
         return cls(*layers, seed=cfg.get("seed", 0), dtype=dtype or cfg.get("dtype", "float32"),
-                   backend=backend, device=device, ensemble=cfg.get("ensemble"))
+                   backend=backend, device=device, ensemble=cfg.get("ensemble"),
+                   input_shape=cfg.get("input_shape"))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Parameters and state as host NumPy arrays (for checkpoints)."""
-        # Copies: NumPy parameters are updated in place, and a snapshot must not move.
+        """Parameters and state as host NumPy arrays (copies, for checkpoints)."""
         return {k: np.array(to_numpy(v)) for k, v in {**self.params, **self.state}.items()}
 
     def load_arrays(self, arrays: dict) -> None:
@@ -274,23 +308,57 @@ class Sequential:
         missing = [k for k in list(self.params) + list(self.state) if k not in arrays]
         if missing:
             raise ShapeError(f"arrays lack {', '.join(missing)}")
-        for k in self.params:  # copied, so the caller's arrays never alias live parameters
-            self.params[k] = self._convert(arrays[k], self.params[k].shape, f"parameter {k!r}")
+        for k in self.params:  # written into the store: the caller's arrays are not aliased
+            self.params[k] = arrays[k]
         for k in self.state:
-            self.state[k] = self._convert(arrays[k], self.state[k].shape, f"state {k!r}")
+            value = self.backend.asarray(arrays[k], dtype=self.dtype, copy=True)
+            if tuple(value.shape) != tuple(self.state[k].shape):
+                raise ShapeError(f"state {k!r} must have shape {tuple(self.state[k].shape)}, "
+                                 f"got {tuple(value.shape)}")
+            self.state[k] = value
+
+    def _backend_for(self, backend, device) -> Backend:
+        if backend is None and device is None:
+            return self.backend
+        if isinstance(backend, Backend):
+            return backend
+        return Backend(self.backend.name if backend is None else backend, device)
+
+    def copy(self, backend=None, device=None, dtype=None) -> Sequential:
+        """A new model with the same architecture and arrays (optionally elsewhere)."""
+        twin = Sequential.from_config(self.config(), backend=self._backend_for(backend, device),
+                                      dtype=dtype_name(dtype or self.dtype))
+        twin.load_arrays(self.arrays())
+        return twin
 
     def __deepcopy__(self, memo) -> Sequential:
         """``copy.deepcopy(model)``: the same architecture, backend, device, dtype and arrays.
 
         Rebuilt rather than copied attribute by attribute: backend modules cannot be
-        copied, and the gradient buffer's views must stay views of one buffer. The copy
-        starts its Dropout stream afresh from the seed and has no cached forward pass.
+        copied, and the views must stay views of the copy's own buffers. The copy starts
+        its Dropout stream afresh from the seed and has no recorded forward pass.
         """
-        twin = Sequential.from_config(self.config(), backend=self.backend.name,
-                                      device=self.device, dtype=dtype_name(self.dtype))
-        twin.load_arrays(self.arrays())
+        twin = self.copy()
         memo[id(self)] = twin
         return twin
+
+    def __getstate__(self):
+        """Pickling stores the architecture, the arrays and where the model lives."""
+        return {"config": self.config(), "arrays": self.arrays(), "backend": self.backend.name,
+                "device": self.backend.device_name}
+
+    def __setstate__(self, state):
+        try:
+            backend = Backend(state["backend"], state["device"])
+        except NnkernelError as err:  # e.g. pickled on a GPU machine, unpickled on a CPU one
+            warnings.warn(f"unpickling a {state['backend']} model onto numpy: {err}",
+                          RuntimeWarning, stacklevel=2)
+            backend = Backend("numpy")
+        twin = Sequential.from_config(state["config"], backend=backend)
+        twin.load_arrays(state["arrays"])
+        self.__dict__.update(twin.__dict__)
+        for ctx in self._contexts:
+            ctx.model = self
 
     def member(self, i: int) -> Sequential:
         """Member i of an ensemble as an ordinary model (a copy)."""
@@ -298,8 +366,8 @@ class Sequential:
             raise ConfigError("member() needs an ensemble model (Sequential(..., ensemble=E))")
         if not -self.ensemble <= i < self.ensemble:
             raise IndexError(f"member {i} out of range for an ensemble of {self.ensemble}")
-        model = Sequential(*_copy_layers(self.layers), seed=self.seed, dtype=self.dtype,
-                           backend=self.backend.name, device=self.device)
+        cfg = {**self.config(), "ensemble": None}
+        model = Sequential.from_config(cfg, backend=self.backend)
         model.load_arrays({k: v[i] for k, v in self.arrays().items()})
         return model
 
@@ -316,27 +384,34 @@ class Sequential:
         if len(places) > 1:
             raise ConfigError(f"stack() needs models of one backend, device and dtype; got "
                               f"{', '.join(sorted(' '.join(p) for p in places))}")
-        ens = Sequential(*_copy_layers(first.layers), seed=first.seed, dtype=first.dtype,
-                         backend=first.backend.name, device=first.device, ensemble=len(models))
+        ens = Sequential.from_config({**first.config(), "ensemble": len(models)},
+                                     backend=first.backend)
         host = [m.arrays() for m in models]
         ens.load_arrays({k: np.stack([h[k] for h in host]) for k in host[0]})
         return ens
 
     def num_parameters(self) -> int:
-        return sum(int(np.prod(v.shape)) for v in self.params.values())
+        return self.store.size * (self.ensemble or 1)
+
+    def summary(self) -> str:
+        """A per-layer table of output shapes and parameter counts, as Keras prints."""
+        return summary_table(self)
 
     def __repr__(self):
-        lines = [f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers)]
+        lines = [f"  ({i}) {layer!r}" + (f"  [shares layer {self._owners[i]}]"
+                                        if self._owners[i] != i else "")
+                 for i, layer in enumerate(self.layers)]
         ens = f", ensemble={self.ensemble}" if self.ensemble else ""
         return ("Sequential(\n" + "\n".join(lines) + f"\n) on {self.backend.name} "
                 f"({self.backend.device_name}), {dtype_name(self.dtype)}{ens}, "
                 f"{self.num_parameters():,} parameters")
 
 
-def _is_float(x) -> bool:
-    return dtype_name(x.dtype) in ("float32", "float64", "float16")
+def _flat_host(host: dict, shapes: dict, ensemble) -> np.ndarray:
+    """The parameters in store order as one host buffer: (P,) or member-major (E, P)."""
+    if not shapes:
+        return np.zeros((ensemble, 0) if ensemble else (0,))
+    if ensemble is None:
+        return np.concatenate([np.reshape(host[k], -1) for k in shapes])
+    return np.concatenate([np.reshape(host[k], (ensemble, -1)) for k in shapes], axis=1)
 
-
-def _copy_layers(layers):
-    """Fresh, unbound layers of the same configuration (no cached activations)."""
-    return [layer_from_config(layer.config()) for layer in layers]

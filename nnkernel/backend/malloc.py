@@ -6,12 +6,13 @@ M_TRIM_THRESHOLD is free. Both thresholds adapt to the largest block freed so
 far, and the trim threshold ends at twice it: about 4 MiB when a step's largest
 temporaries are 2 MiB. A training step frees and re-allocates the same large
 temporaries every time, so with the defaults each step can return its pages to
-the OS and fault every one of them back: an ensemble of 64 64-64-10 MLPs at
-batch 128 took ~990 minor page faults per step, and 6.6 ms against 4.6–5.5 ms
-with the thresholds below (measured on a 2-core Xeon VM).
+the OS and fault every one of them back (an ensemble of 64 small MLPs faulted
+hundreds of pages per step; bench/RESULTS.md has the figures).
 
-`keep_freed_memory` fixes both thresholds, once per process, when the NumPy
-kernels are first made. It changes nothing where the C library is not glibc,
+`keep_freed_memory` fixes both thresholds, once per process. It is process-wide,
+so nnkernel never calls it behind a library user's back: the command line
+calls it (``nnkernel info`` shows the setting), a program opts in by calling
+``nnkernel.keep_freed_memory()``. It changes nothing where the C library is not glibc,
 where the user set glibc's own ``MALLOC_MMAP_THRESHOLD_`` or
 ``MALLOC_TRIM_THRESHOLD_``, or with ``NNKERNEL_TUNE_MALLOC=0``. The price is
 that up to ``TRIM_THRESHOLD`` bytes of freed memory stay mapped to the process.
@@ -73,6 +74,10 @@ def _apply() -> bool:
 
 def status() -> str:
     """One line for `nnkernel info`."""
-    return _why_not() or (f"glibc mmap/trim thresholds raised to {MMAP_THRESHOLD >> 20}/"
-                          f"{TRIM_THRESHOLD >> 20} MiB for NumPy models "
-                          f"({OPT_OUT}=0 keeps glibc's defaults)")
+    reason = _why_not()
+    if reason:
+        return reason
+    if not _state.get("applied"):
+        return "glibc defaults (nnkernel.keep_freed_memory() not called in this process)"
+    return (f"glibc mmap/trim thresholds raised to {MMAP_THRESHOLD >> 20}/"
+            f"{TRIM_THRESHOLD >> 20} MiB ({OPT_OUT}=0 keeps glibc's defaults)")

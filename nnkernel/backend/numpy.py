@@ -1,0 +1,33 @@
+"""NumPy: the CPU reference library; its arrays are written in place by the NumPy twin."""
+
+from __future__ import annotations
+
+from ..errors import DeviceError
+from .base import Backend
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    module_name = "numpy"
+    namespaces = ("numpy", "array_api_compat.numpy")
+    type_modules = ("numpy",)
+    kernels_class = "numpy"
+
+    def _resolve_device(self, device):
+        if device not in (None, "cpu", "CPU") and str(device).lower() != "cpu":
+            raise DeviceError(f"NumPy arrays live on 'cpu' only, got device={device!r}")
+        return "cpu"
+
+    def tune_allocator(self) -> bool:
+        """Keep freed temporaries in the heap between steps (glibc; see `malloc`)."""
+        from .malloc import keep_freed_memory
+
+        return keep_freed_memory()
+
+    def same_device(self, x) -> bool:
+        return True
+
+    def asarray(self, obj, dtype=None, copy=None):
+        if type(obj) is self.array_type and (dtype is None or obj.dtype == dtype) and not copy:
+            return obj  # the common case, without the namespace's wrappers
+        return super().asarray(obj, dtype=dtype, copy=copy)

@@ -1,0 +1,43 @@
+"""Argument checks shared by the library and the command line: one message for one mistake."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+def interval_text(lo, hi, lo_open=False, hi_open=False) -> str:
+    return f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+def in_range(name, value, lo, hi, *, lo_open=False, hi_open=False) -> float:
+    """A real number as a float, refused (also NaN, bools, strings) outside [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not ((v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)):
+        raise ConfigError(f"{name} must be in {interval_text(lo, hi, lo_open, hi_open)}, "
+                          f"got {value}")
+    return v
+
+
+def integer(name, value, *, minimum: int = 1) -> int:
+    """An int (not a bool, not 2.5, not "3") of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(
+            minimum, f"an integer >= {minimum}")
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def finite_positive(name, value, allow_zero=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be finite and {'>= 0' if allow_zero else '> 0'}, "
+                          f"got {value}")
+    return v

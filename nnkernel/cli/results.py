@@ -1,0 +1,86 @@
+"""Test metrics of a trained model and how the command line prints them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+
+def test_metrics(model, X, y, loss, data, batch_size) -> dict:
+    """Test loss and accuracy; for an ensemble also per member and of the mean probabilities."""
+    from ..backend import to_numpy
+    from ..losses import cross_entropy, get_loss
+    from ..nn.ensemble import ensemble_log_loss, mean_probabilities
+    from ..train import evaluate
+
+    loss_fn = get_loss(loss)
+    classify = data.task == "classification"
+    test_loss, test_acc = evaluate(model, X, y, loss=loss_fn, batch_size=batch_size)
+    labels = np.argmax(y, axis=-1) if (classify and y.ndim == 2) else y
+    result = {"n_test": int(X.shape[0])}
+    if model.ensemble is None and (test_acc is not None or not classify):
+        result.update(test_loss=test_loss, test_accuracy=test_acc)
+        return result
+    out = to_numpy(model.predict(model.backend.asarray(X, dtype=model.dtype),
+                                 batch_size=batch_size))
+    if model.ensemble is None:  # a classifier trained with another loss (one-hot targets)
+        result.update(test_loss=test_loss,
+                      test_accuracy=float(np.mean(np.argmax(out, axis=-1) == labels)))
+        return result
+    result.update(member_test_loss=test_loss, member_test_accuracy=test_acc)
+    if classify:
+        if test_acc is None:
+            result["member_test_accuracy"] = np.mean(np.argmax(out, -1) == labels, axis=1).tolist()
+        probs = to_numpy(mean_probabilities(model.backend.asarray(out)))
+        result["test_accuracy"] = float(np.mean(np.argmax(probs, axis=-1) == labels))
+        result["test_loss"] = (ensemble_log_loss(probs, labels) if loss_fn is cross_entropy
+                               else float(np.mean(test_loss)))
+    else:
+        result["test_accuracy"] = None  # the ensemble's prediction is its members' mean
+        result["test_loss"] = float(loss_fn(out.mean(axis=0), y.reshape(out.shape[1:]))[0])
+    return result
+
+
+def print_result(args, result, model) -> None:
+    if args.json:
+        print(json.dumps(result, default=str))
+        return
+    if args.quiet:
+        return
+    acc = result["test_accuracy"]
+    lines = []
+    if model.ensemble is not None:
+        lines.append(f"{'member':>6}  {'lr':>9}  {'test loss':>9}  {'test accuracy':>13}")
+        lrs = result.get("member_lr") or [None] * model.ensemble
+        accs = result["member_test_accuracy"] or [None] * model.ensemble
+        for i, (lr, loss, a) in enumerate(zip(lrs, result["member_test_loss"], accs,
+                                              strict=True)):
+            lr_text = f"{lr:9.3g}" if lr is not None else f"{'':9}"
+            a_text = f"{a:13.4f}" if a is not None else f"{'-':>13}"
+            lines.append(f"{i:>6}  {lr_text}  {loss:9.4f}  {a_text}")
+        what = "ensemble (mean probabilities)" if acc is not None else "ensemble (mean output)"
+        lines.append(f"{what}: test accuracy {acc:.4f}, test loss {result['test_loss']:.4f}"
+                     if acc is not None else f"{what}: test loss {result['test_loss']:.4f}")
+    else:
+        text = f"test loss {result['test_loss']:.4f}"
+        if acc is not None:
+            text = f"test accuracy {acc:.4f}  " + text
+        lines.append(f"{text}  ({result['n_test']} samples)")
+    if "train_seconds" in result:
+        sps = result["samples_per_second"]
+        lines.append(f"trained {result['epochs_this_run']} epoch(s) in "
+                     f"{result['train_seconds']:.1f} s"
+                     + (f", {sps:,.0f} samples/s" if sps else "")
+                     + f" ({result['backend']} {result['device']} {result['dtype']})")
+    if result.get("out"):
+        lines.append(f"saved to {result['out']}")
+    print("\n".join(lines))
+
+
+def check_features(model, n_features, what, directory):
+    from ..errors import ShapeError
+
+    if n_features != model.n_in:
+        raise ShapeError(f"the model in {directory} takes {model.n_in} features, but {what} has "
+                         f"{n_features}; it is a checkpoint of another architecture")

@@ -1,0 +1,308 @@
+"""``nnkernel train``: train a network on a dataset, save it, report test metrics.
+
+Nothing is written before the inputs have been checked, a new run never
+overwrites an existing one, and a run with nothing left to do changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, NonFiniteError
+from .results import check_features, print_result, test_metrics
+from .runtime import backend_for, say
+from .settings import VAL_SEED, check_names, new_settings, resume_settings
+
+EXIT_OK, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 130, 143
+
+
+def add_parser(sub, add_device_flags, add_output_flags, types):
+    train = sub.add_parser("train", help="train a network on a dataset",
+                           description="Train a multilayer perceptron (or, with --conv, a "
+                           "small CNN). Flags left out take the dataset's defaults (see "
+                           "nnkernel.cli.settings.DATASET_DEFAULTS).")
+    data = train.add_argument_group("data")
+    data.add_argument("--dataset", help="digits (default, offline), fashion-mnist, mnist, xor, "
+                      "spirals, moons, linear, or a .csv/.npz path")
+    data.add_argument("--data-dir", help="where to look for (or download) IDX files")
+    data.add_argument("--target", help="the label column of a CSV (default: label)")
+    data.add_argument("--val-split", type=types.float_in(0, 1, lo_open=True),
+                      help="hold out this fraction of the training data for validation "
+                      "(default 0.1 with --early-stopping, else none)")
+    add_device_flags(train)
+    net = train.add_argument_group("network")
+    net.add_argument("--hidden", type=types.hidden, help="hidden widths, e.g. 256,256")
+    net.add_argument("--conv", type=types.int_list("channel counts", "32,64"),
+                     help="convolution blocks before the hidden layers: 3x3 conv + ReLU + 2x2 "
+                     "max-pool per entry, e.g. 32,64 (image datasets)")
+    net.add_argument("--activation", help="relu (default), tanh, gelu, ...")
+    net.add_argument("--dropout", type=types.float_in(0, 1), help="dropout after each hidden layer")
+    net.add_argument("--batchnorm", action="store_true", default=None,
+                     help="BatchNorm between each hidden Dense and its activation")
+    net.add_argument("--ensemble", type=types.positive_int, help="train E members at once")
+    opt = train.add_argument_group("optimization")
+    opt.add_argument("--loss", help="cross_entropy (classification) or mse (regression) by "
+                     "default; also mae, huber, binary_cross_entropy")
+    opt.add_argument("--optimizer", help="adam (default), adamw, sgd, rmsprop")
+    opt.add_argument("--lr", type=types.learning_rates,
+                     help="learning rate, or a comma list: one ensemble member per value")
+    opt.add_argument("--schedule", help="constant (default), step, exponential, cosine, "
+                     "warmup, warmup_cosine")
+    opt.add_argument("--weight-decay", type=types.float_in(0, math.inf))
+    opt.add_argument("--clip-norm", type=types.float_in(0, math.inf, lo_open=True),
+                     help="clip gradients to this global norm")
+    opt.add_argument("--epochs", type=types.non_negative_int)
+    opt.add_argument("--batch-size", type=types.positive_int)
+    opt.add_argument("--seed", type=types.non_negative_int)
+    opt.add_argument("--early-stopping", type=types.positive_int, metavar="N",
+                     help="stop when val_loss has not improved for N epochs")
+    run = train.add_argument_group("run")
+    run.add_argument("--out", help="directory for the checkpoint, config, metrics and curves")
+    run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    add_output_flags(train)
+
+
+def run(args) -> int:
+    from ..io import run_dir
+    from ..train import EarlyStopping, TrainingInterrupted, fit
+    from ..train.data import plan_batches
+
+    saved = run_dir.load(args.resume) if args.resume else None
+    settings = resume_settings(args, saved) if saved else new_settings(args)
+    hyper = settings["hyperparameters"]
+    out = Path(args.out) if args.out else (Path(args.resume) if saved else None)
+    continuing = saved is not None and out.resolve() == saved.directory.resolve()
+    if out is not None and not continuing and run_dir.existing_run_files(out):
+        raise ConfigError(f"--out {out} already holds a run "
+                          f"({', '.join(run_dir.existing_run_files(out))}); resume it with "
+                          f"--resume {out} or choose a new directory")
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    check_names(hyper)
+    if saved is not None and _nothing_left(args, saved, hyper):
+        return EXIT_OK
+    backend = backend_for(settings["runtime"], args)
+    settings["runtime"]["backend"] = backend.name
+    data = load_data(settings["dataset"], args.data_dir or settings["dataset"]["data_dir"],
+                     hyper["loss"])
+    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
+    validation = None
+    if hyper["val_split"]:
+        from ..io import datasets
+
+        X_train, y_train, X_val, y_val = datasets.train_val_split(
+            X_train, y_train, hyper["val_split"], seed=VAL_SEED)
+        validation = (X_val, y_val)
+    n_train = X_train.shape[0]
+    if hyper["batch_size"] > n_train:
+        raise ConfigError(f"--batch-size {hyper['batch_size']} is larger than the {n_train} "
+                          f"training samples of {data.name}")
+    if saved is None:
+        model = build_model(hyper, data, settings, backend)
+        settings["dataset"].update(n_features=data.n_features, task=data.task,
+                                   n_classes=data.n_classes, n_outputs=model.n_out)
+        settings["preprocessing"] = dict(getattr(data, "preprocessing", {}) or {})
+        history, epoch, step = None, 0, 0
+    else:
+        model = saved.build_model(backend.name, backend.device)
+        check_features(model, data.n_features, f"dataset {data.name}", saved.directory)
+        history, epoch, step = saved.history, saved.epoch, saved.step
+    steps = len(plan_batches(n_train, hyper["batch_size"], _has_batchnorm(model)))
+    optimizer = build_optimizer(hyper, steps)
+    if saved is not None:
+        saved.restore_optimizer(optimizer, model)
+        if step >= steps:
+            raise ConfigError(f"{saved.directory} stopped at step {step} of epoch {epoch + 1}, "
+                              f"but an epoch of {data.name} has {steps} steps; the data changed")
+        say(args, f"resuming {saved.directory} at epoch {epoch + 1}, step {step} "
+                  f"(of {hyper['epochs']} epochs)")
+
+    callbacks = []
+    if hyper["early_stopping"]:
+        callbacks.append(EarlyStopping("val_loss", patience=hyper["early_stopping"]))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        callbacks.append(run_dir.SaveEachEpoch(out, settings))
+
+    start = time.perf_counter()
+    quiet_numpy = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    try:
+        with quiet_numpy:  # a diverging run is reported once, as NonFiniteError, not as warnings
+            history = fit(model, X_train, y_train, loss=hyper["loss"], optimizer=optimizer,
+                          epochs=hyper["epochs"], batch_size=hyper["batch_size"],
+                          validation_data=validation, seed=settings["seed"],
+                          callbacks=callbacks, progress=not args.quiet,
+                          initial_epoch=epoch, initial_step=step, history=history)
+    except TrainingInterrupted as stop:
+        where = out or new_run_dir()
+        run_dir.save(where, model, optimizer, settings, stop.history, stop.epoch, stop.step)
+        if out is None:
+            print(f"nnkernel: saved the interrupted run to {where}", file=sys.stderr)
+        what = "terminated" if stop.signal == signal.SIGTERM else "interrupted"
+        print(f"nnkernel: {what} at epoch {stop.epoch + 1} step {stop.step}; resume with: "
+              f"nnkernel train --resume {where}", file=sys.stderr)
+        return EXIT_TERMINATED if stop.signal == signal.SIGTERM else EXIT_INTERRUPTED
+    except NonFiniteError as error:
+        if out is None:
+            raise
+        raise NonFiniteError(f"{error}; {_kept(out, run_dir)}") from error
+    train_seconds = time.perf_counter() - start
+
+    if out is not None:
+        early = callbacks[0] if hyper["early_stopping"] else None
+        settings["finished"] = True
+        settings["stopped_early_at_epoch"] = (early.stopped_epoch + 1 if early and
+                                              early.stopped_epoch is not None else None)
+        done = history.epochs[-1] + 1 if history.epochs else epoch
+        run_dir.save(out, model, optimizer, settings, history, done, 0)
+    epochs_this_run, samples_per_second = throughput(history, epoch)
+    result = test_metrics(model, X_test, y_test, hyper["loss"], data, 1024)
+    if out is not None:
+        skipped = run_dir.save_curves(out, history, title=f"{data.name}: {out.name}", test={
+            "loss": result["test_loss"], "accuracy": result["test_accuracy"]})
+        if skipped:
+            say(args, f"nnkernel: skipped curves.png: {skipped}")
+    result.update(train_seconds=train_seconds, epochs=len(history.epochs),
+                  epochs_this_run=epochs_this_run, samples_per_second=samples_per_second,
+                  backend=backend.name, device=backend.device_name,
+                  dtype=settings["runtime"]["dtype"], dataset=data.name, n_train=n_train,
+                  out=str(out) if out else None)
+    if model.ensemble is not None:
+        result["member_lr"] = member_lrs(hyper, model.ensemble)
+    print_result(args, result, model)
+    return EXIT_OK
+
+
+def _nothing_left(args, saved, hyper) -> bool:
+    """A resume with no steps left says so and touches nothing (not even the position)."""
+    if saved.epoch < hyper["epochs"]:
+        return False
+    where = f"{saved.epoch} epoch(s)" + (f" and {saved.step} step(s) of epoch {saved.epoch + 1}"
+                                        if saved.step else "")
+    say(args, f"nothing left to train: {saved.directory} has finished {where}; pass --epochs N "
+              f"with N > {saved.epoch} to train longer")
+    return True
+
+
+def _kept(out, run_dir) -> str:
+    """What is on disk after a run stopped on NaN: the last good checkpoint, if any."""
+    if not (out / run_dir.MODEL).exists():
+        return "nothing was saved (no checkpoint had been written yet)"
+    kept = run_dir.load(out)
+    where = f"end of epoch {kept.epoch}" if not kept.step else \
+        f"epoch {kept.epoch + 1}, step {kept.step}"
+    return f"kept the last good checkpoint ({where}) in {out}"
+
+
+def _has_batchnorm(model) -> bool:
+    from ..nn.layers import BatchNorm
+
+    return any(isinstance(layer, BatchNorm) for layer in model.layers)
+
+
+def throughput(history, first_epoch):
+    """(epochs trained in this call, training samples per second over their steps).
+
+    Each epoch's own clock covers its steps only, not validation or checkpoints.
+    """
+    new = [i for i, e in enumerate(history.epochs) if e >= first_epoch]
+    seconds = sum(history["seconds"][i] for i in new)
+    seen = sum(history["seconds"][i] * history["samples_per_second"][i] for i in new)
+    return len(new), (seen / seconds if seconds > 0 else None)
+
+
+def load_data(dataset: dict, data_dir, loss):
+    """Load the dataset; a classification set gets one-hot targets for non-CE losses."""
+    from ..errors import DTypeError
+    from ..io import datasets
+    from ..losses import cross_entropy, get_loss
+
+    name = dataset["name"]
+    if str(name).lower().endswith(".csv"):
+        data = datasets.load_csv(name, target=dataset.get("target") or "label")
+    else:
+        data = datasets.load(name, data_dir)
+    loss_fn = get_loss(loss) if loss else None
+    if loss_fn is cross_entropy and data.task != "classification":
+        raise DTypeError(f"--loss cross_entropy needs integer class labels, but {data.name} has "
+                         f"float (regression) targets; use --loss mse, or labels 0..K-1")
+    if data.task == "classification" and loss_fn not in (None, cross_entropy):
+        data.y_train = datasets.one_hot(data.y_train, data.n_classes)
+        data.y_test = datasets.one_hot(data.y_test, data.n_classes)
+    return data
+
+
+def default_loss(data) -> str:
+    return "cross_entropy" if data.task == "classification" and data.y_train.ndim == 1 else "mse"
+
+
+def build_model(hyper, data, settings, backend):
+    from ..nn.builders import mlp
+
+    if hyper["loss"] is None:
+        hyper["loss"] = default_loss(data)
+    n_out = data.n_classes if data.task == "classification" else data.y_train.shape[1]
+    _check_memory(hyper, data, n_out, settings["runtime"]["dtype"])
+    return mlp(data.n_features, hyper["hidden"], n_out, activation=hyper["activation"],
+               dropout=hyper["dropout"], batchnorm=hyper["batchnorm"], seed=settings["seed"],
+               dtype=settings["runtime"]["dtype"], backend=backend, ensemble=hyper["ensemble"])
+
+
+def _check_memory(hyper, data, n_out, dtype) -> None:
+    """Refuse, with the figure, a network that cannot fit in memory (before allocating it)."""
+    widths = [data.n_features, *hyper["hidden"], n_out]
+    members = hyper["ensemble"] or 1
+    params = sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False)) * members
+    activations = hyper["batch_size"] * sum(widths) * members * 3
+    need = (params * 4 + activations) * (4 if dtype == "float32" else 8)  # θ, g, 2 moments
+    available = _available_memory()
+    if available is not None and need > available:
+        raise ConfigError(f"this network needs about {need / 2**30:.1f} GiB ({params:,} "
+                          f"parameters with gradients and optimizer state) but "
+                          f"{available / 2**30:.1f} GiB of memory is available; use a smaller "
+                          f"--ensemble, --hidden or --batch-size")
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def build_optimizer(hyper, steps_per_epoch):
+    from ..optim import get_optimizer, make_schedule
+
+    schedule = make_schedule(hyper["schedule"], hyper["epochs"] * steps_per_epoch,
+                             steps_per_epoch)
+    options = {"lr": hyper["lr"], "clip_norm": hyper["clip_norm"], "schedule": schedule}
+    if hyper["weight_decay"] is not None:  # else the optimizer's own default (AdamW: 0.01)
+        options["weight_decay"] = hyper["weight_decay"]
+    if str(hyper["optimizer"]).lower() in ("adam", "adamw"):
+        options["flush_subnormals"] = True  # the command line trades exactness for x86 speed
+    return get_optimizer(hyper["optimizer"], **options)
+
+
+def member_lrs(hyper, members):
+    lr = hyper["lr"]
+    return list(lr) if isinstance(lr, list) else [lr] * members
+
+
+def new_run_dir() -> Path:
+    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path

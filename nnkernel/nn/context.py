@@ -1,0 +1,61 @@
+"""What a layer sees of the model at its position: arrays, kernels, randomness, gradients.
+
+A layer object holds only its configuration, so one object can sit in several
+places (or several models). The model gives it a `LayerContext` per position:
+
+    ctx.xp, ctx.k       the Array API namespace and the kernels
+    ctx.ensemble        None, or the number of members E (arrays gain a leading E axis)
+    ctx.sample_ndim     the number of per-sample axes of this position's input
+    ctx.params[name]    this position's parameters (views of the model's store)
+    ctx.state[name]     non-learned buffers (BatchNorm's running statistics); assignable
+    ctx.random          the model's random source (Dropout masks)
+    ctx.grads           where backprop puts dL/dparameter:
+                          ctx.grads.out(name)        a buffer to fill in place, or None
+                          ctx.grads.add(name, value) a contribution (sharing adds them)
+"""
+
+from __future__ import annotations
+
+
+class GradientSlot:
+    def __init__(self, store, keys: dict):
+        self._store, self._keys = store, keys
+
+    def out(self, *names):
+        """Buffers to fill with these gradients in place (one, or a tuple), or None."""
+        bufs = self._store.out([self._keys[n] for n in names])
+        return bufs[0] if bufs is not None and len(names) == 1 else bufs
+
+    def add(self, name, value) -> None:
+        """A contribution to dL/d(name); a no-op for a buffer handed out by `out`."""
+        self._store.add(self._keys[name], value)
+
+
+class StateView:
+    """ctx.state: this position's entries of ``model.state`` by short name."""
+
+    def __init__(self, model, keys: dict):
+        self._model, self._keys = model, keys
+
+    def __getitem__(self, name):
+        return self._model.state[self._keys[name]]
+
+    def __setitem__(self, name, value):
+        self._model.state[self._keys[name]] = value
+
+
+class LayerContext:
+    def __init__(self, model, index: int, layer, param_keys: dict, state_keys: dict,
+                 sample_ndim: int = 1):
+        self.model, self.index, self.layer = model, index, layer
+        self.sample_ndim = sample_ndim
+        self.xp, self.k = model.xp, model.k
+        self.ensemble = model.ensemble
+        self.params: dict = {}
+        model.store.watch(param_keys, self.params)
+        self.state = StateView(model, state_keys)
+        self.grads = GradientSlot(model.store, param_keys)
+
+    @property
+    def random(self):
+        return self.model.random

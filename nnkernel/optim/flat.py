@@ -1,0 +1,76 @@
+"""An optimizer's state for one parameter store: flat arrays shaped like the store's buffer.
+
+Adam's m and v, SGD's momentum buffer, ... are one array each, laid out as
+``store.flat``, so an update is a few whole-buffer operations. Each parameter
+keeps its own step count (a parameter left out of the gradients is frozen and
+its count stays); parameters whose counts agree and that sit next to each other
+are updated together, as one segment. Usually that is the whole model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import to_numpy
+
+
+class FlatState:
+    def __init__(self, store, names: tuple):
+        self.store = store
+        self.names = tuple(names)
+        self.arrays = {n: store.backend.zeros(store.flat.shape, store.dtype) for n in names}
+        self.steps = dict.fromkeys(store.keys, 0)
+
+    def segments(self, keys) -> list[tuple]:
+        """Runs of consecutive keys (in store order) with equal step counts."""
+        if len(keys) == len(self.store.keys):
+            counts = set(self.steps.values())
+            if len(counts) == 1:
+                return [tuple(self.store.keys)]
+        wanted, runs, run = set(keys), [], []
+        for key in self.store.keys:
+            if key in wanted and run and self.steps[key] == self.steps[run[-1]]:
+                run.append(key)
+                continue
+            if run:
+                runs.append(tuple(run))
+            run = [key] if key in wanted else []
+        if run:
+            runs.append(tuple(run))
+        return runs
+
+    def view(self, name, keys):
+        """The state ``name`` of a segment (a view of the flat array where it can be)."""
+        arr = self.arrays[name]
+        return arr if len(keys) == len(self.store.keys) else self.store.segment(arr, keys)
+
+    def fits(self, store) -> bool:
+        """Whether this state can serve ``store`` (the same keys and shapes)."""
+        return store.keys == self.store.keys and store.shapes == self.store.shapes and (
+            store.ensemble == self.store.ensemble)
+
+    def move_to(self, store) -> None:
+        """Follow the parameters to another backend, device or dtype (after model.to())."""
+        be = store.backend
+        self.arrays = {n: be.asarray(np.array(to_numpy(a)), dtype=store.dtype)
+                       for n, a in self.arrays.items()}
+        self.store = store
+
+    def per_key(self, name, key):
+        """State ``name`` of one parameter, shaped like it."""
+        store = self.store
+        return store.xp.reshape(store.segment(self.arrays[name], (key,)),
+                                store.lead + store.shapes[key])
+
+
+def splice(xp, flat, pieces):
+    """``flat`` with the ranges [a, b) of the last axis replaced: pieces [(a, b, new), ...]."""
+    parts, at = [], 0
+    for a, b, new in pieces:
+        if a > at:
+            parts.append(flat[..., at:a])
+        parts.append(new)
+        at = b
+    if at < flat.shape[-1]:
+        parts.append(flat[..., at:])
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)

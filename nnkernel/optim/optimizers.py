@@ -1,0 +1,470 @@
+"""Optimizers with torch.optim's update rules and defaults.
+
+    opt = Adam(lr=1e-3)
+    opt.step(model.params, model.grads)
+
+`step` updates exactly the entries named in ``grads`` (leave a key out and that
+parameter stays frozen). For a model's parameters it works on the model's
+parameter store: the whole model is one flat buffer, the gradients another and
+the optimizer's state more of the same layout, so an update is a few
+whole-buffer kernel calls (in place on NumPy and CuPy; new arrays, rebound by
+the store, on array-api-strict). Any other dict of arrays is updated entry by
+entry with the same kernels.
+
+Hyperparameters that are scalars in an update (``lr``, ``weight_decay``) may be
+a sequence of E values for an ensemble of E members: member i then trains with
+the i-th value, so a learning-rate sweep is one run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import to_numpy
+from ..checks import in_range
+from ..errors import ConfigError
+from ..kernels import kernels_for_array
+from .clipping import clip_by_global_norm, clip_scale
+from .flat import FlatState, splice
+
+
+class Optimizer:
+    """Shared machinery; a subclass names its state and writes `_update`."""
+
+    def __init__(self, lr, *, weight_decay=0.0, clip_norm: float | None = None, schedule=None):
+        self.lr = _check_hyper("lr", lr)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay, allow_zero=True)
+        self.clip_norm = None if clip_norm is None else in_range(
+            "clip_norm", clip_norm, 0.0, math.inf, lo_open=True, hi_open=True)
+        if schedule is not None and not callable(schedule):
+            raise ConfigError(f"schedule must be a function of the step number, got "
+                              f"{schedule!r}")
+        self.schedule = schedule
+        self.t = 0                  # steps taken
+        self.member_mask = None     # ensemble: 0/1 per member, 0 freezes a stopped member
+        self._flat: FlatState | None = None  # state for a model's parameter store
+        self._per_key: dict = {}    # state for plain dicts: key -> {"step": int, name: array}
+        self._hyper_cache: dict = {}
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The state arrays this optimizer keeps per parameter (with its settings)."""
+        return ()
+
+    # -- the public step -----------------------------------------------------------------------
+    def step(self, params: dict, grads: dict) -> None:
+        if not grads:
+            return
+        factor = 1.0 if self.schedule is None else float(self.schedule(self.t))
+        store = getattr(params, "store", None)
+        if store is not None:
+            self._check_members(store.ensemble)
+            with store.backend.activate():
+                self._step_store(store, grads, factor)
+        else:
+            self._check_members(getattr(params, "ensemble", None), known=False)
+            self._step_arrays(params, grads, factor)
+        self.t += 1
+
+    def _step_store(self, store, grads, factor) -> None:
+        keys = _active_keys(store, grads)
+        fs = self._flat
+        if fs is None or fs.store is not store:
+            fs = self._flat = self._state_for(store)
+        k = store.backend.kernels
+        segments = fs.segments(keys)
+        whole = len(segments) == 1 and len(segments[0]) == len(store.keys)
+        grad_parts = [store.grad if whole else store.segment(store.grad, s) for s in segments]
+        if self.clip_norm is not None:
+            grad_parts = self._clip(k, store, grad_parts)
+        lr = self._flat_hyper("lr", self.lr, store, factor)
+        wd = self._flat_hyper("weight_decay", self.weight_decay, store)
+        wd = None if _is_zero(wd) else wd
+        new_params, new_state = [], {n: [] for n in fs.names}
+        for seg, g in zip(segments, grad_parts, strict=True):
+            p = store.flat if whole else store.segment(store.flat, seg)
+            st = {n: fs.view(n, seg) for n in fs.names}
+            step = fs.steps[seg[0]] + 1
+            p = self._update(k, p, g, st, lr, wd, step)
+            for key in seg:
+                fs.steps[key] = step
+            if not k.in_place:
+                a, b = store.bounds[seg[0]][0], store.bounds[seg[-1]][1]
+                new_params.append((a, b, p))
+                for n in fs.names:
+                    new_state[n].append((a, b, st[n]))
+        if not k.in_place:  # the reference returned new arrays: put them in place
+            store.set_flat(_merge(store, store.flat, new_params))
+            for n in fs.names:
+                fs.arrays[n] = _merge(store, fs.arrays[n], new_state[n])
+
+    def _state_for(self, store) -> FlatState:
+        """This optimizer's state for a store: new, or moved after ``model.to(...)``."""
+        fs = self._flat
+        if fs is None:
+            return FlatState(store, self.state_names)
+        if not fs.fits(store):
+            raise ConfigError("this optimizer holds state for parameters of another shape "
+                              "(another model); use a new optimizer for this model")
+        fs.move_to(store)
+        self._hyper_cache.clear()
+        return fs
+
+    def _clip(self, k, store, parts):
+        """Scale the gradients of this step to at most ``clip_norm`` in global norm.
+
+        An ensemble's members are clipped by their own norms, as if trained alone.
+        """
+        members = store.ensemble is not None
+        xp = store.xp
+        total = k.sum_of_squares(parts[0], members)
+        for g in parts[1:]:
+            total = total + k.sum_of_squares(g, members)
+        scale = clip_scale(xp, xp.sqrt(total), self.clip_norm)
+        if members:
+            scale = xp.reshape(scale, (-1, 1))
+        if store.mutable:
+            for g in parts:
+                g *= scale  # in the store's gradient buffer, as torch clips .grad in place
+            return parts
+        return [g * scale for g in parts]
+
+    def _step_arrays(self, params, grads, factor) -> None:
+        """The update for a plain dict of arrays: entry by entry, rebinding the dict."""
+        members = self._members
+        if self.clip_norm is not None:
+            per_member = members or getattr(params, "ensemble", None) is not None
+            grads = clip_by_global_norm(grads, self.clip_norm, members=per_member)
+        for key, g in grads.items():
+            if key not in params:
+                raise KeyError(f"gradient {key!r} has no parameter; "
+                               f"parameters: {', '.join(params)}")
+            p = params[key]
+            k = kernels_for_array(p)
+            st = self._per_key.get(key)
+            if st is None:
+                xp = k.xp
+                st = self._per_key[key] = {"step": 0, **{n: xp.zeros_like(p)
+                                                         for n in self.state_names}}
+            st["step"] += 1
+            lr = self._hyper("lr", self.lr, p, factor)
+            wd = self._hyper("weight_decay", self.weight_decay, p)
+            arrays = {n: st[n] for n in self.state_names}
+            new = self._update(k, p, g, arrays, lr, None if _is_zero(wd) else wd, st["step"])
+            st.update(arrays)
+            if new is not p:
+                params[key] = new
+
+    def _update(self, k, p, g, st: dict, lr, wd, step):
+        """One update of p from g; writes the new state into ``st``; returns the new p."""
+        raise NotImplementedError
+
+    @property
+    def current_lr(self):
+        """The learning rate the next step will use (after the schedule)."""
+        factor = 1.0 if self.schedule is None else float(self.schedule(self.t))
+        return self.lr * factor
+
+    # -- per-member hyperparameters ------------------------------------------------------------
+    def _check_members(self, ensemble, known=True):
+        """Per-member values need a model with that many members."""
+        if not known and ensemble is None:
+            return  # a plain dict: nothing to check against
+        for name in ("lr", "weight_decay", "member_mask"):
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) and value.shape[0] != (ensemble or 0):
+                members = f"an ensemble of {ensemble}" if ensemble else "one model"
+                raise ConfigError(f"{name} has {value.shape[0]} per-member values, but the "
+                                  f"parameters belong to {members}")
+
+    @property
+    def _members(self) -> bool:
+        return isinstance(self.lr, np.ndarray) or isinstance(self.weight_decay, np.ndarray) \
+            or self.member_mask is not None
+
+    def _flat_hyper(self, name, value, store, factor=1.0):
+        """A float, or for per-member values an (E, 1) array on the store's device."""
+        mask = self.member_mask if name == "lr" else None
+        if not isinstance(value, np.ndarray) and mask is None:
+            return value * factor
+        host = np.broadcast_to(np.asarray(value, dtype=np.float64), (store.ensemble,)) * factor
+        if mask is not None:
+            host = host * mask
+        return self._device_hyper((name, "flat", host.tobytes()), host.reshape(-1, 1), store)
+
+    def _hyper(self, name, value, p, factor=1.0):
+        """A float, or for per-member values an array shaped (E, 1, ..., 1) like p."""
+        mask = self.member_mask if name == "lr" else None
+        if not isinstance(value, np.ndarray) and mask is None:
+            return value * factor
+        host = np.broadcast_to(np.asarray(value, dtype=np.float64), (p.shape[0],)) * factor
+        if mask is not None:
+            host = host * mask
+        k = kernels_for_array(p)
+        arr = self._hyper_cache.get((name, p.ndim, host.tobytes()))
+        if arr is None:
+            import array_api_compat
+
+            arr = k.xp.asarray(host.reshape((-1,) + (1,) * (p.ndim - 1)), dtype=p.dtype,
+                               device=array_api_compat.device(p))
+            self._remember((name, p.ndim, host.tobytes()), arr)
+        return arr
+
+    def _device_hyper(self, key, host, store):
+        arr = self._hyper_cache.get(key)
+        if arr is None:
+            arr = store.backend.asarray(host, dtype=store.dtype)
+            self._remember(key, arr)
+        return arr
+
+    def _remember(self, key, arr):
+        if len(self._hyper_cache) > 64:  # schedules change lr every step
+            self._hyper_cache.clear()
+        self._hyper_cache[key] = arr
+
+    # -- state, for checkpoints ----------------------------------------------------------------
+    @property
+    def state(self) -> dict:
+        """Parameter key -> {"step": int, name: array}, for the parameters stepped so far."""
+        out = {}
+        fs = self._flat
+        if fs is not None:
+            for key, step in fs.steps.items():
+                if step:
+                    out[key] = {"step": step, **{n: fs.per_key(n, key) for n in fs.names}}
+        out.update({k: dict(v) for k, v in self._per_key.items()})
+        return out
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Optimizer state as host arrays, keys "<param key>/<name>" (for checkpoints)."""
+        out = {}
+        for key, st in self.state.items():
+            for name, value in st.items():
+                out[f"{key}/{name}"] = (np.asarray(value, dtype=np.int64) if name == "step"
+                                        else np.array(to_numpy(value)))
+        return out
+
+    def load_state_arrays(self, arrays: dict, params: dict) -> None:
+        """Restore `state_arrays()` output onto the backend and device of ``params``.
+
+        The whole state is checked first (keys, names, shapes, dtypes, step counts):
+        a partial or foreign state is refused, never half-loaded.
+        """
+        per_key = self._validated(arrays, params)
+        store = getattr(params, "store", None)
+        self._hyper_cache.clear()
+        if store is None:
+            self._flat = None
+            self._per_key = {}
+            for key, st in per_key.items():
+                p = params[key]
+                xp = kernels_for_array(p).xp
+                import array_api_compat
+
+                self._per_key[key] = {"step": st["step"], **{
+                    n: xp.asarray(np.array(st[n]), dtype=p.dtype,
+                                  device=array_api_compat.device(p)) for n in self.state_names}}
+            return
+        lead = store.lead
+        host = {n: np.zeros(lead + (store.size,)) for n in self.state_names}
+        fs = FlatState(store, self.state_names)
+        for key, st in per_key.items():
+            a, b = store.bounds[key]
+            fs.steps[key] = st["step"]
+            for n in self.state_names:
+                host[n][..., a:b] = np.reshape(st[n], lead + (b - a,))
+        fs.arrays = {n: store.backend.asarray(h, dtype=store.dtype) for n, h in host.items()}
+        self._flat, self._per_key = fs, {}
+
+    def _validated(self, arrays, params) -> dict:
+        """{key: {"step": int, name: array}}, or a ConfigError naming the first problem."""
+        per_key: dict = {}
+        for flat_key, value in arrays.items():
+            key, sep, name = str(flat_key).rpartition("/")
+            if not sep or key not in params:
+                raise ConfigError(f"optimizer state {flat_key!r} names no parameter of the "
+                                  f"model (parameters: {', '.join(params)})")
+            if name != "step" and name not in self.state_names:
+                raise ConfigError(f"optimizer state {flat_key!r} is not state of "
+                                  f"{type(self).__name__} (it keeps: "
+                                  f"{', '.join(self.state_names) or 'only a step count'})")
+            per_key.setdefault(key, {})[name] = np.asarray(value)
+        for key, st in per_key.items():
+            step = st.get("step")
+            if step is None or step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
+                raise ConfigError(f"optimizer state of {key!r} lacks a step count "
+                                  f"(a non-negative integer at '{key}/step')")
+            st["step"] = int(step)
+            shape = tuple(params[key].shape)
+            for n in self.state_names:
+                if n not in st:
+                    raise ConfigError(f"optimizer state '{key}/{n}' is missing: the state is "
+                                      f"partial")
+                if st[n].dtype.kind != "f" or tuple(st[n].shape) != shape:
+                    raise ConfigError(f"optimizer state '{key}/{n}' has shape "
+                                      f"{tuple(st[n].shape)} and dtype {st[n].dtype}; expected "
+                                      f"{shape} floating point")
+        return per_key
+
+    def config(self) -> dict:
+        """Name and hyperparameters, JSON-ready."""
+        cfg = {"name": type(self).__name__, "t": self.t, "clip_norm": self.clip_norm}
+        for k, v in vars(self).items():
+            if k in ("schedule", "member_mask") or k.startswith("_") or k == "t":
+                continue
+            cfg[k] = v.tolist() if isinstance(v, np.ndarray) else v
+        return cfg
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k not in ("name", "t"))
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """p ← p − lr·g;  with momentum μ: b ← μb + (1 − dampening)g, then g ← b (Nesterov: g + μb)."""
+
+    def __init__(self, lr=1e-2, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0,
+                 **kw):
+        super().__init__(lr, weight_decay=weight_decay, **kw)
+        self.momentum = in_range("momentum", momentum, 0.0, math.inf, hi_open=True)
+        self.nesterov = bool(nesterov)
+        self.dampening = in_range("dampening", dampening, 0.0, 1.0)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ConfigError("Nesterov momentum needs momentum > 0 and dampening = 0")
+
+    @property
+    def state_names(self):
+        return ("momentum_buffer",) if self.momentum else ()
+
+    def _update(self, k, p, g, st, lr, wd, step):
+        p, buf = k.sgd(p, g, st.get("momentum_buffer"), lr, self.momentum, self.dampening,
+                       self.nesterov, wd, step == 1)
+        if self.momentum:
+            st["momentum_buffer"] = buf
+        return p
+
+
+class RMSprop(Optimizer):
+    """v ← α v + (1 − α) g²;  p ← p − lr · g / (√v + ε)  (torch defaults: lr=0.01, α=0.99)."""
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, **kw):
+        super().__init__(lr, weight_decay=weight_decay, **kw)
+        self.alpha = in_range("alpha", alpha, 0.0, 1.0)
+        self.eps = in_range("eps", eps, 0.0, math.inf, lo_open=True, hi_open=True)
+        self.momentum = in_range("momentum", momentum, 0.0, math.inf, hi_open=True)
+        self.centered = bool(centered)
+
+    @property
+    def state_names(self):
+        return (("square_avg",) + (("grad_avg",) if self.centered else ())
+                + (("momentum_buffer",) if self.momentum else ()))
+
+    def _update(self, k, p, g, st, lr, wd, step):
+        p, v, gavg, buf = k.rmsprop(p, g, st["square_avg"], st.get("grad_avg"),
+                                    st.get("momentum_buffer"), lr, self.alpha, self.eps, wd,
+                                    self.momentum, self.centered)
+        st["square_avg"] = v
+        if self.centered:
+            st["grad_avg"] = gavg
+        if self.momentum:
+            st["momentum_buffer"] = buf
+        return p
+
+
+class Adam(Optimizer):
+    """m ← β₁m + (1 − β₁)g,  v ← β₂v + (1 − β₂)g²,  p ← p − lr·m̂ / (√v̂ + ε)  (bias-corrected).
+
+    ``flush_subnormals=True`` sets the subnormal entries of m to 0 every 16 steps: where
+    gradients stay 0 (always-black pixels, dead units) m decays into the subnormal range,
+    where x86 CPUs compute slowly. It changes m by less than float32's smallest normal
+    number; off by default, so Adam matches torch.optim exactly.
+    """
+
+    decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 flush_subnormals=False, **kw):
+        super().__init__(lr, weight_decay=weight_decay, **kw)
+        self.betas = (in_range("betas[0]", betas[0], 0.0, 1.0, hi_open=True),
+                      in_range("betas[1]", betas[1], 0.0, 1.0, hi_open=True))
+        self.eps = in_range("eps", eps, 0.0, math.inf, lo_open=True, hi_open=True)
+        self.flush_subnormals = bool(flush_subnormals)
+
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    def _update(self, k, p, g, st, lr, wd, step):
+        p, st["exp_avg"], st["exp_avg_sq"] = k.adam(
+            p, g, st["exp_avg"], st["exp_avg_sq"], lr, self.betas[0], self.betas[1], self.eps,
+            wd, self.decoupled, step, self.flush_subnormals)
+        return p
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p ← p(1 − lr·λ) before the Adam step (default λ = 0.01)."""
+
+    decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, **kw):
+        super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay, **kw)
+
+
+OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
+
+
+def optimizer_class(name) -> type[Optimizer]:
+    key = str(name).lower()
+    if key not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[key]
+
+
+def get_optimizer(spec, **kwargs) -> Optimizer:
+    """An optimizer from an instance or a name ("adam", "sgd", ...) and keyword arguments."""
+    if isinstance(spec, Optimizer):
+        return spec
+    return optimizer_class(spec)(**kwargs)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _active_keys(store, grads) -> list:
+    """The store keys this step updates; gradients from elsewhere are written into the store."""
+    from ..nn.parameters import Gradients
+
+    if not (isinstance(grads, Gradients) and grads.store is store):
+        unknown = [k for k in grads if k not in store.bounds]
+        if unknown:
+            raise KeyError(f"gradient {unknown[0]!r} has no parameter; "
+                           f"parameters: {', '.join(store.keys)}")
+        for key, g in grads.items():
+            store.grads[key] = g
+    if len(grads) == len(store.keys):
+        return list(store.keys)
+    return [k for k in store.keys if k in grads]
+
+
+def _merge(store, flat, pieces):
+    if len(pieces) == 1 and pieces[0][0] == 0 and pieces[0][1] == store.size:
+        return pieces[0][2]
+    return splice(store.xp, flat, pieces)
+
+
+def _check_hyper(name, value, allow_zero=False):
+    if isinstance(value, (list, tuple, np.ndarray)):
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.ndim != 1 or arr.size == 0:
+            raise ConfigError(f"{name} must be a number or a 1-D sequence (one per member)")
+        bad = arr < 0 if allow_zero else arr <= 0
+        if bad.any() or not np.isfinite(arr).all():
+            raise ConfigError(f"{name} values must be finite and {'>= 0' if allow_zero else '> 0'}"
+                              f", got {arr.tolist()}")
+        return arr
+    from ..checks import finite_positive
+
+    return finite_positive(name, value, allow_zero)
+
+
+def _is_zero(value) -> bool:
+    return isinstance(value, float) and value == 0.0

@@ -1,0 +1,289 @@
+"""The fit loop: minibatches cut and shuffled on the model's device, metrics, callbacks.
+
+One epoch is, for each minibatch (xb, yb):
+
+    y        = model.forward(xb, train=True)
+    loss, dy = loss_fn(y, yb)
+    model.backward(dy, input_grad=False)
+    optimizer.step(model.params, model.grads)
+
+The data is moved to the model's device once; shuffling draws a permutation on
+that device from (seed, epoch), and Dropout masks from (seed, epoch, step), so a
+run resumed from a checkpoint at any step continues bit for bit. The host reads
+numbers from the device only to report progress and at the end of an epoch
+(on a GPU, the NaN check of the loss looks at a batch of steps at once).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..backend import to_numpy
+from ..checks import integer
+from ..errors import ConfigError, NonFiniteError
+from ..losses import cross_entropy, get_loss
+from ..nn.layers import BatchNorm
+from ..optim import get_optimizer
+from .data import plan_batches, prepare, sample_weights, split_indices, take
+from .history import History
+from .progress import Progress
+from .signals import InterruptFlag
+
+CHECK_EVERY_ASYNC = 50  # steps between NaN checks where reading the loss waits for a GPU
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during fit: the current step finished; ``epoch`` and ``step`` say where."""
+
+    def __init__(self, epoch: int, step: int, history: History, signal=None):
+        super().__init__(f"interrupted at epoch {epoch + 1}, step {step}")
+        self.epoch, self.step, self.history, self.signal = epoch, step, history, signal
+
+
+class _Run:
+    """What callbacks see of a fit in progress."""
+
+    def __init__(self, model, optimizer, history):
+        self.model, self.optimizer, self.history = model, optimizer, history
+        self.epoch, self.step = 0, 0
+
+
+def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int = 10,
+        batch_size: int = 32, validation_data=None, validation_split: float | None = None,
+        shuffle: bool = True, seed: int = 0, callbacks=(), progress: bool = True,
+        initial_epoch: int = 0, initial_step: int = 0, bootstrap: bool = False,
+        history: History | None = None, sample_weight=None, class_weight=None) -> History:
+    """Train ``model`` on (X, y); returns the per-epoch History.
+
+    ``loss`` is a function of `nnkernel.losses` or its name, ``optimizer`` an
+    instance or a name. X and y may be arrays of any backend or NumPy: they are
+    moved to the model's device once. ``validation_split`` holds out that
+    fraction (shuffled by ``seed``) as validation data. ``sample_weight`` (one
+    per sample) and ``class_weight`` ({class: weight}) multiply each sample's
+    loss. ``initial_epoch``/``initial_step`` resume a run where a checkpoint
+    left it. A model with BatchNorm never gets a last batch of one row: it joins
+    the batch before it.
+    """
+    loss_fn = get_loss(loss)
+    opt = get_optimizer(optimizer)
+    epochs = integer("epochs", epochs, minimum=0)
+    seed = integer("seed", seed, minimum=0)
+    members = model.ensemble is not None
+    classify = loss_fn is cross_entropy
+    if validation_split is not None:
+        if validation_data is not None:
+            raise ConfigError("give validation_data or validation_split, not both")
+        X, y, sample_weight, validation_data = _split(X, y, sample_weight, validation_split, seed)
+    X, y = prepare(model, X, y, classify, "training data")
+    n = X.shape[0]
+    weights = sample_weights(model, y, n, sample_weight, class_weight, classify)
+    val = None
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ConfigError("validation_data must be a pair (X_val, y_val)")
+        val = prepare(model, *validation_data, classify, "validation data")
+    bounds = plan_batches(n, batch_size, any(isinstance(layer, BatchNorm)
+                                             for layer in model.layers))
+    steps = len(bounds)
+    initial_epoch = integer("initial_epoch", initial_epoch, minimum=0)
+    initial_step = integer("initial_step", initial_step, minimum=0)
+    if initial_step >= steps and initial_step:
+        raise ConfigError(f"initial_step {initial_step} is past the end of an epoch of {steps} "
+                          f"steps")
+    be, xp, k = model.backend, model.xp, model.k
+    boot = None
+    if bootstrap:
+        if not members:
+            raise ConfigError("bootstrap=True needs an ensemble model")
+        rng = np.random.default_rng([seed, 2**31])
+        boot = be.asarray(rng.integers(0, n, size=(model.ensemble, n)))
+
+    history = history if history is not None else History()
+    run = _Run(model, opt, history)
+    stop_on_nan = any(getattr(cb, "stops_on_nan", False) for cb in callbacks)
+    for cb in callbacks:
+        cb.on_train_begin(run)
+    check_every = CHECK_EVERY_ASYNC if be.asynchronous else 1
+    bar = Progress(epochs, steps, enabled=progress)
+    model.loss = loss_fn
+    with InterruptFlag() as stop_flag, be.activate():
+        for epoch in range(initial_epoch, epochs):
+            run.epoch = epoch
+            first_step = initial_step if epoch == initial_epoch else 0
+            totals = _Totals.resume(history.partial, epoch, first_step)
+            history.partial = None
+            t0 = time.perf_counter() - totals.seconds
+            order = be.random((seed, epoch)).permutation(n) if shuffle else \
+                xp.arange(n, device=be.device)
+            pending = []
+            bar.start_epoch(epoch, first_step, totals.seen)
+            for step in range(first_step, steps):
+                run.step = step
+                a, b = bounds[step]
+                idx = order[a:b]
+                xb, yb, wb = take(xp, (X, y, weights), idx, boot)
+                if model.stochastic:
+                    model.reseed((seed, epoch, step))
+                frozen = dict(model.state) if opt.member_mask is not None else None
+                out = model.forward(xb, train=True)
+                value, dy = loss_fn(out, yb, members=members, weights=wb,
+                                    **({"num_check": False} if classify else {}))
+                model.backward(dy, input_grad=False)
+                opt.step(model.params, model.grads)
+                if frozen:
+                    _restore_stopped_members(model, opt.member_mask, frozen)
+                totals.add(value, b - a, _correct(xp, out, yb) if classify else None)
+                pending.append(value)
+                if len(pending) >= check_every or step == steps - 1:
+                    bad = _first_nonfinite(xp, pending)
+                    if bad is not None:
+                        at = step - (len(pending) - 1) + bad
+                        if stop_on_nan:
+                            return _end(callbacks, run, history)
+                        raise NonFiniteError(f"loss became NaN/Inf at epoch {epoch + 1}, step "
+                                             f"{at + 1}; try a lower learning rate (--lr) or "
+                                             f"gradient clipping")
+                    pending = []
+                bar.step(epoch, step + 1, totals, classify)
+                if stop_flag.raised and step + 1 < steps:  # after the last step: end the epoch
+                    history.partial = totals.snapshot(epoch, step + 1,
+                                                      time.perf_counter() - t0)
+                    raise TrainingInterrupted(epoch, step + 1, history, stop_flag.signal)
+            be.synchronize()
+            seconds = time.perf_counter() - t0
+            if not k.all_finite(model.store.flat):  # e.g. a huge weight decay: loss still finite
+                raise NonFiniteError(f"the parameters became NaN/Inf at epoch {epoch + 1}, step "
+                                     f"{steps}; try a lower learning rate or weight decay")
+            logs = {"loss": _host(totals.loss, totals.seen)}
+            if classify:
+                logs["accuracy"] = _host(totals.correct, totals.seen)
+            if val is not None:
+                vl, va = evaluate(model, val[0], val[1], loss=loss_fn,
+                                  batch_size=max(batch_size, 1024))
+                logs["val_loss"] = vl
+                if va is not None:
+                    logs["val_accuracy"] = va
+            logs["seconds"] = seconds
+            logs["samples_per_second"] = totals.seen / seconds if seconds > 0 else float("inf")
+            history.append(epoch, logs)
+            bar.epoch_end(epoch, logs)
+            stop = False
+            for cb in callbacks:
+                stop = bool(cb.on_epoch_end(run, logs)) or stop
+            if stop:
+                break
+            if stop_flag.raised:  # a signal in the epoch's last step: stop with the epoch saved
+                raise TrainingInterrupted(epoch + 1, 0, history, stop_flag.signal)
+    return _end(callbacks, run, history)
+
+
+def _end(callbacks, run, history):
+    for cb in callbacks:
+        cb.on_train_end(run)
+    return history
+
+
+class _Totals:
+    """Running sums of an epoch (device scalars, read only at its end)."""
+
+    def __init__(self, loss=0.0, correct=0.0, seen=0, seconds=0.0):
+        self.loss, self.correct, self.seen, self.seconds = loss, correct, seen, seconds
+
+    @classmethod
+    def resume(cls, partial, epoch, step):
+        """Start from an interrupted epoch's sums, when that is the epoch being resumed."""
+        if partial and step and partial.get("epoch") == epoch and partial.get("step") == step:
+            return cls(partial["loss_sum"], partial["correct"], int(partial["seen"]),
+                       float(partial.get("seconds", 0.0)))
+        return cls()
+
+    def add(self, value, rows, correct):
+        self.loss = self.loss + value * float(rows)
+        if correct is not None:
+            self.correct = self.correct + correct
+        self.seen += rows
+
+    def snapshot(self, epoch, step, seconds) -> dict:
+        def host(v):
+            arr = np.asarray(to_numpy(v) if not isinstance(v, float) else v, dtype=np.float64)
+            return float(arr) if arr.ndim == 0 else arr.tolist()
+
+        return {"epoch": epoch, "step": step, "loss_sum": host(self.loss),
+                "correct": host(self.correct), "seen": self.seen, "seconds": seconds}
+
+
+def evaluate(model, X, y, *, loss="cross_entropy", batch_size: int = 1024, sample_weight=None):
+    """(mean loss, accuracy or None) in evaluation mode; per member for an ensemble."""
+    loss_fn = get_loss(loss)
+    batch_size = integer("batch_size", batch_size)
+    classify = loss_fn is cross_entropy
+    X, y = prepare(model, X, y, classify, "evaluation data")
+    xp = model.xp
+    members = model.ensemble is not None
+    n = X.shape[0]
+    weights = sample_weights(model, y, n, sample_weight, None, classify)
+    loss_sum, correct = 0.0, 0.0
+    with model.backend.activate():
+        for i in range(0, n, batch_size):
+            j = min(i + batch_size, n)  # array-api-strict refuses stops past the end
+            xb, yb = X[i:j, ...], y[i:j, ...]
+            wb = None if weights is None else weights[i:j]
+            out = model._evaluate(xb)
+            value, _ = loss_fn(out, yb, members=members, weights=wb,
+                               **({"num_check": False} if classify else {}))
+            loss_sum = loss_sum + value * float(j - i)
+            if classify:
+                correct = correct + _correct(xp, out, yb)
+    return _host(loss_sum, n), (_host(correct, n) if classify else None)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _split(X, y, sample_weight, fraction, seed):
+    """Hold out ``fraction`` of the rows (shuffled by seed) as validation data, on the host."""
+    Xh, yh = _host_rows(X), _host_rows(y)
+    train, held = split_indices(Xh.shape[0], fraction, seed)
+    sw = None if sample_weight is None else _host_rows(sample_weight)[train]
+    return Xh[train], yh[train], sw, (Xh[held], yh[held])
+
+
+def _host_rows(a):
+    return a if isinstance(a, np.ndarray) else np.asarray(to_numpy(a) if hasattr(a, "shape")
+                                                          else a)
+
+
+def _restore_stopped_members(model, mask, before):
+    """Members stopped by early stopping keep their BatchNorm statistics, like their weights.
+
+    state = m·new + (1 − m)·old per member: exact for a 0/1 mask, and no xp.where.
+    """
+    for key, old in before.items():
+        m = model.backend.asarray(mask.reshape((-1,) + (1,) * (old.ndim - 1)), dtype=old.dtype)
+        model.state[key] = m * model.state[key] + (1.0 - m) * old
+
+
+def _correct(xp, out, yb):
+    pred = xp.argmax(out, axis=-1)
+    if yb.ndim == out.ndim:  # one-hot or per-member labels given as probabilities
+        yb = xp.argmax(yb, axis=-1)
+    hits = xp.astype(pred == yb, out.dtype)
+    axes = tuple(range(1, hits.ndim)) if out.ndim == 3 else None
+    return xp.sum(hits, axis=axes)
+
+
+def _host(total, count):
+    """A device scalar (or per-member vector) divided by count, as Python float(s)."""
+    arr = to_numpy(total) if not isinstance(total, float) else np.asarray(total)
+    arr = np.asarray(arr, dtype=np.float64) / count
+    return float(arr) if arr.ndim == 0 else arr.tolist()
+
+
+def _first_nonfinite(xp, values):
+    """Index of the first non-finite loss among ``values`` (one host copy), or None."""
+    stacked = values[0] if len(values) == 1 else xp.stack(values)
+    host = np.asarray(to_numpy(stacked), dtype=np.float64).reshape(len(values), -1)
+    ok = np.isfinite(host).all(axis=1)
+    return None if ok.all() else int(np.argmin(ok))
+
+
