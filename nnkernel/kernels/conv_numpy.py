@@ -1,0 +1,200 @@
+"""NumPy twin of the convolution and pooling kernels: same numbers, fewer passes.
+
+What the standard makes the reference do with whole-array temporaries, NumPy
+does in place:
+
+- im2col: `sliding_window_view` gives every window as a view; one copy in the
+  column order (C, kH, kW, N, H_out, W_out) makes X̂. No kH·kW slices, no stack.
+- col2im: dx is accumulated offset by offset, ``dx[.., i::s, j::s] += ...``,
+  into strided views of one zeroed array, clipped to the unpadded input (no
+  padded buffer, no crop, no zero-interleaving).
+- the products write into the model's gradient buffers (``np.matmul(out=)``),
+  db is δ·1 (a matrix-vector product: faster than a sum along a strided axis),
+  and the bias add is fused into the (C_out, N) -> (N, C_out) transpose of z.
+- pooling with stride == k (windows that do not overlap) reshapes (.., H, W) to
+  (.., H_out, k, W_out, k): forward a view, backward one scatter of dy.
+
+Contexts from these methods are for this class's backward methods only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .conv_reference import ConvKernels, check_conv_shapes, conv_out_size, window_slice
+
+
+def _clipped(i: int, stride: int, padding: int, n: int, n_out: int):
+    """(input slice, output slice) of kernel offset i that fall inside the unpadded input:
+    the outputs o with 0 <= i + s·o − p < n. None when there are none."""
+    lo = max(0, -((i - padding) // stride))  # ⌈(p − i)/s⌉
+    hi = min(n_out - 1, (n - 1 + padding - i) // stride)
+    if hi < lo:
+        return None
+    start = i + stride * lo - padding
+    return window_slice(start, stride, hi - lo + 1), slice(lo, hi + 1)
+
+
+def _fill(buf, shape, compute):
+    """compute(out) with out a view of ``buf`` reshaped to ``shape``; the buffer is returned.
+
+    A reshape of a non-contiguous buffer would silently be a copy, so then the
+    result is computed fresh and assigned.
+    """
+    if buf is None:
+        return None
+    if buf.flags.c_contiguous:
+        compute(buf.reshape(shape))
+    else:
+        buf[...] = compute(None).reshape(buf.shape)
+    return buf
+
+
+class NumpyConvKernels(ConvKernels):
+    """The conv / pooling kernels on NumPy arrays; mixed into `NumpyKernels`."""
+
+    def im2col(self, x, kh, kw, stride=1, padding=0):
+        *lead, N, C, H, W = x.shape
+        H_out = conv_out_size(H, kh, stride, padding)
+        W_out = conv_out_size(W, kw, stride, padding)
+        if padding:
+            p = padding
+            padded = np.zeros((*lead, N, C, H + 2 * p, W + 2 * p), dtype=x.dtype)
+            padded[..., p:p + H, p:p + W] = x
+            x = padded
+        win = sliding_window_view(x, (kh, kw), axis=(-2, -1))[..., ::stride, ::stride, :, :]
+        m = len(lead)  # win: (.., N, C, h, w, kh, kw) -> (.., C, kh, kw, N, h, w)
+        cols = np.ascontiguousarray(win.transpose(*range(m), m + 1, m + 4, m + 5, m, m + 2,
+                                                  m + 3))
+        return cols.reshape(*lead, C * kh * kw, N * H_out * W_out)
+
+    def col2im(self, cols, x_shape, kh, kw, stride=1, padding=0):
+        *lead, N, C, H, W = x_shape
+        H_out = conv_out_size(H, kh, stride, padding)
+        W_out = conv_out_size(W, kw, stride, padding)
+        t = cols.reshape(*lead, C, kh, kw, N, H_out, W_out)
+        dx = np.zeros(tuple(x_shape), dtype=cols.dtype)
+        for i in range(kh):
+            rows = _clipped(i, stride, padding, H, H_out)
+            if rows is None:
+                continue
+            for j in range(kw):
+                columns = _clipped(j, stride, padding, W, W_out)
+                if columns is None:
+                    continue
+                part = t[..., i, j, :, rows[1], columns[1]]  # (.., C, N, h, w)
+                dx[..., rows[0], columns[0]] += np.swapaxes(part, -4, -3)
+        return dx
+
+    def conv2d(self, x, W, b, stride=1, padding=0):
+        check_conv_shapes(x.shape, W.shape)
+        C_out, C_in, kh, kw = W.shape[-4:]
+        cols = self.im2col(x, kh, kw, stride, padding)
+        z2 = np.matmul(W.reshape(*W.shape[:-3], C_in * kh * kw), cols)  # (.., C_out, N·L)
+        N = x.shape[-4]
+        H_out = conv_out_size(x.shape[-2], kh, stride, padding)
+        W_out = conv_out_size(x.shape[-1], kw, stride, padding)
+        lead = z2.shape[:-2]
+        src = np.swapaxes(z2.reshape(*lead, C_out, N, H_out, W_out), -4, -3)
+        z = np.empty((*lead, N, C_out, H_out, W_out), dtype=z2.dtype)
+        if b is None:
+            np.copyto(z, src)
+        else:  # the bias add is the transpose's copy
+            np.add(src, b[..., None, :, None, None], out=z)
+        return z, cols
+
+    def conv2d_backward(self, x_shape, cols, W, dz, stride=1, padding=0, need_dx=True,
+                        out=None):
+        dW_buf, db_buf = (None, None) if out is None else out
+        C_out, C_in, kh, kw = W.shape[-4:]
+        K = C_in * kh * kw
+        lead = dz.shape[:-4]
+        # δ as (.., C_out, N·L); free when dz already has that memory order
+        d = np.ascontiguousarray(np.swapaxes(dz, -4, -3)).reshape(*lead, C_out, -1)
+        colsT = np.swapaxes(cols, -1, -2)  # BLAS reads the transpose in place
+        W2_shape = (*W.shape[:-3], K)
+        dW = _fill(dW_buf, W2_shape, lambda o: np.matmul(d, colsT, out=o))
+        if dW is None:
+            dW = np.matmul(d, colsT).reshape(W.shape)
+        ones = np.ones(d.shape[-1], dtype=d.dtype)
+        db = _fill(db_buf, d.shape[:-1], lambda o: np.matmul(d, ones, out=o))
+        if db is None:
+            db = np.matmul(d, ones)
+        if not need_dx:
+            return None, dW, db
+        if len(x_shape) == 4 and W.ndim == 5:  # shared input: Σ_e W̄_eᵀ δ_e in one product
+            E = W.shape[0]
+            dcols = W.reshape(E * C_out, K).T @ d.reshape(E * C_out, -1)
+        else:
+            dcols = np.matmul(np.swapaxes(W.reshape(W2_shape), -1, -2), d)
+        return self.col2im(dcols, x_shape, kh, kw, stride, padding), dW, db
+
+    # -- pooling --------------------------------------------------------------------
+    @staticmethod
+    def _pool_windows(x, k, s):
+        """Every window as a view (.., H_out, W_out, k, k); by a reshape when s == k."""
+        *lead, H, W = x.shape
+        H_out, W_out = conv_out_size(H, k, s, 0), conv_out_size(W, k, s, 0)
+        if s == k:  # non-overlapping: split each axis into (position, offset)
+            tiles = x[..., :H_out * k, :W_out * k].reshape(*lead, H_out, k, W_out, k)
+            return np.swapaxes(tiles, -3, -2)
+        return sliding_window_view(x, (k, k), axis=(-2, -1))[..., ::s, ::s, :, :]
+
+    @staticmethod
+    def _untile(tiles, x_shape, k):
+        """(.., H_out, W_out, k, k) windows that do not overlap, back to dx (x_shape)."""
+        *lead, H_out, W_out, _, _ = tiles.shape
+        full = np.swapaxes(tiles, -3, -2).reshape(*lead, H_out * k, W_out * k)
+        if full.shape[-2:] == tuple(x_shape[-2:]):
+            return full
+        dx = np.zeros(tuple(x_shape), dtype=tiles.dtype)  # the rows/columns no window reads
+        dx[..., :H_out * k, :W_out * k] = full
+        return dx
+
+    def max_pool2d(self, x, k, stride=None):
+        s = k if stride is None else stride
+        win = self._pool_windows(x, k, s)
+        flat = win.reshape(*win.shape[:-2], k * k)  # one copy; argmax: first max, first NaN
+        idx = flat.argmax(axis=-1)
+        y = np.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
+        return y, (idx, k, s)
+
+    def max_pool2d_backward(self, ctx, dy, x_shape):
+        idx, k, s = ctx
+        if s == k:
+            g = np.zeros((*dy.shape, k * k), dtype=dy.dtype)
+            np.put_along_axis(g, idx[..., None], dy[..., None], axis=-1)
+            return self._untile(g.reshape(*dy.shape, k, k), x_shape, k)
+        H_out, W_out = dy.shape[-2:]
+        dx = np.zeros(tuple(x_shape), dtype=dy.dtype)
+        for o in range(k * k):  # overlapping windows: accumulate offset by offset
+            i, j = divmod(o, k)
+            dx[..., window_slice(i, s, H_out), window_slice(j, s, W_out)] += np.where(
+                idx == o, dy, 0.0)
+        return dx
+
+    def avg_pool2d(self, x, k, stride=None):
+        s = k if stride is None else stride
+        if s == k:
+            y = self._pool_windows(x, k, s).sum(axis=(-2, -1))
+        else:
+            H_out, W_out = conv_out_size(x.shape[-2], k, s, 0), conv_out_size(x.shape[-1], k, s, 0)
+            y = x[..., window_slice(0, s, H_out), window_slice(0, s, W_out)].copy()
+            for o in range(1, k * k):
+                i, j = divmod(o, k)
+                y += x[..., window_slice(i, s, H_out), window_slice(j, s, W_out)]
+        y /= k * k
+        return y, (k, s)
+
+    def avg_pool2d_backward(self, ctx, dy, x_shape):
+        k, s = ctx
+        g = dy / (k * k)
+        if s == k:
+            return self._untile(np.broadcast_to(g[..., None, None], (*g.shape, k, k)), x_shape, k)
+        H_out, W_out = dy.shape[-2:]
+        dx = np.zeros(tuple(x_shape), dtype=dy.dtype)
+        for i in range(k):
+            for j in range(k):
+                dx[..., window_slice(i, s, H_out), window_slice(j, s, W_out)] += g
+        return dx
