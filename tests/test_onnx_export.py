@@ -39,6 +39,11 @@ def run_onnx(path_or_proto, x):
     return session.run(None, {"x": x})[0]
 
 
+def widths(model) -> tuple[int, int]:
+    dense = [c for c in model.config()["layers"] if c["type"] == "Dense"]
+    return dense[0]["n_in"], dense[-1]["n_out"]  # every test model ends in a Dense's width
+
+
 def check_against_model(model, dtype, *, ensemble=None, tmp_path=None, ns=(5, 17)):
     """Export, check the file, and compare onnxruntime with model(x) at two batch sizes."""
     if tmp_path is not None:
@@ -50,18 +55,19 @@ def check_against_model(model, dtype, *, ensemble=None, tmp_path=None, ns=(5, 17
         source = to_onnx(model)
         onnx.checker.check_model(source, full_check=True)
     rng = np.random.default_rng(2)
+    n_in, n_out = widths(model)
     for n in ns:  # the batch axis is dynamic: two sizes through one file
-        x = (rng.normal(size=(n, model.n_in)) * 2.0).astype(dtype)
+        x = (rng.normal(size=(n, n_in)) * 2.0).astype(dtype)
         got = run_onnx(source, x)
         want = np.asarray(model(x))
-        assert got.shape == want.shape == ((ensemble,) if ensemble else ()) + (n, model.n_out)
+        assert got.shape == want.shape == ((ensemble,) if ensemble else ()) + (n, n_out)
         assert got.dtype == np.dtype(dtype)
         np.testing.assert_allclose(got, want, rtol=0, atol=ATOL[dtype])
 
 
 def trained(model, dtype):
     """One training step, so BatchNorm's running statistics are not zeros and ones."""
-    x = np.random.default_rng(5).normal(size=(12, model.n_in)).astype(dtype)
+    x = np.random.default_rng(5).normal(size=(12, widths(model)[0])).astype(dtype)
     model.forward(x, train=True)
     return model
 

@@ -67,7 +67,7 @@ def test_round_trip_gives_identical_outputs(tmp_path, fmt, dtype, ensemble):
     for key, value in model.arrays().items():
         assert loaded.arrays()[key].dtype == value.dtype
         np.testing.assert_array_equal(loaded.arrays()[key], value, err_msg=key)
-    assert not np.all(model.state["1.running_mean"] == 0)  # the BatchNorm state is real
+    assert not np.all(model.arrays()["1.running_mean"] == 0)  # the BatchNorm state is real
     x = inputs(dtype)
     np.testing.assert_array_equal(loaded(x), model(x))
 
