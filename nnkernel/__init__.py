@@ -51,6 +51,8 @@ __version__ = "0.1.0"
 
 # The module paths of nnkernel 0.1's flat layout keep working (``import nnkernel.layers``).
 from .io import checkpoint, datasets, run_dir  # noqa: E402
+from .io.onnx_export import export_onnx  # noqa: E402
+from .io.saving import load, save  # noqa: E402
 from .nn import ensemble, layers, sequential  # noqa: E402
 from .nn import gradcheck as _gradcheck_module
 
@@ -69,4 +71,5 @@ __all__ = [
     "ensemble_variance", "evaluate", "fit", "gradcheck", "init", "keep_freed_memory", "kernels",
     "losses",
     "mean_probabilities", "optim", "__version__",
+    "export_onnx", "load", "save",
 ]

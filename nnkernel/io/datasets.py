@@ -20,7 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -85,6 +85,11 @@ class Dataset:
     y_test: np.ndarray
     task: str  # "classification" or "regression"
     n_classes: int | None
+    # What the loader did to the raw features, for files that record it (nk.save):
+    # {"divide_by": d} means X = float32(raw) / d, computed in float32 (a divisor, not a
+    # 1/d factor, because that is the operation applied: 1/255 has no exact float).
+    # Empty where the features are used as read (toy sets, CSV, float NPZ).
+    preprocessing: dict = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
@@ -208,8 +213,8 @@ def _digits() -> Dataset:
         X = npz["X"].astype(np.float32) / 16.0  # pixel counts are 0..16
         y = npz["y"].astype(np.int64)
     X_tr, y_tr, X_te, y_te = _split_n(X, y, 360, seed=0)  # 1437 train / 360 test
-    return _validated(Dataset("digits", X_tr, y_tr, X_te, y_te, "classification", 10),
-                      "nnkernel/io/data/digits.npz")
+    return _validated(Dataset("digits", X_tr, y_tr, X_te, y_te, "classification", 10,
+                              {"divide_by": 16.0}), "nnkernel/io/data/digits.npz")
 
 
 # ----------------------------------------------------------------------------- IDX files
@@ -303,7 +308,7 @@ def _load_idx_dataset(name: str, data_dir, allow_download: bool) -> Dataset:
 
     ds = Dataset(name, pixels(arrays["train_images"]), arrays["train_labels"].astype(np.int64),
                  pixels(arrays["test_images"]), arrays["test_labels"].astype(np.int64),
-                 "classification", 10)
+                 "classification", 10, {"divide_by": 255.0})
     return _validated(ds, str(directory))
 
 
@@ -483,12 +488,16 @@ def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y") -> Dataset:
                            f"{', '.join(split)}; found: {', '.join(arrays) or 'nothing'}")
     features = [_features(a, path) for a in parts[0::2]]
     targets = [_targets(a) for a in parts[1::2]]
+    scaled = {"divide_by": 255.0} if parts[0].dtype == np.uint8 else {}  # as _features does
     if len(parts) == 2:
-        return _from_arrays(path.stem, features[0], targets[0], str(path))
+        ds = _from_arrays(path.stem, features[0], targets[0], str(path))
+        ds.preprocessing = scaled
+        return ds
     task, n_classes = _task_of(targets[0])
     if task == "classification":
         n_classes = int(max(targets[0].max(initial=-1), targets[1].max(initial=-1))) + 1
-    ds = Dataset(path.stem, features[0], targets[0], features[1], targets[1], task, n_classes)
+    ds = Dataset(path.stem, features[0], targets[0], features[1], targets[1], task, n_classes,
+                 scaled)
     return _validated(ds, str(path))
 
 

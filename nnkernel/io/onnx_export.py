@@ -1,0 +1,291 @@
+"""Export a Sequential to ONNX, for onnxruntime, browsers, C++ servers and other runtimes.
+
+    nk.export_onnx(model, "digits.onnx")       # input "x" (N, n_in), output "y" (N, n_out)
+
+The graph is the model in evaluation mode, written node by node with
+``onnx.helper`` from ``model.config()`` and ``model.arrays()``; the parameters
+become initializers under their nnkernel keys ("0.W", "0.b", ...):
+
+    Dense        MatMul(x, W) + b, then its fused activation
+    activations  Sigmoid, Tanh, Relu, LeakyRelu(alpha), Elu(alpha), Softmax(axis=-1);
+                 swish as x * Sigmoid(x); GELU in nnkernel's tanh form, op for op as
+                 nnkernel/nn/activations.py computes it (opset 17 has no Gelu, and
+                 opset 20's erf form is another function). In a float64 model
+                 LeakyReLU and ELU are written out with Max/Min/Exp, because ONNX
+                 float attributes are 32-bit (alpha would be rounded) and
+                 onnxruntime has no float64 Elu
+    Dropout      nothing (the identity at inference)
+    BatchNorm    BatchNormalization(epsilon=eps) with the running statistics
+    LayerNorm    LayerNormalization(axis=-1, epsilon=eps)
+
+An ensemble of E members (config "ensemble": E) takes the shared input (N, n_in)
+and gives (E, N, n_out), as ``model(x)`` does: W is (E, n_in, n_out) and MatMul
+broadcasts it over the members; per-feature vectors are stored as (E, 1, n) so
+that they broadcast over the rows; BatchNorm is written out as
+(x − mean)·(1/√(var + eps))·γ + β and LayerNorm as LayerNormalization without
+its affine part followed by ·γ + β, because both ONNX ops take one (n,) vector
+per feature, not one per member.
+
+Why onnx.helper and not ndonnx. ndonnx (0.23.0, checked with ``pip download``
+and a trial in a scratch environment) is an Array API namespace whose arrays
+record ONNX nodes, so in principle it could trace nnkernel's own forward code:
+tracing ``GELU().forward(ndx, x @ W)`` followed by softmax did give a graph that
+onnxruntime ran. It was not chosen because:
+
+- ``model.forward`` cannot take its arrays: backend/ knows four namespaces and
+  refuses others, and the NumPy path runs in-place kernel twins. Tracing would
+  need an ndonnx backend in the core, the one place that tells libraries apart,
+  for a feature that needs none of training, devices or random numbers;
+- the traced graph is the arithmetic, not the layers: that GELU and softmax came
+  out as 40 nodes with ``If``, ``Size`` and ``IsNaN`` guards, where this module
+  writes 10 nodes plus a Softmax that runtimes have fused kernels for; a reader
+  of the file sees no Dense, BatchNormalization or LayerNormalization;
+- it pins opset 21 and Python >= 3.11 (nnkernel supports 3.10), and adds spox and
+  a 0.x API to the ``onnx`` extra.
+
+The layers are a dozen fixed formulas, so a table of node builders is short, and
+the tests check every entry against ``model(x)`` in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from . import checkpoint
+from ._optional import require
+
+__all__ = ["EXPORTABLE_LAYERS", "export_onnx", "to_onnx"]
+
+_ELEMENTWISE = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
+_WITH_ALPHA = {"leaky_relu": "LeakyRelu", "elu": "Elu"}
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "swish", "gelu",
+               "softmax")
+ACTIVATION_LAYERS = ("Identity", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU", "Swish", "GELU",
+                     "Softmax")
+EXPORTABLE_LAYERS = ("Dense", *ACTIVATION_LAYERS, "Dropout", "BatchNorm", "LayerNorm")
+_GELU_C = float(np.sqrt(2.0 / np.pi))  # the constant of nnkernel.nn.activations.GELU
+_MAX_PROTO = 2**31 - 1  # protobuf's limit on one message
+
+
+def export_onnx(model, path, *, opset: int = 17, batch_dim: str | int = "N",
+                preprocessing: dict | None = None) -> None:
+    """Write ``model`` as an ONNX file (atomically); see the module docstring for the graph.
+
+    ``batch_dim`` names the dynamic batch axis (or fixes it, given an int);
+    ``preprocessing`` (e.g. {"divide_by": 16.0}) is stored in the metadata.
+    """
+    proto = to_onnx(model, opset=opset, batch_dim=batch_dim, preprocessing=preprocessing)
+    size = proto.ByteSize()
+    if size > _MAX_PROTO:
+        raise ConfigError(f"the model is {size / 2**30:.1f} GiB as ONNX, over protobuf's 2 GiB "
+                          "limit for one file; it needs ONNX external data, which nnkernel "
+                          "does not write")
+    checkpoint.atomic_write_bytes(Path(path), proto.SerializeToString())
+
+
+def to_onnx(model, *, opset: int = 17, batch_dim: str | int = "N",
+            preprocessing: dict | None = None):
+    """The ONNX ``ModelProto`` of ``model`` (checked with ``onnx.checker``)."""
+    onnx = require("onnx", "onnx", "ONNX export")
+    from onnx import helper
+
+    from .. import __version__
+
+    newest = onnx.defs.onnx_opset_version()
+    if type(opset) is not int or not 17 <= opset <= newest:
+        raise ConfigError(f"opset must be an integer from 17 (the first with "
+                          f"LayerNormalization) to {newest} (the newest onnx "
+                          f"{onnx.__version__} knows), got {opset!r}")
+    if isinstance(batch_dim, bool) or not (
+            (isinstance(batch_dim, str) and batch_dim) or
+            (isinstance(batch_dim, int) and batch_dim > 0)):
+        raise ConfigError(f"batch_dim must be a non-empty name or a positive size, got "
+                          f"{batch_dim!r}")
+    config = model.config()
+    _check_exportable(config["layers"])
+    graph = _Graph(onnx, np.dtype(config["dtype"]), config.get("ensemble"), model.arrays())
+    y = graph.input_name
+    for i, layer in enumerate(config["layers"]):
+        y = _LAYER_BUILDERS[layer["type"]](graph, i, layer, y)
+    n_in, n_out = _widths(config["layers"])
+    lead = [] if graph.ensemble is None else [graph.ensemble]
+    inputs = [helper.make_tensor_value_info("x", graph.elem_type, [batch_dim, n_in])]
+    outputs = [helper.make_tensor_value_info("y", graph.elem_type, [*lead, batch_dim, n_out])]
+    graph.finish(y, "y")
+    g = helper.make_graph(graph.nodes, "nnkernel", inputs, outputs, graph.initializers)
+    opsets = [helper.make_opsetid("", opset)]
+    proto = helper.make_model(g, opset_imports=opsets, producer_name="nnkernel",
+                              producer_version=__version__,
+                              doc_string="nnkernel Sequential in evaluation mode")
+    # The oldest IR version that carries this opset: older runtimes can still read the file.
+    proto.ir_version = helper.find_min_ir_version_for(opsets)
+    meta = {"nnkernel_version": __version__, "nnkernel_config": json.dumps(config),
+            "preprocessing": json.dumps(preprocessing or {})}
+    helper.set_model_props(proto, meta)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _check_exportable(layers) -> None:
+    for i, layer in enumerate(layers):
+        kind = layer.get("type")
+        if kind not in _LAYER_BUILDERS:
+            raise ConfigError(f"cannot export layer {i} ({kind}) to ONNX; exportable layers: "
+                              f"{', '.join(EXPORTABLE_LAYERS)}")
+        act = layer.get("activation", "identity")
+        if (kind == "Dense" or kind in ACTIVATION_LAYERS) and act not in ACTIVATIONS:
+            raise ConfigError(f"cannot export layer {i} ({kind}): activation {act!r} has no "
+                              f"ONNX form here; exportable: {', '.join(ACTIVATIONS)}")
+
+
+def _widths(layers) -> tuple[int, int]:
+    n_in = next(layer["n_in"] for layer in layers if layer["type"] == "Dense")
+    n_out = n_in
+    for layer in layers:
+        n_out = layer.get("n_out", layer.get("n", n_out))
+    return n_in, n_out
+
+
+class _Graph:
+    """Nodes and initializers being collected; each tensor name is used once."""
+
+    input_name = "x"
+
+    def __init__(self, onnx, dtype: np.dtype, ensemble: int | None, arrays: dict):
+        self.onnx, self.dtype, self.ensemble, self.arrays = onnx, dtype, ensemble, arrays
+        self.elem_type = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+        self.nodes, self.initializers, self._consts = [], [], {}
+
+    def param(self, key: str, per_feature: bool = False, value=None) -> str:
+        """An initializer named ``key``; per-feature vectors of an ensemble as (E, 1, n)."""
+        arr = np.asarray(self.arrays[key] if value is None else value, dtype=self.dtype)
+        if per_feature and self.ensemble is not None:
+            arr = np.expand_dims(arr, axis=-2)
+        self.initializers.append(self.onnx.numpy_helper.from_array(arr, key))
+        return key
+
+    def const(self, value: float) -> str:
+        """A scalar constant in the model's dtype (one initializer per value)."""
+        if value not in self._consts:
+            name = f"const_{len(self._consts)}"
+            self.initializers.append(self.onnx.numpy_helper.from_array(
+                np.asarray(value, dtype=self.dtype), name))
+            self._consts[value] = name
+        return self._consts[value]
+
+    def op(self, op_type: str, inputs: list[str], name: str, **attrs) -> str:
+        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [name], name=name,
+                                                     **attrs))
+        return name
+
+    def finish(self, y: str, output: str) -> None:
+        """Make ``y`` the graph output: rename the node that produced it."""
+        node = next((n for n in self.nodes if n.output[0] == y), None)
+        if node is None:  # y is the input itself
+            self.op("Identity", [y], output)
+            return
+        for n in self.nodes:  # every node reading y now reads the output name
+            n.input[:] = [output if v == y else v for v in n.input]
+        node.output[0] = output
+
+
+def _activation(g: _Graph, layer: dict, z: str, p: str) -> str:
+    """a = g(z) for the activation named in a layer's config; ``p`` prefixes node names."""
+    act = layer.get("activation", "identity")
+    if act == "identity":
+        return z
+    if act in _ELEMENTWISE:
+        return g.op(_ELEMENTWISE[act], [z], f"{p}{act}")
+    if act in _WITH_ALPHA:
+        alpha = float(layer["alpha"])
+        if g.dtype == np.float32:
+            return g.op(_WITH_ALPHA[act], [z], f"{p}{act}", alpha=alpha)
+        return _alpha_formula(g, act, alpha, z, p)
+    if act == "swish":  # z σ(z)
+        return g.op("Mul", [z, g.op("Sigmoid", [z], f"{p}swish.sigmoid")], f"{p}swish")
+    if act == "gelu":
+        # ½z(1 + tanh(c(z + 0.044715 z³))), in the order activations.GELU.forward computes it
+        # (0.044715·z·z·z left to right), so float32 rounding matches up to tanh's own.
+        t = g.op("Mul", [g.const(0.044715), z], f"{p}gelu.k_z")
+        t = g.op("Mul", [t, z], f"{p}gelu.k_z2")
+        t = g.op("Mul", [t, z], f"{p}gelu.k_z3")
+        t = g.op("Add", [z, t], f"{p}gelu.inner")
+        t = g.op("Mul", [g.const(_GELU_C), t], f"{p}gelu.scaled")
+        t = g.op("Tanh", [t], f"{p}gelu.tanh")
+        t = g.op("Add", [g.const(1.0), t], f"{p}gelu.one_plus")
+        half = g.op("Mul", [g.const(0.5), z], f"{p}gelu.half_z")
+        return g.op("Mul", [half, t], f"{p}gelu")
+    if act == "softmax":
+        return g.op("Softmax", [z], f"{p}softmax", axis=-1)
+    raise ConfigError(f"activation {act!r} has no ONNX form here")  # _check_exportable stops it
+
+
+def _alpha_formula(g: _Graph, act: str, alpha: float, z: str, p: str) -> str:
+    """LeakyReLU and ELU of a float64 model, as activations.py writes them.
+
+    ONNX float attributes are 32-bit, so LeakyRelu(alpha=0.2) would compute with
+    0.2000000030 (an error of 1e-8 relative in float64); a float64 constant keeps
+    alpha exact. onnxruntime also has no float64 Elu kernel.
+    """
+    a = g.const(alpha)
+    if act == "leaky_relu":  # max(z, αz), or min(z, αz) for α > 1
+        az = g.op("Mul", [a, z], f"{p}leaky_relu.alpha_z")
+        return g.op("Max" if alpha <= 1.0 else "Min", [z, az], f"{p}leaky_relu")
+    # max(z, 0) + α(e^min(z, 0) − 1); ONNX has no expm1, and in float64 the
+    # difference from it is below 1e-16 absolute
+    zero = g.const(0.0)
+    pos = g.op("Max", [z, zero], f"{p}elu.pos")
+    neg = g.op("Exp", [g.op("Min", [z, zero], f"{p}elu.neg_z")], f"{p}elu.exp")
+    neg = g.op("Sub", [neg, g.const(1.0)], f"{p}elu.expm1")
+    return g.op("Add", [pos, g.op("Mul", [a, neg], f"{p}elu.alpha_expm1")], f"{p}elu")
+
+
+def _dense(g: _Graph, i: int, layer: dict, x: str) -> str:
+    z = g.op("MatMul", [x, g.param(f"{i}.W")], f"{i}.matmul")
+    z = g.op("Add", [z, g.param(f"{i}.b", per_feature=True)], f"{i}.add_b")
+    return _activation(g, layer, z, f"{i}.")
+
+
+def _activation_layer(g: _Graph, i: int, layer: dict, x: str) -> str:
+    return _activation(g, layer, x, f"{i}.")
+
+
+def _dropout(g: _Graph, i: int, layer: dict, x: str) -> str:
+    return x  # inverted dropout: nothing to undo at inference
+
+
+def _batchnorm(g: _Graph, i: int, layer: dict, x: str) -> str:
+    eps = float(layer["eps"])
+    keys = [f"{i}.{name}" for name in ("gamma", "beta", "running_mean", "running_var")]
+    if g.ensemble is None:
+        return g.op("BatchNormalization", [x, *(g.param(k) for k in keys)], f"{i}.batchnorm",
+                    epsilon=eps)
+    gamma, beta, mean = (g.param(k, per_feature=True) for k in keys[:3])
+    # 1/√(var + eps) computed once here, in the model's dtype, as BatchNorm.forward does.
+    var = np.asarray(g.arrays[keys[3]], dtype=g.dtype)
+    inv_std = g.param(f"{i}.inv_std", per_feature=True, value=1.0 / np.sqrt(var + eps))
+    t = g.op("Sub", [x, mean], f"{i}.centred")
+    t = g.op("Mul", [t, inv_std], f"{i}.xhat")
+    t = g.op("Mul", [gamma, t], f"{i}.scaled")
+    return g.op("Add", [t, beta], f"{i}.batchnorm")
+
+
+def _layernorm(g: _Graph, i: int, layer: dict, x: str) -> str:
+    eps = float(layer["eps"])
+    gamma, beta = f"{i}.gamma", f"{i}.beta"
+    if g.ensemble is None:
+        return g.op("LayerNormalization", [x, g.param(gamma), g.param(beta)], f"{i}.layernorm",
+                    axis=-1, epsilon=eps)
+    ones = g.param(f"{i}.ones", value=np.ones(int(layer["n"])))
+    t = g.op("LayerNormalization", [x, ones], f"{i}.xhat", axis=-1, epsilon=eps)
+    t = g.op("Mul", [g.param(gamma, per_feature=True), t], f"{i}.scaled")
+    return g.op("Add", [t, g.param(beta, per_feature=True)], f"{i}.layernorm")
+
+
+_LAYER_BUILDERS = {"Dense": _dense, "Dropout": _dropout, "BatchNorm": _batchnorm,
+                   "LayerNorm": _layernorm,
+                   **{name: _activation_layer for name in ACTIVATION_LAYERS}}

@@ -1,0 +1,406 @@
+"""nk.save / nk.load: .npz and .safetensors files, their documented layout, hostile files,
+the preprocessing record, and ``nnkernel export`` for both formats.
+
+The safetensors cases need the ``safetensors`` package (in the test extra) and skip,
+one by one, only where it is not installed; the .npz cases need NumPy alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import struct
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import torch_or_skip
+
+import nnkernel as nk
+from nnkernel.errors import CheckpointError, ConfigError
+from nnkernel.io import datasets, saving
+from nnkernel.io._optional import MissingDependencyError
+
+FORMATS = ["npz", "safetensors"]
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "format.md"
+
+
+@pytest.fixture(params=FORMATS)
+def fmt(request) -> str:
+    if request.param == "safetensors":
+        pytest.importorskip("safetensors.numpy", reason="safetensors not installed")
+    return request.param
+
+
+def make_model(dtype="float32", ensemble=None, seed=3):
+    """Every layer kind with arrays (Dense, BatchNorm state, LayerNorm), trained one step so
+    that BatchNorm's running statistics are not their initial zeros and ones."""
+    model = nk.Sequential(nk.Dense(6, 8, activation="tanh"), nk.BatchNorm(8), nk.ReLU(),
+                          nk.Dropout(0.2), nk.Dense(8, 5), nk.LayerNorm(5), nk.ELU(0.5),
+                          nk.Dense(5, 3), seed=seed, dtype=dtype, ensemble=ensemble)
+    x = np.random.default_rng(seed).normal(size=(9, 6)).astype(dtype)
+    model.forward(x, train=True)
+    return model
+
+
+def inputs(dtype="float32", n=7):
+    return np.random.default_rng(1).normal(size=(n, 6)).astype(dtype)
+
+
+# --------------------------------------------------------------------------- round trips
+
+@pytest.mark.parametrize("ensemble", [None, 3], ids=["single", "ensemble"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_round_trip_gives_identical_outputs(tmp_path, fmt, dtype, ensemble):
+    model = make_model(dtype, ensemble)
+    path = tmp_path / f"model.{fmt}"
+    nk.save(model, path)
+    loaded = nk.load(path)
+    assert loaded.config() == model.config()
+    assert loaded.dtype == model.dtype
+    assert loaded.arrays().keys() == model.arrays().keys()
+    for key, value in model.arrays().items():
+        assert loaded.arrays()[key].dtype == value.dtype
+        np.testing.assert_array_equal(loaded.arrays()[key], value, err_msg=key)
+    assert not np.all(model.arrays()["1.running_mean"] == 0)  # the BatchNorm state is real
+    x = inputs(dtype)
+    np.testing.assert_array_equal(loaded(x), model(x))
+
+
+def test_load_onto_another_backend_and_dtype(tmp_path, fmt):
+    pytest.importorskip("array_api_strict")
+    model = make_model()
+    path = tmp_path / f"model.{fmt}"
+    nk.save(model, path)
+    strict = nk.load(path, backend="array_api_strict")
+    assert strict.backend.name == "array_api_strict"
+    wide = nk.load(path, dtype="float64")
+    assert nk.backend.dtype_name(wide.dtype) == "float64"
+    np.testing.assert_allclose(wide(inputs("float64")), model(inputs()), atol=1e-5)
+
+
+def test_metadata_records_versions_dtype_and_preprocessing(tmp_path, fmt):
+    path = tmp_path / f"model.{fmt}"
+    nk.save(make_model("float64"), path, preprocessing={"divide_by": 16.0})
+    meta = saving.read_metadata(path)
+    assert meta["format"] == "nnkernel-model"
+    assert meta["format_version"] == saving.FORMAT_VERSION == 1
+    assert meta["nnkernel_version"] == nk.__version__
+    assert meta["dtype"] == "float64"
+    assert meta["preprocessing"] == {"divide_by": 16.0}
+    assert meta["config"]["layers"][0] == {"type": "Dense", "n_in": 6, "n_out": 8,
+                                           "activation": "tanh", "init": None}
+
+
+def test_npz_is_read_by_numpy_with_the_documented_names(tmp_path):
+    model = make_model()
+    nk.save(model, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as npz:
+        assert set(npz.files) == set(model.arrays()) | {"nnkernel.json"}
+        assert npz["0.W"].shape == (6, 8) and npz["0.W"].dtype == np.float32
+        assert npz["1.running_var"].shape == (8,)
+        assert json.loads(npz["nnkernel.json"])["format_version"] == 1  # bytes of the member
+    with zipfile.ZipFile(tmp_path / "m.npz") as zf:
+        assert json.loads(zf.read("nnkernel.json"))["dtype"] == "float32"
+
+
+def test_safetensors_is_read_by_safetensors_with_the_documented_names(tmp_path):
+    st = pytest.importorskip("safetensors.numpy", reason="safetensors not installed")
+    from safetensors import safe_open
+
+    model = make_model(ensemble=2)
+    path = tmp_path / "m.safetensors"
+    nk.save(model, path, preprocessing={"divide_by": 255.0})
+    tensors = st.load_file(str(path))
+    assert set(tensors) == set(model.arrays())
+    assert tensors["0.W"].shape == (2, 6, 8)  # (members, n_in, n_out)
+    assert tensors["1.running_mean"].shape == (2, 8)
+    np.testing.assert_array_equal(tensors["4.W"], model.arrays()["4.W"])
+    with safe_open(str(path), framework="np") as f:
+        record = json.loads(f.metadata()["nnkernel"])
+    assert record["config"]["ensemble"] == 2
+    assert record["preprocessing"] == {"divide_by": 255.0}
+
+
+def docs_snippets() -> dict[str, str]:
+    text = DOCS.read_text(encoding="utf-8")
+    return dict(re.findall(r"<!-- tested: ([\w-]+) -->\s*```python\n(.*?)```", text, re.S))
+
+
+def test_docs_snippets_run_as_written(tmp_path, monkeypatch):
+    """The snippets of docs/format.md marked `tested`, in a directory holding their files:
+    torch's Linear gets the first Dense layer; numpy and safetensors read the record."""
+    torch = torch_or_skip()
+    pytest.importorskip("safetensors.numpy", reason="safetensors not installed")
+    snippets = docs_snippets()
+    assert set(snippets) == {"torch-linear", "npz", "safetensors"}
+    model = nk.Sequential(nk.Dense(64, 256), nk.ReLU(), nk.Dense(256, 10), seed=0)
+    monkeypatch.chdir(tmp_path)
+    for suffix in ("safetensors", "npz"):
+        nk.save(model, f"digits.{suffix}", preprocessing={"divide_by": 16.0})
+    W, b = model.arrays()["0.W"], model.arrays()["0.b"]
+    for name, code in snippets.items():
+        scope: dict = {}
+        exec(code, scope)  # noqa: S102 - our own documentation
+        if name == "torch-linear":
+            x = np.random.default_rng(0).random((4, 64), dtype=np.float32)
+            with torch.no_grad():
+                got = scope["linear"](torch.from_numpy(x)).numpy()
+            np.testing.assert_allclose(got, x @ W + b, rtol=1e-5, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(scope["W0"], W)
+            assert scope["record"]["preprocessing"] == {"divide_by": 16.0}
+
+
+# --------------------------------------------------------------------- hostile files
+
+def write_npz(path, record, arrays, extra_members=()):
+    """An .npz like save's, from a record (dict or raw text) and arrays, for damage tests."""
+    with zipfile.ZipFile(path, "w") as zf:
+        if record is not None:
+            zf.writestr("nnkernel.json", record if isinstance(record, str) else
+                        json.dumps(record))
+        for key, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(arr), allow_pickle=True)
+            zf.writestr(key + ".npy", buf.getvalue())
+        for name, data in extra_members:
+            zf.writestr(name, data)
+
+
+def write_safetensors(path, record, arrays):
+    import safetensors.numpy as st
+
+    meta = None if record is None else {
+        "nnkernel": record if isinstance(record, str) else json.dumps(record)}
+    Path(path).write_bytes(st.save(arrays, metadata=meta))
+
+
+def good(dtype="float32"):
+    model = make_model(dtype)
+    record = json.loads(saving._record(model, {}, "x"))
+    return record, model.arrays()
+
+
+def _bumped(version):
+    record, arrays = good()
+    record["format_version"] = version
+    return record, arrays
+
+
+def _edited(**changes):
+    record, arrays = good()
+    for key, value in changes.items():
+        if value is None:
+            del arrays[key]
+        else:
+            arrays[key] = value
+    return record, arrays
+
+
+def _unknown_layer():
+    record, arrays = good()
+    record["config"]["layers"][2] = {"type": "Conv9D"}
+    return record, arrays
+
+
+CASES = {  # name: (record, arrays), what the one-line error must say
+    "wrong shape": (lambda: _edited(**{"0.W": np.zeros((8, 6), np.float32)}),
+                    "'0.W' has shape (8, 6), the architecture needs (6, 8)"),
+    "missing array": (lambda: _edited(**{"1.running_var": None}), "lacks arrays 1.running_var"),
+    "extra array": (lambda: _edited(**{"9.W": np.zeros(2, np.float32)}), "unexpected"),
+    "int dtype": (lambda: _edited(**{"4.b": np.zeros(5, np.int64)}),
+                  "'4.b' has dtype int64, expected floating point"),
+    "future version": (lambda: _bumped(2), "format version 2, newer than this nnkernel"),
+    "string version": (lambda: _bumped("1"), "unknown format version '1'"),
+    "version zero": (lambda: _bumped(0), "unknown format version 0"),
+    "no record": (lambda: (None, good()[1]), "not written by nnkernel.save"),
+    "unknown layer": (_unknown_layer, "invalid model: unknown layer type 'Conv9D'"),
+    "record not JSON": (lambda: ('{"format": "nnkernel-model", ', good()[1]), "not valid JSON"),
+    "record not an object": (lambda: ("[1, 2]", good()[1]), "must be a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_damaged_files_are_one_line_checkpoint_errors(tmp_path, fmt, case):
+    build, needle = CASES[case]
+    record, arrays = build()
+    path = tmp_path / f"bad.{fmt}"
+    (write_npz if fmt == "npz" else write_safetensors)(path, record, arrays)
+    with pytest.raises(CheckpointError, match=re.escape(needle)) as info:
+        nk.load(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.99, 10, 3])
+def test_truncated_files_are_checkpoint_errors(tmp_path, fmt, cut):
+    path = tmp_path / f"m.{fmt}"
+    nk.save(make_model(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * cut)] if cut < 1 else data[:cut])
+    with pytest.raises(CheckpointError) as info:
+        nk.load(path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_pickled_object_member_is_refused_without_unpickling(tmp_path):
+    record, arrays = good()
+    arrays["0.W"] = np.array([_Boom()] * 48, dtype=object).reshape(6, 8)
+    write_npz(tmp_path / "evil.npz", record, arrays)
+    with pytest.raises(CheckpointError, match="'0.W' has dtype object, expected floating"):
+        nk.load(tmp_path / "evil.npz")
+
+
+def test_a_header_claiming_a_huge_shape_is_refused_before_allocating(tmp_path):
+    record, arrays = good()
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False,
+                                               "shape": (10**6, 10**6)})
+    write_npz(tmp_path / "huge.npz", record, {k: v for k, v in arrays.items() if k != "0.W"},
+              extra_members=[("0.W.npy", buf.getvalue() + b"\0" * 64)])
+    with pytest.raises(CheckpointError, match="has shape \\(1000000, 1000000\\)"):
+        nk.load(tmp_path / "huge.npz")
+
+
+def test_a_member_shorter_than_its_header_is_truncation(tmp_path):
+    record, arrays = good()
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
+                                               "shape": (6, 8)})
+    write_npz(tmp_path / "short.npz", record, {k: v for k, v in arrays.items() if k != "0.W"},
+              extra_members=[("0.W.npy", buf.getvalue() + b"\0" * 10)])
+    with pytest.raises(CheckpointError, match="'0.W' has 10 of its 192 bytes"):
+        nk.load(tmp_path / "short.npz")
+
+
+def test_fortran_order_and_big_endian_members_load(tmp_path):
+    record, arrays = good("float64")
+    arrays = {k: np.asfortranarray(v).astype(">f8") for k, v in arrays.items()}
+    write_npz(tmp_path / "f.npz", record, arrays)
+    model = nk.load(tmp_path / "f.npz")
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(model.arrays()[key], value)
+
+
+class _Boom:
+    def __reduce__(self):  # unpickling this would run code
+        return (pytest.fail, ("the loader unpickled a member",))
+
+
+def test_an_oversized_member_is_refused_before_it_is_read(tmp_path):
+    record, arrays = good()
+    arrays["0.W"] = np.zeros((600, 80), np.float64)  # 384 kB where (6, 8) needs < 1 kB
+    write_npz(tmp_path / "big.npz", record, arrays)
+    with pytest.raises(CheckpointError, match="more than an array of shape \\(6, 8\\)"):
+        nk.load(tmp_path / "big.npz")
+
+
+def test_stray_members_and_other_files_are_refused(tmp_path):
+    record, arrays = good()
+    write_npz(tmp_path / "stray.npz", record, arrays, extra_members=[("notes.txt", b"hi")])
+    with pytest.raises(CheckpointError, match="unexpected member 'notes.txt'"):
+        nk.load(tmp_path / "stray.npz")
+    (tmp_path / "junk.bin").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="neither an .npz"):
+        nk.load(tmp_path / "junk.bin")
+    with pytest.raises(CheckpointError, match="model file not found"):
+        nk.load(tmp_path / "nothing.npz")
+    with pytest.raises(CheckpointError, match="is a directory"):
+        nk.load(tmp_path)
+
+
+def test_a_safetensors_header_longer_than_the_file_is_truncation(tmp_path):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", 10_000) + b'{"__metadata__": {}}')
+    with pytest.raises(CheckpointError, match="truncated"):
+        nk.load(path)
+
+
+def test_save_refuses_unknown_suffixes_and_unserializable_records(tmp_path):
+    model = make_model()
+    with pytest.raises(ConfigError, match="unknown file type '.pt'"):
+        nk.save(model, tmp_path / "m.pt")
+    with pytest.raises(ConfigError, match="not JSON-ready"):
+        nk.save(model, tmp_path / "m.npz", preprocessing={"divide_by": object()})
+    with pytest.raises(ConfigError, match="must be a dict"):
+        nk.save(model, tmp_path / "m.npz", preprocessing=[16.0])
+    with pytest.raises(CheckpointError, match="cannot write"):
+        nk.save(model, tmp_path / "no" / "such" / "dir" / "m.npz")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_missing_optional_packages_name_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(MissingDependencyError, match=re.escape('pip install "nnkernel[safe')):
+        nk.save(make_model(), tmp_path / "m.safetensors")
+    with pytest.raises(MissingDependencyError, match=re.escape('pip install "nnkernel[onnx]"')):
+        nk.export_onnx(make_model(), tmp_path / "m.onnx")
+    assert issubclass(MissingDependencyError, ImportError)
+
+
+def test_importing_nnkernel_imports_no_optional_package():
+    code = ("import sys, nnkernel; print(sorted(m for m in ('onnx', 'onnxruntime', "
+            "'safetensors') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------- nnkernel export
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "run"
+    from nnkernel import cli
+
+    status = cli.main(["train", "--epochs", "1", "--hidden", "16", "--batchnorm",
+                          "--out", str(out), "--quiet"])
+    assert status == 0
+    return out
+
+
+def export_args(run, **files):
+    return argparse.Namespace(run=str(run), onnx=files.get("onnx"), npz=files.get("npz"),
+                              safetensors=files.get("safetensors"), opset=17, quiet=False)
+
+
+def test_export_command_writes_both_formats(trained_run, tmp_path, capsys):
+    pytest.importorskip("safetensors.numpy", reason="safetensors not installed")
+    from nnkernel.cli import export
+
+    npz, st = tmp_path / "m.npz", tmp_path / "m.safetensors"
+    assert export.run(export_args(trained_run, npz=str(npz), safetensors=str(st))) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"wrote {st} (safetensors)", f"wrote {npz} (npz)"]
+    reference = nk.io.run_dir.load(trained_run).build_model()
+    x = datasets.load("digits").X_test[:16]
+    for path in (npz, st):
+        np.testing.assert_array_equal(nk.load(path)(x), reference(x))
+
+
+def test_export_command_needs_a_file_and_matching_suffixes(trained_run, tmp_path):
+    from nnkernel.cli import export
+
+    with pytest.raises(ConfigError, match="at least one of --onnx"):
+        export.run(export_args(trained_run))
+    with pytest.raises(ConfigError, match="must end in .safetensors"):
+        export.run(export_args(trained_run, safetensors=str(tmp_path / "m.npz")))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        export.run(export_args(tmp_path / "no-run", npz=str(tmp_path / "m.npz")))
+
+
+def test_export_parser_accepts_the_documented_flags():
+    from nnkernel.cli import export
+
+    parser = argparse.ArgumentParser()
+    export.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["export", "runs/a", "--onnx", "a.onnx", "--npz", "a.npz"])
+    assert (args.command, args.run, args.onnx, args.npz, args.safetensors, args.opset) == (
+        "export", "runs/a", "a.onnx", "a.npz", None, 17)
