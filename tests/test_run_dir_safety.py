@@ -294,6 +294,7 @@ HOSTILE = [
     (("hyperparameters", "dropout"), 1.5, "hyperparameters.dropout must be a finite number"),
     (("hyperparameters", "optimizer"), "adamax", "hyperparameters.optimizer must be one of"),
     (("hyperparameters", "hidden"), [16, 0], "hyperparameters.hidden"),
+    (("hyperparameters", "lr"), [0.1, 0.2], r"lr lists 2 values for one model \(no ensemble\)"),
     (("hyperparameters", "batchnorm"), "yes", "hyperparameters.batchnorm must be true or false"),
     (("model", "layers", 0, "n_in"), 64.9, r"model.layers\[0\].n_in must be a positive integer"),
     (("model", "layers", 0, "n_in"), True, r"model.layers\[0\].n_in must be a positive integer"),

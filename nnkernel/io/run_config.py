@@ -251,10 +251,12 @@ def validate_run_config(config, max_bytes: int | None = None) -> list[str]:
     if "hyperparameters" in config:
         hyper = config["hyperparameters"]
         _section(problems, "hyperparameters", hyper, _hyper_fields(names))
-        if isinstance(hyper, dict) and isinstance(hyper.get("lr"), list) \
-                and _is_int(hyper.get("ensemble")) and len(hyper["lr"]) != hyper["ensemble"]:
-            problems.append(f"hyperparameters.lr lists {len(hyper['lr'])} values for an "
-                            f"ensemble of {hyper['ensemble']}")
+        lr = hyper.get("lr") if isinstance(hyper, dict) else None
+        ensemble = hyper.get("ensemble") if isinstance(hyper, dict) else None
+        if isinstance(lr, list) and (ensemble is None or _is_int(ensemble)) \
+                and len(lr) != (ensemble or 1):
+            members = f"an ensemble of {ensemble}" if ensemble else "one model (no ensemble)"
+            problems.append(f"hyperparameters.lr lists {len(lr)} values for {members}")
     if "dataset" in config:
         _section(problems, "dataset", config["dataset"], DATASET_FIELDS)
         _section(problems, "dataset", config["dataset"], DATASET_OPTIONAL, required=False)
