@@ -17,6 +17,7 @@ masks from (seed, epoch, step), the position and the seed fix the random state.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +28,12 @@ from ..errors import CheckpointError, ConfigError, NnkernelError
 from ..nn.sequential import Sequential
 from ..train import Callback, History
 from . import checkpoint
+from .run_config import validate_run_config
+from .validate import assert_finite, expected_run_arrays, non_finite_key, validate_optimizer_state
 
 MODEL, CONFIG, METRICS, CURVES = "model.npz", "config.json", "metrics.json", "curves.png"
 RUN_FILES = (MODEL, CONFIG, METRICS, CURVES)
+MAX_PROBLEMS_SHOWN = 5  # of config.json, in the one-line error
 
 
 def save(directory, model, optimizer, settings: dict, history: History, epoch: int,
@@ -37,11 +41,15 @@ def save(directory, model, optimizer, settings: dict, history: History, epoch: i
     """Write model.npz, config.json and metrics.json for the position (epoch, step).
 
     (epoch, step) is where training continues: epoch index and step within it,
-    both from 0; a finished epoch e is saved as (e + 1, 0).
+    both from 0; a finished epoch e is saved as (e + 1, 0). Weights, layer state
+    or optimizer state holding a NaN or an Inf are never saved: NonFiniteError
+    names the key and the position, and the files already there (the last good
+    checkpoint) are left as they were.
     """
     directory = Path(directory)
     arrays = {f"model/{k}": v for k, v in model.arrays().items()}
     arrays.update({f"optimizer/{k}": v for k, v in optimizer.state_arrays().items()})
+    assert_finite(arrays, f"refusing to save {directory / MODEL} at {_position(epoch, step)}")
     arrays["progress/epoch"] = np.asarray(epoch, dtype=np.int64)
     arrays["progress/step"] = np.asarray(step, dtype=np.int64)
     arrays["progress/t"] = np.asarray(optimizer.t, dtype=np.int64)
@@ -50,6 +58,13 @@ def save(directory, model, optimizer, settings: dict, history: History, epoch: i
               "epoch": epoch, "step": step, "nnkernel_version": __version__}
     checkpoint.atomic_write_json(directory / CONFIG, config)
     checkpoint.atomic_write_json(directory / METRICS, history.to_dict())
+
+
+def _position(epoch: int, step: int) -> str:
+    """(epoch, step) as a person counts: "epoch 3, step 7", or "the end of epoch 2"."""
+    if step:
+        return f"epoch {epoch + 1}, step {step}"
+    return f"the end of epoch {epoch}" if epoch else "the start of training"
 
 
 class SaveEachEpoch(Callback):
@@ -99,6 +114,11 @@ class SavedRun:
             if value.dtype.kind != "f":
                 raise CheckpointError(f"{self.directory / MODEL}: array {key!r} has dtype "
                                       f"{value.dtype}, expected floating point")
+        bad = non_finite_key(self.model_arrays)
+        if bad is not None:
+            raise CheckpointError(f"the weights in {self.directory / MODEL} are not finite "
+                                  f"(key {bad}); this run diverged, so there is nothing to "
+                                  "evaluate or resume")
         try:
             model.load_arrays(self.model_arrays)
         except (ValueError, TypeError) as e:
@@ -107,26 +127,55 @@ class SavedRun:
         return model
 
     def restore_optimizer(self, optimizer, model) -> None:
-        """Put the saved optimizer state and step count into ``optimizer``."""
-        try:  # the optimizer checks the whole state before taking any of it
+        """Put the saved optimizer state and step count into ``optimizer``.
+
+        The state is checked first (`validate.validate_optimizer_state`): every
+        parameter has exactly the arrays ``optimizer`` keeps, of the parameter's
+        shape, finite, and steps equal to the saved position; otherwise a
+        CheckpointError names the key, and ``optimizer`` is left untouched.
+        """
+        where = self.directory / MODEL
+        shapes = {k: tuple(v.shape) for k, v in model.params.items()}
+        validate_optimizer_state(self.optimizer_arrays, shapes, type(optimizer).__name__,
+                                 optimizer.config(), t=self.optimizer_t,
+                                 source=f"{where}: optimizer state", prefix="optimizer/")
+        bad = non_finite_key(self.optimizer_arrays)
+        if bad is not None:
+            raise CheckpointError(f"{where}: optimizer state optimizer/{bad} is not finite; "
+                                  "this run diverged")
+        try:
             optimizer.load_state_arrays(self.optimizer_arrays, model.params)
         except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{self.directory / MODEL}: the optimizer state does not fit "
-                                  f"the model: {e}") from e
+            raise CheckpointError(f"{where}: optimizer state does not fit the model: {e}") from e
         optimizer.t = self.optimizer_t
 
 
-def load(directory) -> SavedRun:
-    """Read a run directory written by `save`; any damage is a one-line CheckpointError."""
+def load(directory, max_bytes: int | None = None) -> SavedRun:
+    """Read a run directory written by `save`; any damage is a one-line CheckpointError.
+
+    config.json is validated (`run_config.validate_run_config`) before model.npz is
+    opened, and model.npz is read against the layout config.json implies
+    (`validate.expected_run_arrays`), so a hostile model.npz is refused before
+    it is inflated. ``max_bytes`` bounds model.npz (see `checkpoint.load_arrays`).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"run directory {directory} does not exist")
-    if not (directory / CONFIG).is_file():
+    if not os.path.lexists(directory / CONFIG):
         raise CheckpointError(f"{directory} holds no training run: {CONFIG} is missing")
     config = checkpoint.read_json(directory / CONFIG)
-    if not isinstance(config.get("model"), dict) or "layers" not in config["model"]:
-        raise CheckpointError(f"{directory / CONFIG} has no model architecture ('model.layers')")
-    arrays = checkpoint.load_arrays(directory / MODEL)
+    problems = validate_run_config(config, max_bytes=max_bytes)
+    if problems:
+        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
+        more = len(problems) - MAX_PROBLEMS_SHOWN
+        raise CheckpointError(f"{directory / CONFIG} is not a valid run configuration: {shown}"
+                              + (f" (and {more} more)" if more > 0 else ""))
+    try:
+        arrays = checkpoint.load_arrays(directory / MODEL, max_bytes=max_bytes,
+                                        expected=expected_run_arrays(config))
+    except checkpoint.LayoutMismatch as e:
+        raise CheckpointError(f"{directory / MODEL} does not match the architecture and "
+                              f"optimizer in {directory / CONFIG}: {e.detail}") from e
     model_arrays, optimizer_arrays, progress = {}, {}, {}
     for key, value in arrays.items():
         kind, _, name = key.partition("/")
@@ -143,7 +192,7 @@ def load(directory) -> SavedRun:
             raise CheckpointError(f"{directory / MODEL}: missing or invalid progress/{name}")
         position.append(int(value))
     history = History()
-    if (directory / METRICS).is_file():
+    if os.path.lexists(directory / METRICS):
         history = history_from_dict(checkpoint.read_json(directory / METRICS), directory)
     return SavedRun(directory, config, model_arrays, optimizer_arrays, *position, history)
 

@@ -38,6 +38,13 @@ class Layer:
         """The per-sample output shape for a per-sample input shape (None entries: unknown)."""
         return shape
 
+    def param_shapes(self) -> dict[str, tuple]:
+        """Each parameter's shape (of one member), known without allocating anything."""
+        return {}
+
+    def state_shapes(self) -> dict[str, tuple]:
+        return {}
+
     def init_params(self, rng, ensemble=None, next_layer=None) -> dict[str, np.ndarray]:
         """Initial parameters as float64 host arrays (with a leading E axis for an ensemble)."""
         return {}
@@ -115,6 +122,9 @@ class Dense(Layer):
             raise ShapeError(f"Dense({self.n_in}, {self.n_out}) expects {self.n_in} input "
                              f"features, but the layer before it gives {shape[-1]}")
         return (*shape[:-1], self.n_out) if shape else (self.n_out,)
+
+    def param_shapes(self):
+        return {"W": (self.n_in, self.n_out), "b": (self.n_out,)}
 
     def init_params(self, rng, ensemble=None, next_layer=None):
         act = self.activation.name
@@ -245,6 +255,9 @@ class _Normalization(Layer):
                              f"from the layer before it")
         return shape or (self.n,)
 
+    def param_shapes(self):
+        return {"gamma": (self.n,), "beta": (self.n,)}
+
     def init_params(self, rng, ensemble=None, next_layer=None):
         shape = stacked((self.n,), ensemble)
         return {"gamma": np.ones(shape), "beta": np.zeros(shape)}
@@ -280,6 +293,9 @@ class BatchNorm(_Normalization):
                 0.0 <= momentum <= 1.0):
             raise ConfigError(f"BatchNorm momentum must be in [0, 1], got {momentum!r}")
         self.momentum = float(momentum)
+
+    def state_shapes(self):
+        return {"running_mean": (self.n,), "running_var": (self.n,)}
 
     def init_state(self, ensemble=None):
         shape = stacked((self.n,), ensemble)

@@ -388,6 +388,8 @@ class Adam(Optimizer):
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  flush_subnormals=False, **kw):
         super().__init__(lr, weight_decay=weight_decay, **kw)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ConfigError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         self.betas = (in_range("betas[0]", betas[0], 0.0, 1.0, hi_open=True),
                       in_range("betas[1]", betas[1], 0.0, 1.0, hi_open=True))
         self.eps = in_range("eps", eps, 0.0, math.inf, lo_open=True, hi_open=True)
