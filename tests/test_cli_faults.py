@@ -1,9 +1,7 @@
 """The command line under faults, end to end: what issue 16's file-level fixes promise.
 
 The library functions live in nnkernel.io (out_dir, fingerprint) and are tested on
-their own; the tests marked ``needs_wiring`` check that `nnkernel train` calls them.
-They are strict xfails: each XPASSes (and so fails) once its call is wired in,
-which is the cue to remove its marker.
+their own; these tests check that `nnkernel train` calls them.
 """
 
 from __future__ import annotations
@@ -21,10 +19,6 @@ from nnkernel.cli import main
 
 SMALL = ["--hidden", "16", "--batch-size", "64", "--lr", "1e-2", "--quiet"]
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file semantics")
-
-
-def needs_wiring(call: str):
-    return pytest.mark.xfail(strict=True, reason=f"nnkernel train does not call {call} yet")
 
 
 def one_line_error(err: str) -> str:
@@ -66,7 +60,7 @@ def test_resume_without_an_optimizer_array_is_refused(tmp_path, capsys):
 # ------------------------------------------------------------------ needing the CLI's calls
 
 @posix_only
-@needs_wiring("out_dir.RunLock")
+
 def test_two_trains_into_one_out_one_is_refused(tmp_path):
     # The defect: both exited 0, and the directory held a mix of their files.
     out = tmp_path / "run"
@@ -82,7 +76,6 @@ def test_two_trains_into_one_out_one_is_refused(tmp_path):
     assert config["seed"] == winner and config["epoch"] == 150
 
 
-@needs_wiring("out_dir.clean_stale_temporaries")
 def test_train_removes_temporaries_a_kill_9_left(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *SMALL, "--epochs", "1", "--out", str(out)]) == 0
@@ -93,7 +86,7 @@ def test_train_removes_temporaries_a_kill_9_left(tmp_path, capsys):
 
 
 @posix_only
-@needs_wiring("out_dir.check_writable")
+
 def test_dangling_out_symlink_is_named(tmp_path, capsys):
     link = tmp_path / "run"
     link.symlink_to(tmp_path / "missing")
@@ -103,7 +96,7 @@ def test_dangling_out_symlink_is_named(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl")
-@needs_wiring("out_dir.check_writable")
+
 def test_read_only_out_fails_before_training(tmp_path):
     import ctypes
 
@@ -125,7 +118,6 @@ def test_read_only_out_fails_before_training(tmp_path):
     assert code == 1 and "not writable" in line and "--out" in line
 
 
-@needs_wiring("fingerprint.data_fingerprint / check_fingerprint")
 def test_resume_on_other_data_is_refused(tmp_path, capsys):
     data = npz_dataset(tmp_path / "data.npz", seed=0)
     out = tmp_path / "run"
@@ -140,7 +132,6 @@ def test_resume_on_other_data_is_refused(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-@needs_wiring("fingerprint.absolute_dataset_spec")
 def test_relative_dataset_path_is_stored_absolute(tmp_path, monkeypatch, capsys):
     (tmp_path / "a").mkdir()
     npz_dataset(tmp_path / "a" / "data.npz", seed=0)

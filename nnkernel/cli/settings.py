@@ -33,6 +33,7 @@ FIXED_ON_RESUME = ("dataset", "target", "val_split", "hidden", "conv", "activati
 def new_settings(args) -> dict:
     """The run's settings from the flags and the dataset's defaults."""
     from ..io.datasets import DEFAULT_DATASET
+    from ..io.fingerprint import absolute_dataset_spec
 
     dataset = args.dataset or DEFAULT_DATASET
     key = dataset.lower().replace("_", "-")
@@ -59,7 +60,8 @@ def new_settings(args) -> dict:
         "val_split": val_split,
     }
     return {
-        "dataset": {"name": dataset, "data_dir": args.data_dir, "target": args.target},
+        "dataset": absolute_dataset_spec({"name": dataset, "data_dir": args.data_dir,
+                                          "target": args.target}),
         "hyperparameters": hyper,
         "seed": chosen["seed"],
         "runtime": {"backend": args.backend, "device": args.device or "cpu",

@@ -6,10 +6,12 @@ overwrites an existing one, and a run with nothing left to do changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +70,53 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
     add_output_flags(train)
 
 
+@dataclass
+class Job:
+    """A training run, checked and built, before anything is written."""
+
+    settings: dict
+    hyper: dict
+    out: Path | None
+    continuing: bool
+    saved: object
+    backend: object
+    data: object
+    model: object
+    optimizer: object
+    train: tuple
+    validation: tuple | None
+    epoch: int = 0
+    step: int = 0
+    history: object = None
+    callbacks: list = field(default_factory=list)
+
+
 def run(args) -> int:
+    from ..io import out_dir, run_dir
+
+    job = prepare(args)
+    if job is None:
+        return EXIT_OK
+    with contextlib.ExitStack() as hold:
+        if job.out is not None:  # one writer per run directory, from here to the last file
+            out_dir.check_writable(job.out)
+            hold.enter_context(out_dir.RunLock(job.out))
+            if not job.continuing and run_dir.existing_run_files(job.out):  # raced
+                raise ConfigError(f"--out {job.out} already holds a run "
+                                  f"({', '.join(run_dir.existing_run_files(job.out))})")
+            out_dir.clean_stale_temporaries(job.out)
+            job.callbacks.append(run_dir.SaveEachEpoch(job.out, job.settings))
+        return train_and_report(args, job)
+
+
+def prepare(args) -> Job | None:
+    """Check the flags, the run to resume and the data; build the model and optimizer.
+
+    Returns None (after saying so) when a resumed run has nothing left to do.
+    """
     from ..io import run_dir
-    from ..train import EarlyStopping, TrainingInterrupted, fit
+    from ..io.fingerprint import check_fingerprint, data_fingerprint
+    from ..train import EarlyStopping
     from ..train.data import plan_batches
 
     saved = run_dir.load(args.resume) if args.resume else None
@@ -86,12 +132,19 @@ def run(args) -> int:
         raise ConfigError(f"--out {out} exists and is not a directory")
     check_names(hyper)
     if saved is not None and _nothing_left(args, saved, hyper):
-        return EXIT_OK
+        return None
     backend = backend_for(settings["runtime"], args)
     settings["runtime"]["backend"] = backend.name
     data = load_data(settings["dataset"], args.data_dir or settings["dataset"]["data_dir"],
                      hyper["loss"])
-    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
+    X_train, y_train = data.X_train, data.y_train
+    fingerprint = data_fingerprint(X_train, y_train)  # of all training data, before the split
+    if saved is not None:
+        problem = check_fingerprint(settings["dataset"].get("fingerprint"), fingerprint)
+        if problem:
+            raise ConfigError(f"cannot resume {saved.directory}: {problem}; to train on these "
+                              f"data, start a new run")
+    settings["dataset"]["fingerprint"] = fingerprint
     validation = None
     if hyper["val_split"]:
         from ..io import datasets
@@ -108,37 +161,42 @@ def run(args) -> int:
         settings["dataset"].update(n_features=data.n_features, task=data.task,
                                    n_classes=data.n_classes, n_outputs=model.n_out)
         settings["preprocessing"] = dict(getattr(data, "preprocessing", {}) or {})
-        history, epoch, step = None, 0, 0
     else:
         model = saved.build_model(backend.name, backend.device)
         check_features(model, data.n_features, f"dataset {data.name}", saved.directory)
-        history, epoch, step = saved.history, saved.epoch, saved.step
     steps = len(plan_batches(n_train, hyper["batch_size"], _has_batchnorm(model)))
-    optimizer = build_optimizer(hyper, steps)
+    job = Job(settings, hyper, out, continuing, saved, backend, data, model,
+              build_optimizer(hyper, steps), (X_train, y_train), validation)
     if saved is not None:
-        saved.restore_optimizer(optimizer, model)
-        if step >= steps:
-            raise ConfigError(f"{saved.directory} stopped at step {step} of epoch {epoch + 1}, "
-                              f"but an epoch of {data.name} has {steps} steps; the data changed")
-        say(args, f"resuming {saved.directory} at epoch {epoch + 1}, step {step} "
+        saved.restore_optimizer(job.optimizer, model)
+        job.history, job.epoch, job.step = saved.history, saved.epoch, saved.step
+        if job.step >= steps:
+            raise ConfigError(f"{saved.directory} stopped at step {job.step} of epoch "
+                              f"{job.epoch + 1}, but an epoch of {data.name} has {steps} "
+                              f"steps; the data changed")
+        say(args, f"resuming {saved.directory} at epoch {job.epoch + 1}, step {job.step} "
                   f"(of {hyper['epochs']} epochs)")
-
-    callbacks = []
     if hyper["early_stopping"]:
-        callbacks.append(EarlyStopping("val_loss", patience=hyper["early_stopping"]))
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        callbacks.append(run_dir.SaveEachEpoch(out, settings))
+        job.callbacks.append(EarlyStopping("val_loss", patience=hyper["early_stopping"]))
+    return job
 
+
+def train_and_report(args, job: Job) -> int:
+    """Train, save and print the test metrics (the run directory, if any, is held)."""
+    from ..io import run_dir
+    from ..train import EarlyStopping, TrainingInterrupted, fit
+
+    out, settings, hyper, model, optimizer = (job.out, job.settings, job.hyper, job.model,
+                                              job.optimizer)
     start = time.perf_counter()
     quiet_numpy = np.errstate(over="ignore", invalid="ignore", divide="ignore")
     try:
         with quiet_numpy:  # a diverging run is reported once, as NonFiniteError, not as warnings
-            history = fit(model, X_train, y_train, loss=hyper["loss"], optimizer=optimizer,
+            history = fit(model, *job.train, loss=hyper["loss"], optimizer=optimizer,
                           epochs=hyper["epochs"], batch_size=hyper["batch_size"],
-                          validation_data=validation, seed=settings["seed"],
-                          callbacks=callbacks, progress=not args.quiet,
-                          initial_epoch=epoch, initial_step=step, history=history)
+                          validation_data=job.validation, seed=settings["seed"],
+                          callbacks=job.callbacks, progress=not args.quiet,
+                          initial_epoch=job.epoch, initial_step=job.step, history=job.history)
     except TrainingInterrupted as stop:
         where = out or new_run_dir()
         run_dir.save(where, model, optimizer, settings, stop.history, stop.epoch, stop.step)
@@ -155,14 +213,15 @@ def run(args) -> int:
     train_seconds = time.perf_counter() - start
 
     if out is not None:
-        early = callbacks[0] if hyper["early_stopping"] else None
+        early = next((cb for cb in job.callbacks if isinstance(cb, EarlyStopping)), None)
         settings["finished"] = True
         settings["stopped_early_at_epoch"] = (early.stopped_epoch + 1 if early and
                                               early.stopped_epoch is not None else None)
-        done = history.epochs[-1] + 1 if history.epochs else epoch
+        done = history.epochs[-1] + 1 if history.epochs else job.epoch
         run_dir.save(out, model, optimizer, settings, history, done, 0)
-    epochs_this_run, samples_per_second = throughput(history, epoch)
-    result = test_metrics(model, X_test, y_test, hyper["loss"], data, 1024)
+    epochs_this_run, samples_per_second = throughput(history, job.epoch)
+    data = job.data
+    result = test_metrics(model, data.X_test, data.y_test, hyper["loss"], data, 1024)
     if out is not None:
         skipped = run_dir.save_curves(out, history, title=f"{data.name}: {out.name}", test={
             "loss": result["test_loss"], "accuracy": result["test_accuracy"]})
@@ -170,9 +229,9 @@ def run(args) -> int:
             say(args, f"nnkernel: skipped curves.png: {skipped}")
     result.update(train_seconds=train_seconds, epochs=len(history.epochs),
                   epochs_this_run=epochs_this_run, samples_per_second=samples_per_second,
-                  backend=backend.name, device=backend.device_name,
-                  dtype=settings["runtime"]["dtype"], dataset=data.name, n_train=n_train,
-                  out=str(out) if out else None)
+                  backend=job.backend.name, device=job.backend.device_name,
+                  dtype=settings["runtime"]["dtype"], dataset=data.name,
+                  n_train=job.train[0].shape[0], out=str(out) if out else None)
     if model.ensemble is not None:
         result["member_lr"] = member_lrs(hyper, model.ensemble)
     print_result(args, result, model)
