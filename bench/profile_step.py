@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import nnkernel as nk  # noqa: E402
 from nnkernel.backend import malloc  # noqa: E402
-from nnkernel.bench.workers import HandMLP, _cycle, _inputs, _nk_mlp_model  # noqa: E402
+from nnkernel.bench.workers.common import cycle, inputs  # noqa: E402
+from nnkernel.bench.workers.numpy_side import HandMLP  # noqa: E402
+from nnkernel.nn.builders import mlp  # noqa: E402
 
 CASES = {
     "mlp": {"sizes": [784, 512, 512, 10], "batch": 256, "activation": "relu", "loss": "ce",
@@ -43,11 +45,12 @@ CASES = {
 def phases(case, steps):
     """Median µs of forward, loss, backward and optimizer over ``steps`` single steps."""
     ens = case.get("members")
-    model = _nk_mlp_model(nk, case, ensemble=ens)
+    sizes = case["sizes"]
+    model = mlp(sizes[0], sizes[1:-1], sizes[-1], activation=case["activation"], ensemble=ens)
     opt = (nk.optim.Adam(lr=case["lr"]) if case["optimizer"] == "adam"
            else nk.optim.SGD(lr=case["lr"]))
-    xs, ts = _inputs(case, case["sizes"][0])
-    data = _cycle(list(zip(xs, ts, strict=True)))
+    xs, ts = inputs(case, case["sizes"][0])
+    data = cycle(list(zip(xs, ts, strict=True)))
     members = ens is not None
     if case["loss"] == "ce":
         def loss(y, t):
@@ -89,8 +92,8 @@ def _minor_faults() -> int:
 def hand_phases(case, steps):
     """The same phases of the hand-written NumPy step (nnkernel.bench.workers.HandMLP)."""
     hand = HandMLP(case)
-    xs, ts = _inputs(case, case["sizes"][0])
-    data = _cycle(list(zip(xs, ts, strict=True)))
+    xs, ts = inputs(case, case["sizes"][0])
+    data = cycle(list(zip(xs, ts, strict=True)))
     clock = time.perf_counter
     times = {"forward": [], "loss": [], "backward": [], "optimizer": [], "step": []}
     for i in range(steps + 50):

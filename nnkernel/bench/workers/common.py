@@ -1,0 +1,55 @@
+"""What every side of a benchmark shares: the step object and the same input numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+N_BATCHES = 4  # distinct input batches a step cycles through (no cache-hot single batch)
+
+
+class Step:
+    """A timed unit of work: ``run()`` does one step, ``sync()`` waits for the device."""
+
+    def __init__(self, run, sync=None):
+        self.run = run
+        self.sync = sync or (lambda: None)
+
+
+def inputs(case, n_in, rows=None):
+    """N_BATCHES float inputs (rows, n_in) and integer labels / float targets, as NumPy."""
+    rng = np.random.default_rng(case.get("seed", 0))
+    rows = case["batch"] if rows is None else rows
+    dt = np.dtype(case.get("dtype", "float32"))
+    xs = [rng.standard_normal((rows, n_in)).astype(dt) for _ in range(N_BATCHES)]
+    n_out = case["sizes"][-1] if "sizes" in case else 10
+    if case.get("loss", "ce") == "ce":
+        ts = [rng.integers(0, n_out, rows) for _ in range(N_BATCHES)]
+    else:
+        ts = [rng.standard_normal((rows, n_out)).astype(dt) for _ in range(N_BATCHES)]
+    return xs, ts
+
+
+def cycle(items):
+    """A function returning items[0], items[1], ... round and round."""
+    state = {"i": -1}
+    n = len(items)
+
+    def nxt():
+        state["i"] = (state["i"] + 1) % n
+        return items[state["i"]]
+
+    return nxt
+
+
+def matmul_shapes(case):
+    if case["kind"] == "matmul":
+        n = case["n"]
+        return (n, n), (n, n)
+    E, N, K, M = case["shape"]
+    return (E, N, K), (E, K, M)
+
+
+def random_arrays(case, *shapes):
+    rng = np.random.default_rng(case.get("seed", 0))
+    dt = np.dtype(case.get("dtype", "float32"))
+    return [rng.standard_normal(s).astype(dt) for s in shapes]

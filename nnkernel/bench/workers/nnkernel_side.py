@@ -1,0 +1,148 @@
+"""nnkernel's side of a benchmark: its public API, as users run it (`nnkernel.fit`'s step)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import N_BATCHES, Step, cycle, inputs, matmul_shapes, random_arrays
+
+
+def _nk_backend(case):
+    return "cupy" if case.get("device", "cpu") == "gpu" else "numpy"
+
+
+def _nk_mlp_model(nk, case, ensemble=None, seed=0):
+    from nnkernel.nn.builders import mlp
+
+    sizes = case["sizes"]
+    return mlp(sizes[0], sizes[1:-1], sizes[-1], activation=case.get("activation", "relu"),
+               seed=seed, dtype=case.get("dtype", "float32"), backend=_nk_backend(case),
+               ensemble=ensemble)
+
+
+def _nk_optimizer(nk, case):
+    if case.get("optimizer", "adam") == "adam":
+        return nk.optim.Adam(lr=case.get("lr", 1e-3))
+    return nk.optim.SGD(lr=case.get("lr", 0.01))
+
+
+def _nk_train_step(nk, model, opt, case):
+    """One step of `nnkernel.fit`'s loop: forward, fused loss, backward without dx, update."""
+    if case.get("loss", "ce") == "ce":
+        def loss(y, t):  # fit passes num_check=False: labels are checked once, not per step
+            return nk.losses.cross_entropy(y, t, members=model.ensemble is not None,
+                                           num_check=False)
+    else:
+        def loss(y, t):
+            return nk.losses.mse(y, t, members=model.ensemble is not None)
+
+    def step(x, t):
+        out = model.forward(x, train=True)
+        _, dy = loss(out, t)
+        model.backward(dy, input_grad=False)
+        opt.step(model.params, model.grads)
+
+    return step
+
+
+def _nk_data(model, case, rows=None):
+    xs, ts = inputs(case, case["sizes"][0], rows)
+    be = model.backend
+    return cycle([(be.asarray(x), be.asarray(t)) for x, t in zip(xs, ts, strict=True)])
+
+
+def _nk_sync(case):
+    import nnkernel as nk
+
+    be = nk.Backend(_nk_backend(case))
+    return be.synchronize
+
+
+def _nk_mlp(case):
+    import nnkernel as nk
+
+    model = _nk_mlp_model(nk, case)
+    step = _nk_train_step(nk, model, _nk_optimizer(nk, case), case)
+    data = _nk_data(model, case)
+    return Step(lambda: step(*data()), _nk_sync(case))
+
+
+def _nk_ensemble(case):
+    """E members as one stacked model (impl nnkernel) or as E separate models (nnkernel-loop)."""
+    import nnkernel as nk
+
+    E = case["members"]
+    if case["impl"] == "nnkernel":
+        model = _nk_mlp_model(nk, case, ensemble=E)
+        step = _nk_train_step(nk, model, _nk_optimizer(nk, case), case)
+        data = _nk_data(model, case)
+        return Step(lambda: step(*data()), _nk_sync(case))
+    models = [_nk_mlp_model(nk, case, seed=i) for i in range(E)]
+    steps = [_nk_train_step(nk, m, _nk_optimizer(nk, case), case) for m in models]
+    data = _nk_data(models[0], case)
+
+    def run():
+        x, t = data()
+        for s in steps:
+            s(x, t)
+
+    return Step(run, _nk_sync(case))
+
+
+def _nk_arrays(case, *shapes):
+    import nnkernel as nk
+
+    be = nk.Backend(_nk_backend(case))
+    return be, [be.asarray(a) for a in random_arrays(case, *shapes)]
+
+
+def _nk_matmul(case):
+    be, (a, b) = _nk_arrays(case, *matmul_shapes(case))
+    matmul = be.xp.matmul
+    return Step(lambda: matmul(a, b), be.synchronize)
+
+
+def _nk_dense(case):
+    import nnkernel as nk
+
+    n_in, n_out = case["n_in"], case["n_out"]
+    model = nk.Sequential(nk.Dense(n_in, n_out, activation="relu"),
+                          dtype=case.get("dtype", "float32"), backend=_nk_backend(case))
+    be, xs = _nk_arrays(case, *[(case["batch"], n_in)] * N_BATCHES)
+    _, (dy,) = _nk_arrays(case, (case["batch"], n_out))
+    data = cycle(xs)
+    if case["kind"] == "dense_fwd":
+        return Step(lambda: model.forward(data(), train=True), be.synchronize)
+
+    def run():
+        model.forward(data(), train=True)
+        model.backward(dy, input_grad=True)
+
+    return Step(run, be.synchronize)
+
+
+def _nk_softmax_ce(case):
+    import nnkernel as nk
+
+    be, logits = _nk_arrays(case, *[(case["batch"], case["classes"])] * N_BATCHES)
+    rng = np.random.default_rng(1)
+    labels = be.asarray(rng.integers(0, case["classes"], case["batch"]))
+    data = cycle(logits)
+    return Step(lambda: nk.losses.cross_entropy(data(), labels, num_check=False),
+                be.synchronize)
+
+
+def _nk_adam(case):
+    import nnkernel as nk
+
+    model = _nk_mlp_model(nk, case)
+    rng = np.random.default_rng(1)
+    grads = {k: model.backend.asarray(rng.standard_normal(v.shape).astype(np.dtype(
+        case.get("dtype", "float32")))) for k, v in model.params.items()}
+    opt = nk.optim.Adam(lr=1e-3)
+    return Step(lambda: opt.step(model.params, grads), model.backend.synchronize)
+
+
+STEPS = {"mlp": _nk_mlp, "ensemble": _nk_ensemble, "matmul": _nk_matmul, "bmm": _nk_matmul,
+             "dense_fwd": _nk_dense, "dense_fwd_bwd": _nk_dense, "softmax_ce": _nk_softmax_ce,
+             "adam": _nk_adam}
