@@ -37,6 +37,8 @@ CASES = {
              "optimizer": "sgd", "lr": 0.1},
     "tiny-adam": {"sizes": [2, 16, 1], "batch": 64, "activation": "tanh", "loss": "mse",
                   "optimizer": "adam", "lr": 1e-3},
+    "tiny-ce": {"sizes": [2, 16, 2], "batch": 4, "activation": "tanh", "loss": "ce",
+                "optimizer": "sgd", "lr": 0.1},
     "ensemble": {"sizes": [64, 64, 10], "batch": 128, "activation": "relu", "loss": "ce",
                  "optimizer": "adam", "lr": 1e-3, "members": 64},
 }

@@ -36,6 +36,10 @@ def flush_subnormals(a) -> None:
 class NumpyKernels(Kernels):
     in_place = True
 
+    def __init__(self, xp):
+        super().__init__(xp)
+        self._starts: dict = {}
+
     def affine(self, x, W, b):
         z = np.matmul(x, W)
         z += b[..., None, :] if W.ndim == 3 else b  # in place: no second (N, n_out) array
@@ -52,7 +56,7 @@ class NumpyKernels(Kernels):
             x2, dz2 = (x, dz) if x.ndim == 2 else (x.reshape(-1, x.shape[-1]),
                                                    dz.reshape(-1, dz.shape[-1]))
             dW = np.matmul(x2.T, dz2, out=dW_out)  # BLAS reads the transpose in place
-            db = dz2.sum(axis=0, out=db_out)
+            db = np.add.reduce(dz2, axis=0, out=db_out)
         if not need_dx:
             return None, dW, db
         return (dz @ W.T if W.ndim == 2 else np.matmul(dz, np.swapaxes(W, -1, -2))), dW, db
@@ -98,19 +102,30 @@ class NumpyKernels(Kernels):
     def softmax_cross_entropy_labels(self, z, labels, count):
         # −Σ t log softmax(z) with a one-hot t is log Σe^z' − z'[label]: pick one entry per
         # row instead of building and multiplying an (N, C) target (C times less work).
-        C = z.shape[-1]
-        rows = np.broadcast_to(labels, z.shape[:-1]).reshape(-1)
-        at_label = np.arange(0, rows.size * C, C) + rows  # flat index of each row's label
+        lead = z.shape[:-1]
+        rows = (labels if labels.shape == lead else np.broadcast_to(labels, lead)).reshape(-1)
+        at = self._row_starts(rows.shape[0], z.shape[-1]) + rows  # flat index of each label
         shifted = z - _row_max(z)
         flat = shifted.reshape(-1)  # a view: shifted is a fresh contiguous array
-        picked = flat[at_label].reshape(z.shape[:-1])
+        picked = flat[at]
         e = np.exp(shifted, out=shifted)
         s = _row_sum(e)
-        losses = np.log(s) - picked
+        losses = np.log(s)
+        losses -= picked.reshape(lead)
         e /= s[..., None]  # softmax in place
-        flat[at_label] -= 1.0
+        flat[at] -= 1.0
         e *= 1.0 / count
         return losses, e
+
+    def _row_starts(self, rows: int, C: int):
+        """0, C, 2C, ...: where each row starts in a flat (rows, C) array (kept per shape)."""
+        key = (rows, C)
+        starts = self._starts.get(key)
+        if starts is None:
+            if len(self._starts) > 32:
+                self._starts.clear()
+            starts = self._starts[key] = np.arange(0, rows * C, C)
+        return starts
 
     def sgd(self, p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first):
         if weight_decay is not None:
@@ -201,7 +216,7 @@ def _row_max(z):
     """
     C = z.shape[-1]
     if C > 16 or z.size < 256 * C:
-        return z.max(axis=-1, keepdims=True)
+        return np.maximum.reduce(z, axis=-1, keepdims=True)  # z.max without its wrappers
     out = z[..., 0:1].copy()
     for j in range(1, C):
         np.maximum(out, z[..., j:j + 1], out=out)
@@ -209,12 +224,14 @@ def _row_max(z):
 
 
 def _row_sum(e):
-    """Σ over the last axis as a matrix-vector product with ones, shape e.shape[:-1].
+    """Σ over the last axis, shape e.shape[:-1]; many short rows as a product with ones.
 
     Like the maximum above, NumPy sums a short last axis row by row; the product
     is several times faster (a different summation order, so float rounding
-    differs in the last bits).
+    differs in the last bits). Few rows are summed directly.
     """
     C = e.shape[-1]
+    if e.size < 256 * C:
+        return np.add.reduce(e, axis=-1)
     rows = e.reshape(-1, C) if e.flags.c_contiguous else np.ascontiguousarray(e).reshape(-1, C)
     return (rows @ np.ones(C, dtype=e.dtype)).reshape(e.shape[:-1])

@@ -17,20 +17,6 @@ places (or several models). The model gives it a `LayerContext` per position:
 from __future__ import annotations
 
 
-class GradientSlot:
-    def __init__(self, store, keys: dict):
-        self._store, self._keys = store, keys
-
-    def out(self, *names):
-        """Buffers to fill with these gradients in place (one, or a tuple), or None."""
-        bufs = self._store.out([self._keys[n] for n in names])
-        return bufs[0] if bufs is not None and len(names) == 1 else bufs
-
-    def add(self, name, value) -> None:
-        """A contribution to dL/d(name); a no-op for a buffer handed out by `out`."""
-        self._store.add(self._keys[name], value)
-
-
 class StateView:
     """ctx.state: this position's entries of ``model.state`` by short name."""
 
@@ -46,7 +32,7 @@ class StateView:
 
 class LayerContext:
     def __init__(self, model, index: int, layer, param_keys: dict, state_keys: dict,
-                 sample_ndim: int = 1):
+                 sample_ndim: int = 1, shared: bool = False):
         self.model, self.index, self.layer = model, index, layer
         self.sample_ndim = sample_ndim
         self.xp, self.k = model.xp, model.k
@@ -54,7 +40,7 @@ class LayerContext:
         self.params: dict = {}
         model.store.watch(param_keys, self.params)
         self.state = StateView(model, state_keys)
-        self.grads = GradientSlot(model.store, param_keys)
+        self.grads = model.store.slot(param_keys, shared)
 
     @property
     def random(self):

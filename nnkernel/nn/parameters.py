@@ -45,8 +45,7 @@ class ParameterStore:
         self._listeners: list = []  # per-layer dicts of views to refresh on rebinding
         self._rebind_params()
         self._rebind_grads()
-        self._written: set = set()  # gradient keys written in the current backward
-        self._filled: set = set()   # ... of those, the ones a kernel filled in place
+        self._written: set = set()  # keys of shared parameters written in this backward
         self._pending: dict = {}    # immutable backends: the gradients until end_backward
 
     # -- views -------------------------------------------------------------------------------
@@ -65,9 +64,9 @@ class ParameterStore:
                 target[name] = views[key]
 
     def _rebind_grads(self) -> None:
-        views = self._views(self.grad)
+        self._grad_views = self._views(self.grad)
         dict.clear(self.grads)
-        dict.update(self.grads, views)
+        dict.update(self.grads, self._grad_views)
 
     def watch(self, names: dict, target: dict) -> None:
         """Keep ``target[name]`` equal to the view of ``names[name]`` (a layer's parameters)."""
@@ -96,7 +95,7 @@ class ParameterStore:
 
     def assign_grad(self, key, value) -> None:
         if self.mutable:
-            view = dict.__getitem__(self.grads, key)
+            view = self._grad_views[key]
             view[...] = value
             dict.__setitem__(self.grads, key, view)
             return
@@ -113,60 +112,96 @@ class ParameterStore:
         return flat[..., self.bounds[keys[0]][0]:self.bounds[keys[-1]][1]]
 
     # -- one backward pass -------------------------------------------------------------------
+    def slot(self, keys: dict, shared: bool):
+        """Where one layer position puts its gradients (``keys``: short name -> store key)."""
+        if not self.mutable:
+            return PendingSlot(self, keys)
+        return SharedSlot(self, keys) if shared else DirectSlot(self, keys)
+
     def begin_backward(self) -> None:
         self._written.clear()
-        self._filled.clear()
         self._pending = {}
         if len(self.grads) != len(self.keys):  # entries removed by the caller come back
-            self._rebind_grads()
-
-    def out(self, keys):
-        """Buffers a kernel may fill in place with the gradients of ``keys``, or None.
-
-        None on immutable backends, and when any of them was written already in this
-        backward (a shared parameter's second use): then the kernel returns new arrays
-        and `add` accumulates them.
-        """
-        if not self.mutable or any(k in self._written for k in keys):
-            return None
-        self._filled.update(keys)
-        self._written.update(keys)
-        return tuple(dict.__getitem__(self.grads, k) for k in keys)
-
-    def add(self, key, value) -> None:
-        """Record a gradient contribution (the sum of all of them is dL/d key)."""
-        if key in self._filled:
-            self._filled.discard(key)  # the kernel wrote it already, into out(key)
-            return
-        if key not in self._written:
-            self._written.add(key)
-            if self.mutable:
-                view = dict.__getitem__(self.grads, key)
-                view[...] = value
-            else:
-                self._pending[key] = value
-            return
-        if self.mutable:  # a parameter used twice: the contributions add
-            view = dict.__getitem__(self.grads, key)
-            view[...] = view + value
-        else:
-            self._pending[key] = self._pending[key] + value
+            dict.update(self.grads, self._grad_views)
 
     def end_backward(self) -> None:
+        if self.mutable:
+            return
         xp = self.xp
+        pieces = []
         for key in self.keys:
-            if key not in self._written:  # a parameter the last forward did not use
-                if self.mutable:
-                    view = dict.__getitem__(self.grads, key)
-                    view[...] = 0.0
-                else:
-                    self._pending[key] = xp.zeros(self.lead + self.shapes[key], dtype=self.dtype,
-                                                  device=self.backend.device)
-        if not self.mutable and self.keys:
-            pieces = [xp.reshape(self._pending[k], self.lead + (-1,)) for k in self.keys]
+            g = self._pending.get(key)
+            if g is None:  # a parameter the last forward did not use
+                g = xp.zeros(self.lead + self.shapes[key], dtype=self.dtype,
+                             device=self.backend.device)
+            pieces.append(xp.reshape(g, self.lead + (-1,)))
+        if pieces:
             self.set_grad(xp.concat(pieces, axis=-1))
-            self._pending = {}
-        self._filled.clear()
+        self._pending = {}
+
+
+class DirectSlot:
+    """A position whose parameters no other position shares, on a mutable backend.
+
+    ``out`` hands the store's own gradient views to the kernel, which writes into
+    them; ``add`` copies a gradient computed elsewhere (BatchNorm's dγ) into its view.
+    """
+
+    def __init__(self, store, keys: dict):
+        self._views = {n: store._grad_views[k] for n, k in keys.items()}
+        self._groups: dict = {}
+
+    def out(self, *names):
+        bufs = self._groups.get(names)
+        if bufs is None:
+            bufs = self._groups[names] = (self._views[names[0]] if len(names) == 1 else
+                                          tuple(self._views[n] for n in names))
+        return bufs
+
+    def add(self, name, value) -> None:
+        view = self._views[name]
+        if value is not view:  # not the buffer a kernel just filled
+            view[...] = value
+
+
+class SharedSlot:
+    """A position sharing its parameters with another: the first use writes, later ones add."""
+
+    def __init__(self, store, keys: dict):
+        self._store, self._keys = store, keys
+
+    def out(self, *names):
+        store, keys = self._store, [self._keys[n] for n in names]
+        if not store._written.isdisjoint(keys):
+            return None  # a second use: the kernel returns new arrays, `add` sums them
+        store._written.update(keys)
+        bufs = tuple(store._grad_views[k] for k in keys)
+        return bufs[0] if len(bufs) == 1 else bufs
+
+    def add(self, name, value) -> None:
+        store, key = self._store, self._keys[name]
+        view = store._grad_views[key]
+        if value is view:
+            return
+        if key in store._written:
+            view[...] = view + value
+        else:
+            store._written.add(key)
+            view[...] = value
+
+
+class PendingSlot:
+    """An immutable backend: gradients are collected and concatenated at the end."""
+
+    def __init__(self, store, keys: dict):
+        self._store, self._keys = store, keys
+
+    def out(self, *names):
+        return None
+
+    def add(self, name, value) -> None:
+        pending, key = self._store._pending, self._keys[name]
+        pending[key] = value if key not in pending else pending[key] + value
 
 
 class Parameters(dict):

@@ -76,6 +76,7 @@ class Sequential:
             self._keys.append({name: f"{owner}.{name}" for name in names})
         self.output_shape = shape
         self._shapes: dict = {}  # per-sample input shape -> output shape, for the input check
+        self._flat_io = len(self.input_shape) == 1 and len(shape) == 1  # (..., n) -> (..., m)
         self.n_in = self.input_shape[-1] if len(self.input_shape) == 1 else None
         self.n_out = shape[-1]
         self._owners = [first_at[id(layer)] for layer in self.layers]
@@ -118,8 +119,9 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             params = {n: k for n, k in self._keys[i].items() if n in layer.param_names}
             states = {n: k for n, k in self._keys[i].items() if n in layer.state_names}
+            shared = self._owners.count(self._owners[i]) > 1
             self._contexts.append(LayerContext(self, i, layer, params, states,
-                                               self._sample_ndim[i]))
+                                               self._sample_ndim[i], shared))
         self._backprops = None
 
     @property
@@ -152,10 +154,11 @@ class Sequential:
         """
         x, out_shape, shared = self._check_input(x)
         backprops = []
+        keep = backprops.append
         with self.backend.activate():
             for ctx in self._contexts:
                 x, backprop = ctx.layer.forward(ctx, x, train)
-                backprops.append(backprop)
+                keep(backprop)
         self._backprops, self._out_shape, self._shared_input = backprops, out_shape, shared
         return x
 
@@ -195,6 +198,10 @@ class Sequential:
     def _check_input(self, x):
         """(x in the model's dtype, the output shape, whether an ensemble's input is shared)."""
         self.backend.check(x, "input x")
+        shape = x.shape
+        if (self._flat_io and x.dtype == self.dtype and self.ensemble is None and len(shape) > 1
+                and shape[-1] == self.n_in):  # the common case, checked in a few operations
+            return x, (*shape[:-1], self.n_out), False
         if x.dtype != self.dtype:
             if not is_float(x.dtype):
                 raise DTypeError(f"input x has dtype {dtype_name(x.dtype)}; nnkernel models "

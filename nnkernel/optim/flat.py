@@ -19,17 +19,41 @@ class FlatState:
         self.store = store
         self.names = tuple(names)
         self.arrays = {n: store.backend.zeros(store.flat.shape, store.dtype) for n in names}
-        self.steps = dict.fromkeys(store.keys, 0)
+        self.uniform: int | None = 0   # the step count of every parameter, while they agree
+        self._steps: dict | None = None  # per-key counts, once a step left some out
+        self.everything = (tuple(store.keys),)
 
-    def segments(self, keys) -> list[tuple]:
+    @property
+    def steps(self) -> dict:
+        """Parameter key -> number of updates it has had."""
+        if self._steps is None:
+            return dict.fromkeys(self.store.keys, self.uniform)
+        return self._steps
+
+    def step_of(self, key) -> int:
+        return self.uniform if self._steps is None else self._steps[key]
+
+    def set_steps(self, keys, step: int) -> None:
+        if self._steps is None and len(keys) == len(self.store.keys):
+            self.uniform = step
+            return
+        if self._steps is None:
+            self._steps = self.steps
+        for key in keys:
+            self._steps[key] = step
+        counts = set(self._steps.values())
+        if len(counts) == 1:  # back in step: the fast path again
+            self.uniform, self._steps = counts.pop(), None
+        else:
+            self.uniform = None
+
+    def segments(self, keys) -> tuple:
         """Runs of consecutive keys (in store order) with equal step counts."""
-        if len(keys) == len(self.store.keys):
-            counts = set(self.steps.values())
-            if len(counts) == 1:
-                return [tuple(self.store.keys)]
+        if self.uniform is not None and len(keys) == len(self.store.keys):
+            return self.everything
         wanted, runs, run = set(keys), [], []
         for key in self.store.keys:
-            if key in wanted and run and self.steps[key] == self.steps[run[-1]]:
+            if key in wanted and run and self.step_of(key) == self.step_of(run[-1]):
                 run.append(key)
                 continue
             if run:
@@ -37,7 +61,7 @@ class FlatState:
             run = [key] if key in wanted else []
         if run:
             runs.append(tuple(run))
-        return runs
+        return tuple(runs)
 
     def view(self, name, keys):
         """The state ``name`` of a segment (a view of the flat array where it can be)."""

@@ -26,6 +26,7 @@ from ..backend import to_numpy
 from ..checks import in_range
 from ..errors import ConfigError
 from ..kernels import kernels_for_array
+from ..nn.parameters import Gradients
 from .clipping import clip_by_global_norm, clip_scale
 from .flat import FlatState, splice
 
@@ -60,7 +61,8 @@ class Optimizer:
         factor = 1.0 if self.schedule is None else float(self.schedule(self.t))
         store = getattr(params, "store", None)
         if store is not None:
-            self._check_members(store.ensemble)
+            if self._members:
+                self._check_members(store.ensemble)
             with store.backend.activate():
                 self._step_store(store, grads, factor)
         else:
@@ -75,21 +77,26 @@ class Optimizer:
             fs = self._flat = self._state_for(store)
         k = store.backend.kernels
         segments = fs.segments(keys)
-        whole = len(segments) == 1 and len(segments[0]) == len(store.keys)
-        grad_parts = [store.grad if whole else store.segment(store.grad, s) for s in segments]
-        if self.clip_norm is not None:
-            grad_parts = self._clip(k, store, grad_parts)
         lr = self._flat_hyper("lr", self.lr, store, factor)
         wd = self._flat_hyper("weight_decay", self.weight_decay, store)
         wd = None if _is_zero(wd) else wd
+        if segments is fs.everything:  # the whole model, every parameter at the same step
+            g = store.grad if self.clip_norm is None else self._clip(k, store, [store.grad])[0]
+            step = fs.uniform + 1
+            p = self._update(k, store.flat, g, fs.arrays, lr, wd, step)  # new state into arrays
+            fs.uniform = step
+            store.set_flat(p)  # a no-op where the kernels updated in place
+            return
+        grad_parts = [store.segment(store.grad, s) for s in segments]
+        if self.clip_norm is not None:
+            grad_parts = self._clip(k, store, grad_parts)
         new_params, new_state = [], {n: [] for n in fs.names}
         for seg, g in zip(segments, grad_parts, strict=True):
-            p = store.flat if whole else store.segment(store.flat, seg)
+            p = store.segment(store.flat, seg)
             st = {n: fs.view(n, seg) for n in fs.names}
-            step = fs.steps[seg[0]] + 1
+            step = fs.step_of(seg[0]) + 1
             p = self._update(k, p, g, st, lr, wd, step)
-            for key in seg:
-                fs.steps[key] = step
+            fs.set_steps(seg, step)
             if not k.in_place:
                 a, b = store.bounds[seg[0]][0], store.bounds[seg[-1]][1]
                 new_params.append((a, b, p))
@@ -181,13 +188,13 @@ class Optimizer:
 
     @property
     def _members(self) -> bool:
-        return isinstance(self.lr, np.ndarray) or isinstance(self.weight_decay, np.ndarray) \
+        return type(self.lr) is np.ndarray or type(self.weight_decay) is np.ndarray \
             or self.member_mask is not None
 
     def _flat_hyper(self, name, value, store, factor=1.0):
         """A float, or for per-member values an (E, 1) array on the store's device."""
         mask = self.member_mask if name == "lr" else None
-        if not isinstance(value, np.ndarray) and mask is None:
+        if type(value) is float and mask is None:
             return value * factor
         host = np.broadcast_to(np.asarray(value, dtype=np.float64), (store.ensemble,)) * factor
         if mask is not None:
@@ -272,7 +279,7 @@ class Optimizer:
         fs = FlatState(store, self.state_names)
         for key, st in per_key.items():
             a, b = store.bounds[key]
-            fs.steps[key] = st["step"]
+            fs.set_steps((key,), st["step"])
             for n in self.state_names:
                 host[n][..., a:b] = np.reshape(st[n], lead + (b - a,))
         fs.arrays = {n: store.backend.asarray(h, dtype=store.dtype) for n, h in host.items()}
@@ -431,11 +438,9 @@ def get_optimizer(spec, **kwargs) -> Optimizer:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def _active_keys(store, grads) -> list:
+def _active_keys(store, grads):
     """The store keys this step updates; gradients from elsewhere are written into the store."""
-    from ..nn.parameters import Gradients
-
-    if not (isinstance(grads, Gradients) and grads.store is store):
+    if not (type(grads) is Gradients and grads.store is store):
         unknown = [k for k in grads if k not in store.bounds]
         if unknown:
             raise KeyError(f"gradient {unknown[0]!r} has no parameter; "
@@ -443,7 +448,7 @@ def _active_keys(store, grads) -> list:
         for key, g in grads.items():
             store.grads[key] = g
     if len(grads) == len(store.keys):
-        return list(store.keys)
+        return store.keys
     return [k for k in store.keys if k in grads]
 
 
