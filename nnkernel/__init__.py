@@ -25,6 +25,8 @@ from .errors import (
     ShapeError,
 )
 from .nn import activations, init
+from .nn.conv import AvgPool2D, Conv2D, Flatten, MaxPool2D
+from .nn.conv_norm import BatchNorm2D, Dropout2D
 from .nn.ensemble import ensemble_mean, ensemble_variance, mean_probabilities
 from .nn.gradcheck import gradcheck
 from .nn.layers import (
@@ -63,8 +65,9 @@ for _old, _module in {"activations": activations, "init": init, "layers": layers
 del _old, _module
 
 __all__ = [
-    "BackendMismatchError", "Backend", "BatchNorm", "Callback", "CheckpointError", "ConfigError",
-    "DTypeError", "DatasetError", "Dense", "DeviceError", "Dropout", "ELU", "EarlyStopping",
+    "AvgPool2D", "BackendMismatchError", "Backend", "BatchNorm", "BatchNorm2D", "Callback",
+    "CheckpointError", "ConfigError", "Conv2D", "DTypeError", "DatasetError", "Dense",
+    "DeviceError", "Dropout", "Dropout2D", "ELU", "EarlyStopping", "Flatten", "MaxPool2D",
     "GELU", "History", "Identity", "Layer", "LayerNorm", "LeakyReLU", "NnkernelError",
     "NonFiniteError", "ReLU", "Sequential", "ShapeError", "SiLU", "Sigmoid", "Softmax", "Swish",
     "Tanh", "TrainingInterrupted", "activations", "available_backends", "ensemble_mean",

@@ -36,6 +36,7 @@ import warnings
 import cupy
 import numpy as np
 
+from .conv_cupy import CupyConvKernels
 from .reference import SUBNORMAL_FLUSH_EVERY, Kernels
 
 # -- fused bias + activation ---------------------------------------------------------
@@ -173,7 +174,7 @@ def _rmsprop_kernel(weight_decay: bool, centered: bool, momentum: bool):
     return cupy.ElementwiseKernel(", ".join(ins), ", ".join(outs), "\n".join(body), name)
 
 
-class CupyKernels(Kernels):
+class CupyKernels(CupyConvKernels, Kernels):
     in_place = True  # the updates write into p and the state and return the same arrays
     # Activations `affine_act` fuses with the bias add (all read only a = g(z) backward).
     fused_activations = frozenset(_ACTIVATION_CODE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .conv_numpy import NumpyConvKernels
 from .reference import SUBNORMAL_FLUSH_EVERY, Kernels
 
 _EXPONENT_BITS = {4: (np.int32, 0x7F800000), 8: (np.int64, 0x7FF0000000000000)}
@@ -33,7 +34,7 @@ def flush_subnormals(a) -> None:
     bits *= np.bitwise_and(bits, mask) != 0
 
 
-class NumpyKernels(Kernels):
+class NumpyKernels(NumpyConvKernels, Kernels):
     in_place = True
 
     def __init__(self, xp):

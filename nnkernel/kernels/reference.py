@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import array_api_compat
 
+from .conv_reference import ConvKernels
+
 SUBNORMAL_FLUSH_EVERY = 16  # Adam's flush_subnormals option: how often m is flushed
 
 
-class Kernels:
-    """Reference kernels; library twins subclass this and override what they speed up."""
+class Kernels(ConvKernels):
+    """Reference kernels; library twins subclass this and override what they speed up.
+
+    The convolution and pooling kernels come from the `ConvKernels` mixin.
+    """
 
     in_place = False  # updates return new arrays; True: they write into p and the state
     fused_activations: frozenset = frozenset()  # names `affine_act` fuses (a twin's business)

@@ -8,6 +8,8 @@ import math
 def summary_table(model) -> str:
     lead = ("N",) if model.ensemble is None else (model.ensemble, "N")
     rows, shape = [], model.input_shape
+    if any(d is None for d in shape) and model._shapes:  # fixed by the first input's shape
+        shape = next(iter(model._shapes))
     for i, layer in enumerate(model.layers):
         shape = tuple(layer.output_shape(shape))
         owner = model._owners[i]
