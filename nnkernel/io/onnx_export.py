@@ -17,6 +17,8 @@ become initializers under their nnkernel keys ("0.W", "0.b", ...):
     Dropout      nothing (the identity at inference)
     BatchNorm    BatchNormalization(epsilon=eps) with the running statistics
     LayerNorm    LayerNormalization(axis=-1, epsilon=eps)
+    Conv2D, MaxPool2D, AvgPool2D, BatchNorm2D, Dropout2D, Flatten: see `onnx_conv`
+    (an image model's input "x" is (N, C, H, W), unknown sizes named H and W)
 
 An ensemble of E members (config "ensemble": E) takes the shared input (N, n_in)
 and gives (E, N, n_out), as ``model(x)`` does: W is (E, n_in, n_out) and MatMul
@@ -57,6 +59,8 @@ import numpy as np
 from ..errors import ConfigError
 from . import checkpoint
 from ._optional import require
+from .onnx_conv import BUILDERS as _CONV_BUILDERS
+from .onnx_conv import CONV_LAYERS, members_first
 
 __all__ = ["EXPORTABLE_LAYERS", "export_onnx", "to_onnx"]
 
@@ -66,7 +70,8 @@ ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "swis
                "softmax")
 ACTIVATION_LAYERS = ("Identity", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU", "Swish", "GELU",
                      "Softmax")
-EXPORTABLE_LAYERS = ("Dense", *ACTIVATION_LAYERS, "Dropout", "BatchNorm", "LayerNorm")
+EXPORTABLE_LAYERS = ("Dense", *ACTIVATION_LAYERS, "Dropout", "BatchNorm", "LayerNorm",
+                     *CONV_LAYERS)
 _GELU_C = float(np.sqrt(2.0 / np.pi))  # the constant of nnkernel.nn.activations.GELU
 _MAX_PROTO = 2**31 - 1  # protobuf's limit on one message
 
@@ -108,13 +113,16 @@ def to_onnx(model, *, opset: int = 17, batch_dim: str | int = "N",
     config = model.config()
     _check_exportable(config["layers"])
     graph = _Graph(onnx, np.dtype(config["dtype"]), config.get("ensemble"), model.arrays())
+    graph.sample_ndim = list(model._sample_ndim)  # per-sample axes at each layer's input
     y = graph.input_name
     for i, layer in enumerate(config["layers"]):
         y = _LAYER_BUILDERS[layer["type"]](graph, i, layer, y)
-    n_in, n_out = _widths(config["layers"])
+    y = members_first(graph, y, model.output_shape[0])  # an ensemble that ends in images
     lead = [] if graph.ensemble is None else [graph.ensemble]
-    inputs = [helper.make_tensor_value_info("x", graph.elem_type, [batch_dim, n_in])]
-    outputs = [helper.make_tensor_value_info("y", graph.elem_type, [*lead, batch_dim, n_out])]
+    inputs = [helper.make_tensor_value_info("x", graph.elem_type,
+                                            [batch_dim, *_dims(model.input_shape, "CHW")])]
+    outputs = [helper.make_tensor_value_info("y", graph.elem_type, [
+        *lead, batch_dim, *_dims(model.output_shape, ["y_C", "y_H", "y_W"])])]
     graph.finish(y, "y")
     g = helper.make_graph(graph.nodes, "nnkernel", inputs, outputs, graph.initializers)
     opsets = [helper.make_opsetid("", opset)]
@@ -137,17 +145,16 @@ def _check_exportable(layers) -> None:
             raise ConfigError(f"cannot export layer {i} ({kind}) to ONNX; exportable layers: "
                               f"{', '.join(EXPORTABLE_LAYERS)}")
         act = layer.get("activation", "identity")
-        if (kind == "Dense" or kind in ACTIVATION_LAYERS) and act not in ACTIVATIONS:
+        if kind in ("Dense", "Conv2D", *ACTIVATION_LAYERS) and act not in ACTIVATIONS:
             raise ConfigError(f"cannot export layer {i} ({kind}): activation {act!r} has no "
                               f"ONNX form here; exportable: {', '.join(ACTIVATIONS)}")
 
 
-def _widths(layers) -> tuple[int, int]:
-    n_in = next(layer["n_in"] for layer in layers if layer["type"] == "Dense")
-    n_out = n_in
-    for layer in layers:
-        n_out = layer.get("n_out", layer.get("n", n_out))
-    return n_in, n_out
+def _dims(shape, names) -> list:
+    """A per-sample shape as ONNX dims: sizes, and a name for each unknown (None) one."""
+    names = list(names)[-len(shape):] if len(shape) <= len(names) else [
+        f"d{j}" for j in range(len(shape))]
+    return [name if d is None else int(d) for d, name in zip(shape, names, strict=True)]
 
 
 class _Graph:
@@ -288,4 +295,4 @@ def _layernorm(g: _Graph, i: int, layer: dict, x: str) -> str:
 
 _LAYER_BUILDERS = {"Dense": _dense, "Dropout": _dropout, "BatchNorm": _batchnorm,
                    "LayerNorm": _layernorm,
-                   **{name: _activation_layer for name in ACTIVATION_LAYERS}}
+                   **{name: _activation_layer for name in ACTIVATION_LAYERS}, **_CONV_BUILDERS}
