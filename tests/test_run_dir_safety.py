@@ -300,7 +300,7 @@ HOSTILE = [
     (("model", "layers", 0, "n_in"), True, r"model.layers\[0\].n_in must be a positive integer"),
     (("model", "layers", 0, "n_out"), 17, r"model.layers\[1\] \(Dense\) takes 16 features but "
                                           "the layer before gives 17"),
-    (("model", "layers", 0, "type"), "Conv2D", r"model.layers\[0\] must be a layer with a known"),
+    (("model", "layers", 0, "type"), "Conv3D", r"model.layers\[0\] must be a layer with a known"),
     (("model", "layers", 0, "activation"), "relux", r"model.layers\[0\].activation must be one"),
     (("model", "layers", 0, "bogus"), 1, r"model.layers\[0\] \(Dense\) has an unknown field"),
     (("model", "layers"), [], "model.layers must be a non-empty list"),

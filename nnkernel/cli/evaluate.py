@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CheckpointError
-from .results import check_features, print_result, test_metrics
+from .results import as_model_input, print_result, test_metrics
 from .runtime import backend_for
 
 
@@ -40,11 +40,11 @@ def run(args) -> int:
     loss = (saved.config.get("hyperparameters") or {}).get("loss") or "cross_entropy"
     name = str(dataset["name"])
     data = load_data(dataset, args.data_dir or dataset.get("data_dir"), loss)
-    check_features(model, data.n_features, f"dataset {data.name}", saved.directory)
     X, y = data.X_test, data.y_test
     if name.lower().endswith((".csv", ".npz")):  # a user's file: evaluate every row
         X = np.concatenate([data.X_train, data.X_test])
         y = np.concatenate([data.y_train, data.y_test])
+    X = as_model_input(model, X, f"dataset {data.name}", saved.directory)
     result = test_metrics(model, X, y, loss, data, args.batch_size)
     result.update(run=str(saved.directory), dataset=data.name, epoch=saved.epoch,
                   backend=backend.name, device=backend.device_name,

@@ -15,7 +15,9 @@ from .runtime import backend_for
 def add_parser(sub, add_device_flags, add_output_flags, types):
     predict = sub.add_parser("predict", help="predict with a saved run")
     predict.add_argument("run_dir", metavar="DIR")
-    predict.add_argument("input", metavar="INPUT", help="features: a .npy or .csv file")
+    predict.add_argument("input", metavar="INPUT", help="features: a .npy or .csv file (an "
+                         "image model also takes flat rows of C*H*W pixels, or a .npy of "
+                         "(N, C, H, W) images)")
     predict.add_argument("--output", metavar="FILE",
                          help="write predictions to FILE (.npy, .csv or .txt) instead of stdout")
     predict.add_argument("--proba", action="store_true",
@@ -30,7 +32,7 @@ def run(args) -> int:
     from ..io import checkpoint, datasets, run_dir
     from ..nn.activations import sigmoid, softmax
     from ..nn.ensemble import ensemble_mean
-    from .results import check_features
+    from .results import as_model_input
 
     output = Path(args.output) if args.output else None
     if output is not None and output.resolve() == Path(args.input).resolve():
@@ -40,8 +42,8 @@ def run(args) -> int:
     saved = run_dir.load(args.run_dir)
     backend = backend_for({**saved.config.get("runtime", {}), "tf32": bool(args.tf32)}, args)
     model = saved.build_model(backend.name, backend.device)
-    X = datasets.load_features(Path(args.input))
-    check_features(model, X.shape[1], str(args.input), saved.directory)
+    X = datasets.load_features(Path(args.input), images=len(model.input_shape) > 1)
+    X = as_model_input(model, X, str(args.input), saved.directory)
     out = model.predict(backend.asarray(X, dtype=model.dtype), batch_size=args.batch_size)
     dataset = saved.config.get("dataset") or {}
     classify = dataset.get("task", "classification") == "classification"

@@ -78,6 +78,31 @@ def print_result(args, result, model) -> None:
     print("\n".join(lines))
 
 
+def as_model_input(model, X, what, directory):
+    """X as the model takes it: flat rows checked against its width; for an image model,
+    flat rows of C·H·W values reshaped to (n, C, H, W) (a view), or images checked."""
+    import math
+
+    from ..errors import ShapeError
+
+    shape = tuple(model.input_shape)
+    if len(shape) == 1:
+        check_features(model, X.shape[1], what, directory)
+        return X
+    text = "(" + ", ".join("any" if d is None else str(d) for d in shape) + ")"
+    if X.ndim == 2 and None not in shape:
+        if X.shape[1] != math.prod(shape):
+            raise ShapeError(f"the model in {directory} takes images {text}, "
+                             f"{math.prod(shape)} values per row, but {what} has "
+                             f"{X.shape[1]}; it is a checkpoint of another architecture")
+        return X.reshape(X.shape[0], *shape)
+    if X.ndim == len(shape) + 1 and all(want is None or got == want
+                                        for got, want in zip(X.shape[1:], shape, strict=True)):
+        return X
+    raise ShapeError(f"the model in {directory} takes images {text} (channels, height, width) "
+                     f"per sample, but {what} has shape {tuple(X.shape)}")
+
+
 def check_features(model, n_features, what, directory):
     from ..errors import ShapeError
 

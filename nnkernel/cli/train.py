@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, NonFiniteError
-from .results import check_features, print_result, test_metrics
+from .results import as_model_input, print_result, test_metrics
 from .runtime import backend_for, say
 from .settings import VAL_SEED, check_names, new_settings, resume_settings
 
@@ -163,7 +163,12 @@ def prepare(args) -> Job | None:
         settings["preprocessing"] = dict(getattr(data, "preprocessing", {}) or {})
     else:
         model = saved.build_model(backend.name, backend.device)
-        check_features(model, data.n_features, f"dataset {data.name}", saved.directory)
+    # flat rows as the model takes them: images (n, C, H, W) for a conv model (views)
+    where, what = saved.directory if saved else out, f"dataset {data.name}"
+    X_train = as_model_input(model, X_train, what, where)
+    if validation is not None:
+        validation = (as_model_input(model, validation[0], what, where), validation[1])
+    data.X_test = as_model_input(model, data.X_test, what, where)
     steps = len(plan_batches(n_train, hyper["batch_size"], _has_batchnorm(model)))
     job = Job(settings, hyper, out, continuing, saved, backend, data, model,
               build_optimizer(hyper, steps), (X_train, y_train), validation)
@@ -302,15 +307,24 @@ def default_loss(data) -> str:
 
 
 def build_model(hyper, data, settings, backend):
-    from ..nn.builders import mlp
+    from ..nn.builders import cnn, mlp
 
     if hyper["loss"] is None:
         hyper["loss"] = default_loss(data)
     n_out = data.n_classes if data.task == "classification" else data.y_train.shape[1]
     _check_memory(hyper, data, n_out, settings["runtime"]["dtype"])
-    return mlp(data.n_features, hyper["hidden"], n_out, activation=hyper["activation"],
-               dropout=hyper["dropout"], batchnorm=hyper["batchnorm"], seed=settings["seed"],
-               dtype=settings["runtime"]["dtype"], backend=backend, ensemble=hyper["ensemble"])
+    options = {"activation": hyper["activation"], "dropout": hyper["dropout"],
+               "batchnorm": hyper["batchnorm"], "seed": settings["seed"],
+               "dtype": settings["runtime"]["dtype"], "backend": backend,
+               "ensemble": hyper["ensemble"]}
+    if hyper.get("conv"):
+        image = getattr(data, "image_shape", None)
+        if image is None:
+            raise ConfigError(f"--conv needs images, but {data.name} is not an image dataset "
+                              f"(digits, mnist, fashion-mnist, or an .npz of (n, H, W) or "
+                              f"(n, C, H, W) images)")
+        return cnn(image, hyper["conv"], hyper["hidden"], n_out, **options)
+    return mlp(data.n_features, hyper["hidden"], n_out, **options)
 
 
 def _check_memory(hyper, data, n_out, dtype) -> None:

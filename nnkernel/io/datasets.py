@@ -90,6 +90,10 @@ class Dataset:
     # 1/d factor, because that is the operation applied: 1/255 has no exact float).
     # Empty where the features are used as read (toy sets, CSV, float NPZ).
     preprocessing: dict = field(default_factory=dict)
+    # Images: the (channels, height, width) each flat row of X is, in C order; a
+    # convolutional model is built for that shape and takes X.reshape(n, C, H, W).
+    # None: the features are not images.
+    image_shape: tuple | None = None
 
     @property
     def n_features(self) -> int:
@@ -214,7 +218,7 @@ def _digits() -> Dataset:
         y = npz["y"].astype(np.int64)
     X_tr, y_tr, X_te, y_te = _split_n(X, y, 360, seed=0)  # 1437 train / 360 test
     return _validated(Dataset("digits", X_tr, y_tr, X_te, y_te, "classification", 10,
-                              {"divide_by": 16.0}), "nnkernel/io/data/digits.npz")
+                              {"divide_by": 16.0}, (1, 8, 8)), "nnkernel/io/data/digits.npz")
 
 
 # ----------------------------------------------------------------------------- IDX files
@@ -308,7 +312,8 @@ def _load_idx_dataset(name: str, data_dir, allow_download: bool) -> Dataset:
 
     ds = Dataset(name, pixels(arrays["train_images"]), arrays["train_labels"].astype(np.int64),
                  pixels(arrays["test_images"]), arrays["test_labels"].astype(np.int64),
-                 "classification", 10, {"divide_by": 255.0})
+                 "classification", 10, {"divide_by": 255.0},
+                 (1, *arrays["train_images"].shape[1:]))
     return _validated(ds, str(directory))
 
 
@@ -416,9 +421,10 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def load_features(path: str | os.PathLike) -> np.ndarray:
+def load_features(path: str | os.PathLike, images: bool = False) -> np.ndarray:
     """Features to predict on, float32 (samples, features): a .npy (no pickles) or a numeric
-    .csv whose header row is optional."""
+    .csv whose header row is optional. With ``images`` a .npy may also hold images
+    (samples, channels, height, width)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -436,12 +442,15 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
         raise DatasetError(f"INPUT must be a .npy or .csv file, got {path.name!r}")
     if X.ndim == 1:
         X = X[None, :]  # one sample
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise ShapeError(f"{path}: expected a 2-D array (samples, features), got shape {X.shape}")
+    if not (X.ndim == 2 or (images and X.ndim == 4)) or X.shape[0] == 0:
+        what = ("an array (samples, features) or (samples, C, H, W)" if images
+                else "a 2-D array (samples, features)")
+        raise ShapeError(f"{path}: expected {what}, got shape {X.shape}")
     X = X.astype(np.float32)
     if not np.isfinite(X).all():
-        row, col = np.argwhere(~np.isfinite(X))[0]
-        raise NonFiniteError(f"{path}: NaN or Inf at row {row}, column {col}")
+        bad = np.argwhere(~np.isfinite(X))[0]
+        where = f"column {bad[1]}" if X.ndim == 2 else f"(c, h, w) {tuple(map(int, bad[1:]))}"
+        raise NonFiniteError(f"{path}: NaN or Inf at row {bad[0]}, {where}")
     return X
 
 
@@ -489,15 +498,19 @@ def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y") -> Dataset:
     features = [_features(a, path) for a in parts[0::2]]
     targets = [_targets(a) for a in parts[1::2]]
     scaled = {"divide_by": 255.0} if parts[0].dtype == np.uint8 else {}  # as _features does
+    # (n, H, W) grey or (n, C, H, W) images: flattened here, their shape kept
+    image = {3: (1, *parts[0].shape[1:]), 4: tuple(parts[0].shape[1:])}.get(parts[0].ndim)
     if len(parts) == 2:
         ds = _from_arrays(path.stem, features[0], targets[0], str(path))
-        ds.preprocessing = scaled
+        ds.preprocessing, ds.image_shape = scaled, image
         return ds
     task, n_classes = _task_of(targets[0])
     if task == "classification":
         n_classes = int(max(targets[0].max(initial=-1), targets[1].max(initial=-1))) + 1
+    if parts[2].shape[1:] != parts[0].shape[1:]:
+        image = None
     ds = Dataset(path.stem, features[0], targets[0], features[1], targets[1], task, n_classes,
-                 scaled)
+                 scaled, image)
     return _validated(ds, str(path))
 
 

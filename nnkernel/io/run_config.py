@@ -175,7 +175,34 @@ def _layer_fields(kind: str, names) -> dict:
     if kind in ("BatchNorm", "LayerNorm"):
         extra = {"momentum": number(0, 1)} if kind == "BatchNorm" else {}
         return {"n": integer(1), "eps": number(0, math.inf, lo_open=True, hi_open=True), **extra}
+    if kind == "Conv2D":
+        return {**CONV_FIELDS[kind], **activation,
+                "init": choice(names["init"], optional=True, normalize=str)}
+    if kind in CONV_FIELDS:
+        return CONV_FIELDS[kind]
     return activation
+
+
+# The image layers (nnkernel.nn.conv, conv_norm): each field is required.
+_WINDOW = {"kernel_size": integer(1), "stride": integer(1)}
+CONV_FIELDS = {
+    "Conv2D": {"in_channels": integer(1), "out_channels": integer(1), **_WINDOW,
+               "padding": integer(0)},
+    "MaxPool2D": _WINDOW, "AvgPool2D": _WINDOW, "Flatten": {},
+    "BatchNorm2D": {"channels": integer(1), "eps": number(0, math.inf, lo_open=True,
+                                                          hi_open=True),
+                    "momentum": number(0, 1)},
+    "Dropout2D": {"p": number(0, 1, hi_open=True)},
+}
+_REQUIRED = ("n_in", "n_out", "n", "p", "in_channels", "out_channels", "kernel_size", "stride",
+             "padding", "channels")
+
+
+def input_shape(v) -> str | None:
+    if v is None or (isinstance(v, list) and 0 < len(v) <= 8 and all(
+            d is None or (_is_int(d) and 0 < d < BIG) for d in v)):
+        return None
+    return "a list of positive sizes or nulls (the per-sample input shape)"
 
 
 def _model_problems(problems, model, names, max_bytes=None) -> None:
@@ -201,7 +228,7 @@ def _model_problems(problems, model, names, max_bytes=None) -> None:
         fields = _layer_fields(kind, names)
         for extra in sorted(set(layer) - set(fields) - {"type"}):
             problems.append(f"{where} ({kind}) has an unknown field {extra!r}")
-        required = {k: v for k, v in fields.items() if k in ("n_in", "n_out", "n", "p")}
+        required = {k: v for k, v in fields.items() if k in _REQUIRED}
         _section(problems, where, layer, required)
         _section(problems, where, layer, {k: v for k, v in fields.items() if k not in required},
                  required=False)
@@ -213,8 +240,13 @@ def _model_problems(problems, model, names, max_bytes=None) -> None:
             width = layer.get("n_out") if _is_int(layer.get("n_out")) else None
         elif kind in ("BatchNorm", "LayerNorm"):
             width = n_in if _is_int(n_in) else None
-    if not any(isinstance(layer, dict) and layer.get("type") == "Dense" for layer in layers):
-        problems.append("model.layers has no Dense layer, so the model has no input width")
+        elif kind in CONV_FIELDS:
+            width = None  # images: Sequential checks their shapes when it builds the model
+    _section(problems, "model", model, {"input_shape": input_shape}, required=False)
+    if not any(isinstance(layer, dict) and layer.get("type") in ("Dense", "Conv2D")
+               for layer in layers) and model.get("input_shape") is None:
+        problems.append("model.layers has no Dense or Conv2D layer and model has no "
+                        "input_shape, so the model has no input width")
     size, limit = model_bytes(model), _limit(max_bytes)
     if size is not None and limit is not None and size > limit:
         problems.append(f"model describes {size:,} bytes of parameters and state, more than "
@@ -251,6 +283,7 @@ def validate_run_config(config, max_bytes: int | None = None) -> list[str]:
     if "hyperparameters" in config:
         hyper = config["hyperparameters"]
         _section(problems, "hyperparameters", hyper, _hyper_fields(names))
+        _section(problems, "hyperparameters", hyper, {"conv": widths}, required=False)
         lr = hyper.get("lr") if isinstance(hyper, dict) else None
         ensemble = hyper.get("ensemble") if isinstance(hyper, dict) else None
         if isinstance(lr, list) and (ensemble is None or _is_int(ensemble)) \

@@ -30,3 +30,37 @@ def mlp(n_in: int, hidden, n_out: int, *, activation="relu", dropout: float = 0.
     """A multilayer perceptron; ``model_options`` go to Sequential (seed, dtype, backend, ...)."""
     return Sequential(*mlp_layers(n_in, hidden, n_out, activation=activation, dropout=dropout,
                                   batchnorm=batchnorm), **model_options)
+
+
+def cnn_layers(image_shape, channels, hidden, n_out: int, *, activation="relu",
+               dropout: float = 0.0, batchnorm: bool = False) -> list:
+    """The command line's CNN: per entry of ``channels`` a 3×3 convolution (padding 1) with
+    its activation (with ``batchnorm``: Conv2D, BatchNorm2D, activation) and a 2×2
+    max-pool; then Flatten and `mlp_layers` over the flattened maps."""
+    from .conv import Conv2D, Flatten, MaxPool2D
+    from .conv_norm import BatchNorm2D
+
+    act_layer = L.LAYERS[type(get_activation(activation)).__name__]
+    stack, c_in = [], image_shape[0]
+    for c in channels:
+        if batchnorm:
+            stack += [Conv2D(c_in, c, 3, padding=1), BatchNorm2D(c), act_layer()]
+        else:
+            stack.append(Conv2D(c_in, c, 3, padding=1, activation=activation))
+        stack.append(MaxPool2D(2))
+        c_in = c
+    stack.append(Flatten())
+    shape = tuple(image_shape)
+    for layer in stack:  # a ShapeError here names the block that shrinks the image to nothing
+        shape = layer.output_shape(shape)
+    return stack + mlp_layers(shape[0], hidden, n_out, activation=activation, dropout=dropout,
+                              batchnorm=batchnorm)
+
+
+def cnn(image_shape, channels, hidden, n_out: int, *, activation="relu", dropout: float = 0.0,
+        batchnorm: bool = False, **model_options) -> Sequential:
+    """A CNN (`cnn_layers`) for images of ``image_shape`` (C, H, W); ``model_options`` go to
+    Sequential."""
+    return Sequential(*cnn_layers(image_shape, channels, hidden, n_out, activation=activation,
+                                  dropout=dropout, batchnorm=batchnorm),
+                      input_shape=tuple(image_shape), **model_options)
