@@ -295,3 +295,14 @@ def test_conv2d_refuses_mismatched_shapes():
         k.conv2d(np.zeros((1, 2, 5, 5)), np.zeros((3, 4, 3, 3)), None)
     with pytest.raises(ValueError, match="does not fit"):
         k.conv2d(np.zeros((1, 2, 2, 2)), np.zeros((3, 2, 3, 3)), None)
+
+
+@pytest.mark.parametrize("k, stride", [(2, None), (3, 2)])
+def test_max_pool2d_backward_of_a_non_finite_dy_routes_it_exactly(k, stride):
+    """NaN and ±Inf in dy reach the argmax only, as the reference routes them (NaN·0 is NaN)."""
+    twin = KERNELS["numpy_twin"][0]
+    x, dy = pool_data((2, 3, 7, 8), k, stride, ties=True)
+    dy[0, 0, 0, 0], dy[1, 2, 1, 1], dy[0, 1, 2, 0] = np.nan, np.inf, -np.inf
+    (_, c1), (_, c2) = twin.max_pool2d(x, k, stride), REFERENCE_NP.max_pool2d(x, k, stride)
+    np.testing.assert_array_equal(twin.max_pool2d_backward(c1, dy, x.shape),
+                                  REFERENCE_NP.max_pool2d_backward(c2, dy, x.shape))

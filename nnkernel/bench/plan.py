@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SECTIONS = ("kernels", "mlp", "tiny", "width", "depth", "ensemble")
+SECTIONS = ("kernels", "mlp", "tiny", "width", "depth", "ensemble", "conv")
+# The conv section's network: `nnkernel train --conv 32,64 --hidden 128` on 1x28x28 images.
+CONV_NET = {"image": [1, 28, 28], "channels": [32, 64], "hidden": [128], "classes": 10}
 MLP_SIZES = (784, 512, 512, 10)
 FULL = {"batches": (64, 128, 256, 512, 1024, 2048, 4096), "widths": (128, 256, 512, 1024, 2048),
         "depths": (1, 2, 4, 8), "members": (1, 8, 64, 256), "matmul": (512, 1024, 2048),
         "bmm": ((64, 128, 64, 64), (8, 256, 512, 512)), "dense_batches": (256, 1024),
         "ce": ((1024, 10), (1024, 1000)), "repeats": 7, "warmup_s": 0.3, "round_s": 0.25,
-        "settle_s": 0.2, "ceiling_repeats": 7}
+        "settle_s": 0.2, "ceiling_repeats": 7, "conv_batches": (128,)}
 QUICK = {"batches": (64, 256, 1024), "widths": (256, 1024), "depths": (1, 4),
          "members": (8, 64), "matmul": (1024,), "bmm": ((64, 128, 64, 64),),
          "dense_batches": (256,), "ce": ((1024, 10),), "repeats": 3, "warmup_s": 0.2,
          "round_s": 0.05, "settle_s": 0.1,
-         "ceiling_repeats": 3}
+         "ceiling_repeats": 3, "conv_batches": (128,)}
 
 
 @dataclass
@@ -36,6 +38,19 @@ def mlp_flops(sizes, batch) -> float:
     except the first layer, whose dx is skipped (2·N·in·out)."""
     pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
     return sum(6.0 * batch * a * b for a, b in pairs) - 2.0 * batch * pairs[0][0] * pairs[0][1]
+
+
+def conv_flops(net: dict, batch: int) -> float:
+    """Matmul FLOPs of one CNN training step (3x3 convs, padding 1, 2x2 pools, then Dense):
+    each conv 2·N·H·W·(9·C_in)·C_out forward, as much for dW and (but the first) for dX."""
+    c_in, h, w = net["image"]
+    total, first = 0.0, True
+    for c in net["channels"]:
+        gemm = 2.0 * batch * h * w * 9 * c_in * c
+        total += gemm * (2.0 if first else 3.0)
+        c_in, h, w, first = c, h // 2, w // 2, False
+    dense = [c_in * h * w, *net["hidden"], net["classes"]]
+    return total + sum(6.0 * batch * a * b for a, b in zip(dense, dense[1:], strict=False))
 
 
 def plan(sections, p: dict, dtype: str, device: str) -> list[Case]:
@@ -96,4 +111,12 @@ def plan(sections, p: dict, dtype: str, device: str) -> list[Case]:
                               ("nnkernel", "nnkernel-loop", "torch-func", "torch-loop"),
                               ("torch-func", "torch-loop"), 1, "steps/s",
                               E * mlp_flops((64, 64, 10), 128), E))
+    if "conv" in sections:
+        for b in p["conv_batches"]:
+            spec = {"kind": "conv", "batch": b, **CONV_NET, "activation": "relu", "loss": "ce",
+                    "optimizer": "adam", "lr": 1e-3, **common}
+            net = "-".join(map(str, CONV_NET["channels"]))
+            cases.append(Case("conv", f"conv {net} +128 1x28x28 N={b}", spec,
+                              ("nnkernel", "torch"), ("torch",), b, "samples/s",
+                              conv_flops(CONV_NET, b), b))
     return cases

@@ -11,8 +11,9 @@ does in place:
 - the products write into the model's gradient buffers (``np.matmul(out=)``),
   db is δ·1 (a matrix-vector product: faster than a sum along a strided axis),
   and the bias add is fused into the (C_out, N) -> (N, C_out) transpose of z.
-- pooling with stride == k (windows that do not overlap) reshapes (.., H, W) to
-  (.., H_out, k, W_out, k): forward a view, backward one scatter of dy.
+- pooling works on the k² strided views of x, one per window offset: max-pool
+  keeps a running maximum and the offset of the first maximum (int8), and its
+  backward writes dy into each offset's view of dx where that offset won.
 
 Contexts from these methods are for this class's backward methods only.
 """
@@ -131,70 +132,88 @@ class NumpyConvKernels(ConvKernels):
         return self.col2im(dcols, x_shape, kh, kw, stride, padding), dW, db
 
     # -- pooling --------------------------------------------------------------------
+    # Each window offset (i, j) is one strided view of x, x[.., i + s·h, j + s·w], so
+    # pooling is k² element-wise passes over output-sized arrays. (Gathering the windows
+    # into a (.., k²) copy and calling argmax over that short last axis, as before, took
+    # 5-10x longer: a copy of the whole input, then NumPy's per-row loop overhead.)
     @staticmethod
-    def _pool_windows(x, k, s):
-        """Every window as a view (.., H_out, W_out, k, k); by a reshape when s == k."""
-        *lead, H, W = x.shape
-        H_out, W_out = conv_out_size(H, k, s, 0), conv_out_size(W, k, s, 0)
-        if s == k:  # non-overlapping: split each axis into (position, offset)
-            tiles = x[..., :H_out * k, :W_out * k].reshape(*lead, H_out, k, W_out, k)
-            return np.swapaxes(tiles, -3, -2)
-        return sliding_window_view(x, (k, k), axis=(-2, -1))[..., ::s, ::s, :, :]
+    def _offsets(x, k, s):
+        H_out, W_out = conv_out_size(x.shape[-2], k, s, 0), conv_out_size(x.shape[-1], k, s, 0)
+        return [x[..., window_slice(i, s, H_out), window_slice(j, s, W_out)]
+                for i in range(k) for j in range(k)]
 
     @staticmethod
-    def _untile(tiles, x_shape, k):
-        """(.., H_out, W_out, k, k) windows that do not overlap, back to dx (x_shape)."""
-        *lead, H_out, W_out, _, _ = tiles.shape
-        full = np.swapaxes(tiles, -3, -2).reshape(*lead, H_out * k, W_out * k)
-        if full.shape[-2:] == tuple(x_shape[-2:]):
-            return full
-        dx = np.zeros(tuple(x_shape), dtype=tiles.dtype)  # the rows/columns no window reads
-        dx[..., :H_out * k, :W_out * k] = full
-        return dx
+    def _dx_for(dy, x_shape, k, s):
+        """dx to write each offset's view into: uninitialised where the windows tile x
+        exactly (every pixel is written once), else zeros."""
+        H_out, W_out = dy.shape[-2:]
+        exact = s == k and (H_out * k, W_out * k) == tuple(x_shape[-2:])
+        return (np.empty if exact else np.zeros)(tuple(x_shape), dtype=dy.dtype)
 
     def max_pool2d(self, x, k, stride=None):
         s = k if stride is None else stride
-        win = self._pool_windows(x, k, s)
-        flat = win.reshape(*win.shape[:-2], k * k)  # one copy; argmax: first max, first NaN
-        idx = flat.argmax(axis=-1)
-        y = np.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
+        views = self._offsets(x, k, s)
+        y = views[0].copy()
+        small = k * k <= 127
+        itype = np.int8 if small else np.int32
+        idx = np.zeros(y.shape, dtype=itype)  # the offset of each window's first maximum
+        take = np.empty(y.shape, dtype=bool)
+        offset = np.empty(y.shape, dtype=itype)
+        for o, v in enumerate(views[1:], 1):
+            np.greater(v, y, out=take)  # strictly greater: ties keep the first maximum
+            # idx = where(take, o, idx) as max(idx, o·take): o exceeds every earlier offset.
+            # (np.copyto(idx, o, where=take) is 8x slower: NumPy's masked assignment loop.)
+            np.multiply(take.view(np.int8) if small else take, itype(o), out=offset)
+            np.maximum(idx, offset, out=idx)
+            np.maximum(y, v, out=y)  # a NaN propagates into y (as torch) ...
+        if np.isnan(np.add.reduce(y, axis=None)):  # ... and its window's argmax is the first NaN
+            pending = np.isnan(y)
+            for o, v in enumerate(views):
+                hit = pending & np.isnan(v)
+                np.copyto(idx, o, where=hit)
+                pending &= ~hit
         return y, (idx, k, s)
 
     def max_pool2d_backward(self, ctx, dy, x_shape):
         idx, k, s = ctx
-        if s == k:
-            g = np.zeros((*dy.shape, k * k), dtype=dy.dtype)
-            np.put_along_axis(g, idx[..., None], dy[..., None], axis=-1)
-            return self._untile(g.reshape(*dy.shape, k, k), x_shape, k)
         H_out, W_out = dy.shape[-2:]
-        dx = np.zeros(tuple(x_shape), dtype=dy.dtype)
-        for o in range(k * k):  # overlapping windows: accumulate offset by offset
+        hit = np.empty(idx.shape, dtype=bool)
+        dx = self._dx_for(dy, x_shape, k, s)
+        # dy·[idx == o] written straight into the offset's view of dx; that is dy routed to
+        # the argmax (and ±0 elsewhere) only for a finite dy (NaN·0 is NaN), so a non-finite
+        # dy takes `where`, 3x slower here, as does a masked copyto (6x).
+        finite = bool(np.isfinite(np.add.reduce(dy, axis=None)))
+        for o in range(k * k):
             i, j = divmod(o, k)
-            dx[..., window_slice(i, s, H_out), window_slice(j, s, W_out)] += np.where(
-                idx == o, dy, 0.0)
+            view = dx[..., window_slice(i, s, H_out), window_slice(j, s, W_out)]
+            np.equal(idx, o, out=hit)
+            routed = np.multiply(dy, hit, out=view if s == k else None) if finite else \
+                np.where(hit, dy, 0.0)
+            if s != k:  # overlapping windows: accumulate offset by offset
+                view += routed
+            elif not finite:  # windows do not overlap: each view is written once
+                view[...] = routed
         return dx
 
     def avg_pool2d(self, x, k, stride=None):
         s = k if stride is None else stride
-        if s == k:
-            y = self._pool_windows(x, k, s).sum(axis=(-2, -1))
-        else:
-            H_out, W_out = conv_out_size(x.shape[-2], k, s, 0), conv_out_size(x.shape[-1], k, s, 0)
-            y = x[..., window_slice(0, s, H_out), window_slice(0, s, W_out)].copy()
-            for o in range(1, k * k):
-                i, j = divmod(o, k)
-                y += x[..., window_slice(i, s, H_out), window_slice(j, s, W_out)]
+        views = self._offsets(x, k, s)
+        y = views[0].copy()
+        for v in views[1:]:  # Σ in offset order, as the reference adds them
+            y += v
         y /= k * k
         return y, (k, s)
 
     def avg_pool2d_backward(self, ctx, dy, x_shape):
         k, s = ctx
         g = dy / (k * k)
-        if s == k:
-            return self._untile(np.broadcast_to(g[..., None, None], (*g.shape, k, k)), x_shape, k)
         H_out, W_out = dy.shape[-2:]
-        dx = np.zeros(tuple(x_shape), dtype=dy.dtype)
+        dx = self._dx_for(dy, x_shape, k, s)
         for i in range(k):
             for j in range(k):
-                dx[..., window_slice(i, s, H_out), window_slice(j, s, W_out)] += g
+                view = dx[..., window_slice(i, s, H_out), window_slice(j, s, W_out)]
+                if s == k:
+                    view[...] = g
+                else:
+                    view += g
         return dx

@@ -17,7 +17,7 @@ reads one JSON line back:
     {"cmd": "quit"}
 
 A case names a workload ("kind": mlp, matmul, bmm, dense_fwd, dense_fwd_bwd,
-softmax_ce, adam, ensemble) and an implementation ("impl"): "nnkernel" and
+softmax_ce, adam, ensemble, conv) and an implementation ("impl"): "nnkernel" and
 "nnkernel-loop" run through nnkernel's public API, "numpy-loop" is a plain
 hand-written NumPy step (the library-overhead reference), "torch",
 "torch-func" and "torch-loop" are PyTorch eager. `make_step(case)` builds the

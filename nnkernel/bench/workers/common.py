@@ -29,6 +29,16 @@ def inputs(case, n_in, rows=None):
     return xs, ts
 
 
+def image_inputs(case):
+    """N_BATCHES image batches (batch, C, H, W) in [0, 1) and integer labels, as NumPy."""
+    rng = np.random.default_rng(case.get("seed", 0))
+    dt = np.dtype(case.get("dtype", "float32"))
+    shape = (case["batch"], *case["image"])
+    xs = [rng.random(shape).astype(dt) for _ in range(N_BATCHES)]
+    ts = [rng.integers(0, case["classes"], case["batch"]) for _ in range(N_BATCHES)]
+    return xs, ts
+
+
 def cycle(items):
     """A function returning items[0], items[1], ... round and round."""
     state = {"i": -1}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import N_BATCHES, Step, cycle, inputs, matmul_shapes, random_arrays
+from .common import N_BATCHES, Step, cycle, image_inputs, inputs, matmul_shapes, random_arrays
 
 
 def _nk_backend(case):
@@ -89,6 +89,21 @@ def _nk_ensemble(case):
     return Step(run, _nk_sync(case))
 
 
+def _nk_conv(case):
+    """The CNN of `nnkernel train --conv` (nn.builders.cnn), stepped as fit steps it."""
+    import nnkernel as nk
+    from nnkernel.nn.builders import cnn
+
+    model = cnn(case["image"], case["channels"], case["hidden"], case["classes"],
+                activation=case.get("activation", "relu"), dtype=case.get("dtype", "float32"),
+                backend=_nk_backend(case))
+    step = _nk_train_step(nk, model, _nk_optimizer(nk, case), case)
+    xs, ts = image_inputs(case)
+    be = model.backend
+    data = cycle([(be.asarray(x), be.asarray(t)) for x, t in zip(xs, ts, strict=True)])
+    return Step(lambda: step(*data()), _nk_sync(case))
+
+
 def _nk_arrays(case, *shapes):
     import nnkernel as nk
 
@@ -145,4 +160,4 @@ def _nk_adam(case):
 
 STEPS = {"mlp": _nk_mlp, "ensemble": _nk_ensemble, "matmul": _nk_matmul, "bmm": _nk_matmul,
              "dense_fwd": _nk_dense, "dense_fwd_bwd": _nk_dense, "softmax_ce": _nk_softmax_ce,
-             "adam": _nk_adam}
+             "adam": _nk_adam, "conv": _nk_conv}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import N_BATCHES, Step, cycle, inputs, matmul_shapes, random_arrays
+from .common import N_BATCHES, Step, cycle, image_inputs, inputs, matmul_shapes, random_arrays
 
 
 def _torch_device(case):
@@ -117,6 +117,40 @@ def _torch_ensemble(case):
     return Step(run_func, _torch_sync(torch, case))
 
 
+def _torch_conv(case):
+    """The same CNN as nn.Sequential of Conv2d / ReLU / MaxPool2d (oneDNN convolutions on the
+    CPU, cuDNN on CUDA), trained the way the tutorials do."""
+    import torch
+
+    nn = torch.nn
+    layers, c_in, (_, h, w) = [], case["image"][0], case["image"]
+    for c in case["channels"]:
+        layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        c_in, h, w = c, h // 2, w // 2
+    layers.append(nn.Flatten())
+    width = c_in * h * w
+    for n in case["hidden"]:
+        layers += [nn.Linear(width, n), nn.ReLU()]
+        width = n
+    layers.append(nn.Linear(width, case["classes"]))
+    dt = getattr(torch, case.get("dtype", "float32"))
+    model = nn.Sequential(*layers).to(device=_torch_device(case), dtype=dt)
+    opt = _torch_optimizer(torch, case, model.parameters())
+    loss_fn = _torch_loss(torch, case)
+    xs, ts = image_inputs(case)
+    data = cycle(list(zip(_torch_tensors(torch, case, *xs), _torch_tensors(torch, case, *ts),
+                          strict=True)))
+
+    def run():
+        x, t = data()
+        loss = loss_fn(model(x), t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return Step(run, _torch_sync(torch, case))
+
+
 def _torch_arrays(torch, case, *shapes):
     return _torch_tensors(torch, case, *random_arrays(case, *shapes))
 
@@ -179,4 +213,4 @@ def _torch_adam(case):
 
 STEPS = {"mlp": _torch_mlp, "ensemble": _torch_ensemble, "matmul": _torch_matmul,
           "bmm": _torch_matmul, "dense_fwd": _torch_dense, "dense_fwd_bwd": _torch_dense,
-          "softmax_ce": _torch_softmax_ce, "adam": _torch_adam}
+          "softmax_ce": _torch_softmax_ce, "adam": _torch_adam, "conv": _torch_conv}
