@@ -117,11 +117,8 @@ def _torch_ensemble(case):
     return Step(run_func, _torch_sync(torch, case))
 
 
-def _torch_conv(case):
-    """The same CNN as nn.Sequential of Conv2d / ReLU / MaxPool2d (oneDNN convolutions on the
-    CPU, cuDNN on CUDA), trained the way the tutorials do."""
-    import torch
-
+def torch_cnn(torch, case):
+    """nnkernel.nn.builders.cnn as nn.Sequential of Conv2d / ReLU / MaxPool2d / Linear."""
     nn = torch.nn
     layers, c_in, (_, h, w) = [], case["image"][0], case["image"]
     for c in case["channels"]:
@@ -134,7 +131,15 @@ def _torch_conv(case):
         width = n
     layers.append(nn.Linear(width, case["classes"]))
     dt = getattr(torch, case.get("dtype", "float32"))
-    model = nn.Sequential(*layers).to(device=_torch_device(case), dtype=dt)
+    return nn.Sequential(*layers).to(device=_torch_device(case), dtype=dt)
+
+
+def _torch_conv(case):
+    """The CNN trained the way the tutorials do (oneDNN convolutions on the CPU, cuDNN on
+    CUDA)."""
+    import torch
+
+    model = torch_cnn(torch, case)
     opt = _torch_optimizer(torch, case, model.parameters())
     loss_fn = _torch_loss(torch, case)
     xs, ts = image_inputs(case)
