@@ -35,12 +35,14 @@ def test_train_builds_the_documented_blocks_and_learns(capsys, tmp_path):
     assert result["test_accuracy"] > 0.6  # chance is 0.1
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     layers = config["model"]["layers"]
-    assert [layer["type"] for layer in layers] == ["Conv2D", "MaxPool2D", "Conv2D", "MaxPool2D",
-                                                  "Flatten", "Dense", "Dense"]
+    # ReLU after the pool: max commutes with it, so the same function on fewer values
+    assert [layer["type"] for layer in layers] == ["Conv2D", "MaxPool2D", "ReLU", "Conv2D",
+                                                  "MaxPool2D", "ReLU", "Flatten", "Dense",
+                                                  "Dense"]
     first = layers[0]
     assert (first["in_channels"], first["out_channels"], first["kernel_size"],
-            first["padding"], first["activation"]) == (1, 4, 3, 1, "relu")
-    assert layers[5]["n_in"] == 8 * 2 * 2  # 8x8 -> 4x4 -> 2x2 after two pools
+            first["padding"], first["init"]) == (1, 4, 3, 1, "he_normal")
+    assert layers[7]["n_in"] == 8 * 2 * 2  # 8x8 -> 4x4 -> 2x2 after two pools
     assert config["model"]["input_shape"] == [1, 8, 8]
     assert config["hyperparameters"]["conv"] == [4, 8]
 
@@ -50,8 +52,8 @@ def test_batchnorm_and_ensemble_conv_runs(capsys, tmp_path):
                       "--out", tmp_path / "run")
     assert len(result["member_test_accuracy"]) == 2
     model = run_dir.load(tmp_path / "run").build_model()
-    assert [type(layer).__name__ for layer in model.layers][:3] == ["Conv2D", "BatchNorm2D",
-                                                                    "ReLU"]
+    assert [type(layer).__name__ for layer in model.layers][:4] == ["Conv2D", "BatchNorm2D",
+                                                                    "MaxPool2D", "ReLU"]
     assert model.ensemble == 2
 
 

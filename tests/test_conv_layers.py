@@ -338,3 +338,33 @@ def test_the_kernel_classes_carry_the_conv_kernels():
     strict = pytest.importorskip("array_api_strict")
     strict_k = nk.Backend(strict).kernels
     assert isinstance(strict_k, ConvKernels) and not isinstance(strict_k, NumpyConvKernels)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu", "gelu"])
+def test_the_cli_blocks_equal_conv_activation_pool(activation):
+    """nn.builders.cnn puts a monotone activation after the pool: the same outputs and
+    gradients as Conv2D(activation) -> MaxPool2D, which it keeps for the others (GELU)."""
+    from nnkernel.nn.builders import cnn
+
+    model = cnn((2, 8, 8), [3, 4], [5], 3, activation=activation, dtype="float64", seed=0)
+    order = [type(layer).__name__ for layer in model.layers]
+    plain = [nk.Conv2D(2, 3, 3, padding=1, activation=activation), nk.MaxPool2D(2),
+             nk.Conv2D(3, 4, 3, padding=1, activation=activation), nk.MaxPool2D(2),
+             *model.layers[-3:]]
+    reference = nk.Sequential(*plain, dtype="float64", input_shape=(2, 8, 8))
+    if activation == "gelu":
+        assert order[:2] == ["Conv2D", "MaxPool2D"] and len(order) == len(plain)
+        return
+    assert order[:3] == ["Conv2D", "MaxPool2D", type(model.layers[2]).__name__]
+    def same(key):  # "3.W" of the model is "2.W" of the reference
+        position, name = key.split(".")
+        return f"{ {0: 0, 3: 2, 7: 5, 8: 6}[int(position)]}.{name}"
+
+    reference.load_arrays({same(k): v for k, v in model.arrays().items()})
+    x = np.random.default_rng(1).standard_normal((6, 2, 8, 8))
+    x[0, :, :2, :2] = -1.0  # a window of a channel all below zero: no gradient through ReLU
+    dy = np.random.default_rng(2).standard_normal((6, 3))
+    close(model.forward(x, train=True), reference.forward(x, train=True))
+    close(model.backward(dy), reference.backward(dy))
+    for key, g in model.grads.items():
+        close(g, reference.grads[same(key)], key)

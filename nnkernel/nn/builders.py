@@ -32,22 +32,35 @@ def mlp(n_in: int, hidden, n_out: int, *, activation="relu", dropout: float = 0.
                                   batchnorm=batchnorm), **model_options)
 
 
+# Activations g that never decrease: max(g(a), g(b)) = g(max(a, b)), with the same first
+# argmax and the same gradient (for ReLU too: a window whose maximum is <= 0 gets none).
+MONOTONE = {"identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh"}
+
+
 def cnn_layers(image_shape, channels, hidden, n_out: int, *, activation="relu",
                dropout: float = 0.0, batchnorm: bool = False) -> list:
-    """The command line's CNN: per entry of ``channels`` a 3×3 convolution (padding 1) with
-    its activation (with ``batchnorm``: Conv2D, BatchNorm2D, activation) and a 2×2
-    max-pool; then Flatten and `mlp_layers` over the flattened maps."""
+    """The command line's CNN: per entry of ``channels`` a 3×3 convolution (padding 1), its
+    activation and a 2×2 max-pool (with ``batchnorm``, BatchNorm2D after the convolution);
+    then Flatten and `mlp_layers` over the flattened maps.
+
+    A monotone activation (ReLU, tanh, ...) comes after the pool, not before: the same
+    function and gradient, on a quarter of the values.
+    """
     from .conv import Conv2D, Flatten, MaxPool2D
     from .conv_norm import BatchNorm2D
+    from .init import default_init
 
-    act_layer = L.LAYERS[type(get_activation(activation)).__name__]
+    g = get_activation(activation)
+    act_layer = L.LAYERS[type(g).__name__]
+    after_pool = g.name in MONOTONE and getattr(g, "alpha", 0.0) >= 0.0  # α < 0: not monotone
     stack, c_in = [], image_shape[0]
     for c in channels:
-        if batchnorm:
-            stack += [Conv2D(c_in, c, 3, padding=1), BatchNorm2D(c), act_layer()]
+        if not (batchnorm or after_pool):  # e.g. GELU: the activation fused into the conv
+            stack += [Conv2D(c_in, c, 3, padding=1, activation=activation), MaxPool2D(2)]
         else:
-            stack.append(Conv2D(c_in, c, 3, padding=1, activation=activation))
-        stack.append(MaxPool2D(2))
+            stack.append(Conv2D(c_in, c, 3, padding=1, init=default_init(g.name)))
+            stack += [BatchNorm2D(c)] if batchnorm else []
+            stack += [MaxPool2D(2), act_layer()] if after_pool else [act_layer(), MaxPool2D(2)]
         c_in = c
     stack.append(Flatten())
     shape = tuple(image_shape)
