@@ -167,3 +167,18 @@ def test_a_damaged_conv_config_is_refused_with_the_field_named(conv_run, layer, 
     target[field] = value
     problems = validate_run_config(config)
     assert any(re.search(message, p) for p in problems), problems
+
+
+@pytest.mark.parametrize("argv, hidden, epochs, schedule", [
+    (["--dataset", "fashion-mnist", "--conv", "32,64"], [128], 6, "cosine"),
+    (["--dataset", "fashion-mnist", "--conv", "8", "--epochs", "2", "--hidden", "32"], [32], 2,
+     "cosine"),
+    (["--dataset", "fashion-mnist"], [256, 256], 15, "cosine"),  # no --conv: the MLP's
+    (["--dataset", "digits", "--conv", "4"], [128], 20, "constant"),
+])
+def test_conv_runs_take_the_conv_defaults(argv, hidden, epochs, schedule):
+    from nnkernel.cli import build_parser
+    from nnkernel.cli.settings import new_settings
+
+    hyper = new_settings(build_parser().parse_args(["train", *argv]))["hyperparameters"]
+    assert (hyper["hidden"], hyper["epochs"], hyper["schedule"]) == (hidden, epochs, schedule)

@@ -22,7 +22,7 @@ the channel axis, (N, E·C, H, W) with channel e·C + c for member e's channel c
 - Flatten reshapes (N, E, C·H·W) and transposes it to nnkernel's (E, N, C·H·W),
   and a model that ends without Flatten gets its (E, N, C, H, W) output the same way.
 
-onnxruntime (1.20) implements Conv and AveragePool in float32 only: a float64
+onnxruntime (1.32 here) implements Conv and AveragePool in float32 only: a float64
 conv model exports to a valid graph (onnx.checker accepts it, and onnx's reference
 evaluator runs it) that onnxruntime refuses to load.
 """
