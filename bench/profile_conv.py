@@ -5,8 +5,9 @@
 Three views of the step of `nnkernel train --conv 32,64 --hidden 128` on 1x28x28:
 the whole step (median of single steps, with the machine's GEMM rate measured in
 the same run as the floor), each kernel on the step's own shapes (im2col, the
-GEMMs, col2im, max-pool forward and backward, ReLU's backward) and a cProfile
-of whole steps listing the functions with the most time of their own.
+GEMMs, col2im, max-pool forward and backward, ReLU on the pooled maps) and a
+cProfile of whole steps listing the functions with the most time of their own.
+OPENBLAS_NUM_THREADS=1 gives steadier figures on a shared machine.
 """
 
 from __future__ import annotations
@@ -70,17 +71,20 @@ def kernels(batch: int, steps: int) -> list[tuple[str, float, float, float | Non
         rows.append((f"{tag} im2col", *median_ms(k.im2col, steps, x, 3, 3, 1, 1), None))
         rows.append((f"{tag} GEMM W·X̂", *median_ms(np.matmul, steps, W2, cols), flops / 1e9))
         z, _ = k.conv2d(x, W, b, 1, 1)
-        rows.append((f"{tag} conv2d (im2col+GEMM+transpose)",
+        rows.append((f"{tag} conv2d (im2col + GEMM per sample + bias)",
                      *median_ms(k.conv2d, steps, x, W, b, 1, 1), flops / 1e9))
-        a = np.maximum(z, 0.0)
-        rows.append((f"{tag} relu fwd", *median_ms(np.maximum, steps, z, 0.0), None))
-        y, ctx = k.max_pool2d(a, 2)
-        rows.append((f"{tag} max-pool fwd", *median_ms(k.max_pool2d, steps, a, 2), None))
+        # the CLI's block: pool, then ReLU on the pooled maps (nn.builders.cnn_layers)
+        p, ctx = k.max_pool2d(z, 2)
+        rows.append((f"{tag} max-pool fwd", *median_ms(k.max_pool2d, steps, z, 2), None))
+        y = np.maximum(p, 0.0)
+        rows.append((f"{tag} relu fwd (pooled)", *median_ms(np.maximum, steps, p, 0.0), None))
         dy = rng.standard_normal(y.shape).astype(np.float32)
+        rows.append((f"{tag} relu bwd (pooled)", *median_ms(_relu_backward, steps, y, dy),
+                     None))
+        dp = _relu_backward(y, dy)
         rows.append((f"{tag} max-pool bwd",
-                     *median_ms(k.max_pool2d_backward, steps, ctx, dy, a.shape), None))
-        da = k.max_pool2d_backward(ctx, dy, a.shape)
-        rows.append((f"{tag} relu bwd", *median_ms(_relu_backward, steps, a, da), None))
+                     *median_ms(k.max_pool2d_backward, steps, ctx, dp, z.shape), None))
+        da = k.max_pool2d_backward(ctx, dp, z.shape)
         need_dx = depth > 0
         rows.append((f"{tag} conv2d_backward" + (" (dW, db, dX̂, col2im)" if need_dx else
                                                   " (dW, db)"),
