@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import torch_or_skip  # noqa: E402
+from conftest import torch_or_skip
 
 import nnkernel as nk
 from nnkernel.errors import ConfigError
