@@ -68,11 +68,11 @@ def main(argv=None) -> int:
 
 def report(error: BaseException) -> int:
     """Print an error as one line; returns the exit status."""
-    from ..backend import out_of_memory
+    from ..backend import device_out_of_memory
     from ..errors import ConfigError, NnkernelError
 
     status = EXIT_USAGE if isinstance(error, UsageError | ConfigError) else EXIT_ERROR
-    if out_of_memory(error) and not isinstance(error, MemoryError):  # a GPU's own error
+    if device_out_of_memory(error):
         message = f"GPU out of memory ({one_line(error)}); try a smaller --batch-size"
     elif isinstance(error, MemoryError):
         message = "out of memory; try a smaller --batch-size or a smaller network"
