@@ -156,6 +156,8 @@ def cross_entropy(y, target, *, members: bool = False, weights=None,
     xp, k, waits = _library(y)
     t, labels = _class_target(xp, k, y, target, not waits if num_check is None else num_check)
     count = _count(y, members, per_row=True)
+    if weights is None:  # the mean and its gradient in one call (a twin folds the mean in)
+        return k.softmax_cross_entropy_mean(y, t, count, members, labels)
     losses, dy = (k.softmax_cross_entropy_labels(y, t, count) if labels
                   else k.softmax_cross_entropy(y, t, count))
     losses, dy = _weighted(xp, losses, dy, weights, y, "cross_entropy", per_row=True)

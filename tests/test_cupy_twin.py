@@ -1,10 +1,14 @@
 """The CuPy twin against the reference kernels, and CuPy staying out of CPU-only runs.
 
 Every `CupyKernels` method is compared with the generic reference `Kernels`
-(run by NumPy on the host) on random inputs, in float32 and float64, for single
-models, leading batch dimensions and ensembles. These run only where CuPy sees
-a GPU. The first test runs everywhere: a NumPy-only program must never import
-CuPy.
+(run by NumPy on the host, or on the same CuPy arrays where the numbers must be
+equal to the bit) on random inputs, in float32 and float64, for single models,
+leading batch dimensions and ensembles. These run only where CuPy sees a GPU
+(python bench/gpu_check.py runs them there). The first test runs everywhere: a
+NumPy-only program must never import CuPy. Without a GPU, the kernels' CUDA
+sources run as host C++ (tests/test_cupy_xent_source.py,
+tests/test_cupy_elementwise_source.py) and CuPy's Python paths on a test double
+(tests/test_cupy_double.py).
 """
 
 from __future__ import annotations
@@ -150,11 +154,13 @@ def test_affine_backward_matches_reference(cp, twin, dtype, need_dx, shapes):
 @pytest.mark.parametrize("z_shape,t_shape", [
     ((16, 10), (16, 10)), ((5, 1), (5, 1)), ((13, 33), (13, 33)), ((4, 100), (4, 100)),
     ((3, 11, 10), (11, 10)),  # ensemble outputs, labels shared by the members
-    ((3, 11, 10), (3, 11, 10)), ((0, 10), (0, 10))])
+    ((3, 11, 10), (3, 11, 10)), ((0, 10), (0, 10)),
+    ((64, 1000), (64, 1000)),  # the widest warp-per-row case
+    ((5, 32768), (5, 32768)), ((2, 3, 1024), (3, 1024))])  # a block per row
 @pytest.mark.parametrize("target", ["one_hot", "soft", "labels"])
 def test_softmax_cross_entropy_matches_reference(cp, twin, dtype, z_shape, t_shape, target):
-    """Probability targets go to the raw kernel; integer labels (of shape t_shape[:-1]) take
-    the reference's one-hot path on CuPy arrays into the same kernel."""
+    """Probability targets and integer labels (of shape t_shape[:-1]) each have a raw kernel,
+    a warp per row below 1024 classes, a block per row from there."""
     rng = np.random.default_rng(4)
     z = randn(rng, z_shape, dtype) * 4.0
     count = max(z_shape[-2], 1)
@@ -171,6 +177,114 @@ def test_softmax_cross_entropy_matches_reference(cp, twin, dtype, z_shape, t_sha
         losses, dz = twin.softmax_cross_entropy(cp.asarray(z), cp.asarray(t), count)
     close(cp, losses, want_losses, dtype, scale=10.0)
     close(cp, dz, want_dz, dtype)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [10, 1000, 32768])
+@pytest.mark.parametrize("members", [False, True])
+def test_cross_entropy_mean_folded_into_the_kernel(cp, twin, dtype, C, members):
+    rng = np.random.default_rng(10)
+    z = randn(rng, (3, 40, C) if members else (40, C), dtype) * 3.0
+    y = rng.integers(0, C, 40)  # shared by the members
+    want_value, want_dz = REF.softmax_cross_entropy_mean(z, y, 40, members, True)
+    value, dz = twin.softmax_cross_entropy_mean(cp.asarray(z), cp.asarray(y), 40, members, True)
+    close(cp, value, want_value, dtype, scale=10.0)
+    close(cp, dz, want_dz, dtype)
+
+
+@gpu
+def test_labels_out_of_range_give_nan_not_a_bad_read(cp, twin):
+    z = cp.zeros((3, 10), dtype=cp.float32)
+    losses, dz = twin.softmax_cross_entropy_labels(z, cp.asarray([3, -1, 10]), 3)
+    got = cp.asnumpy(losses)
+    assert np.isfinite(got[0]) and np.isnan(got[1:]).all()
+    np.testing.assert_allclose(cp.asnumpy(dz)[1:], 0.1 / 3, rtol=1e-6)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("members", [False, True])
+def test_sum_of_squares_matches_reference(cp, twin, dtype, members):
+    g = randn(np.random.default_rng(16), (3, 1000), dtype)
+    got = twin.sum_of_squares(cp.asarray(g), members)
+    close(cp, got, REF.sum_of_squares(g, members), dtype, scale=30.0)
+
+
+# -- activation backward and dropout ---------------------------------------------------------
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid"])
+def test_activation_backward_is_the_reference_to_the_bit(cp, twin, dtype, name):
+    """One fused launch, compiled without FMA contraction: the reference's numbers on CuPy."""
+    rng = np.random.default_rng(11)
+    g = get_activation(name)
+    ref = Kernels(twin.xp)
+    z = cp.asarray(randn(rng, (64, 33), dtype) * 3.0)
+    a = g.forward(twin.xp, z)
+    da = cp.asarray(randn(rng, (64, 33), dtype))
+    got = twin.activation_backward(g, None, a, da)
+    assert got.dtype == da.dtype
+    np.testing.assert_array_equal(cp.asnumpy(got), cp.asnumpy(ref.activation_backward(
+        g, z, a, da)))
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_mask_kernel(cp, twin, dtype):
+    be = nk.Backend("cupy")
+    rng = be.random(3)
+    x = cp.asarray(randn(np.random.default_rng(12), (400, 500), dtype))
+    y, mask = twin.dropout(x, 0.3, rng)
+    m = cp.asnumpy(mask)
+    assert set(np.unique(m).tolist()) == {0.0, float(np.array(1 / 0.7, dtype=dtype))}
+    assert abs((m != 0).mean() - 0.7) < 5 * np.sqrt(0.21 / m.size)
+    np.testing.assert_array_equal(cp.asnumpy(y), cp.asnumpy(x) * m)
+    rng.reseed(3)  # the same (seed, draw): the same mask; the next draw: another one
+    np.testing.assert_array_equal(cp.asnumpy(twin.dropout(x, 0.3, rng)[1]), m)
+    assert (cp.asnumpy(twin.dropout(x, 0.3, rng)[1]) != m).any()
+
+
+@gpu
+def test_dropout_model_on_cupy_is_reproducible():
+    X = np.random.default_rng(13).standard_normal((64, 6))
+    y = np.arange(64) % 3
+
+    def train():
+        model = nk.Sequential(nk.Dense(6, 32, activation="relu"), nk.Dropout(0.3),
+                              nk.Dense(32, 3), seed=0, backend="cupy")
+        nk.fit(model, X, y, epochs=2, batch_size=16, progress=False)
+        return model.arrays()
+
+    first, second = train(), train()
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+@gpu
+@pytest.mark.parametrize("ensemble", [None, 3])
+def test_affine_backward_fills_the_gradient_views(cp, twin, ensemble):
+    model = nk.Sequential(nk.Dense(5, 4), backend="cupy", ensemble=ensemble)
+    rng = np.random.default_rng(14)
+    x = cp.asarray(randn(rng, (9, 5), "float32"))
+    dz = cp.asarray(randn(rng, (9, 4) if ensemble is None else (3, 9, 4), "float32"))
+    outs = (model.grads["0.W"], model.grads["0.b"])
+    _, dW, db = twin.affine_backward(x, model.params["0.W"], dz, False, outs)
+    assert dW is outs[0] and db is outs[1]  # written in place (through a copy for E > 1)
+    want = REF.affine_backward(cp.asnumpy(x), cp.asnumpy(model.params["0.W"]), cp.asnumpy(dz))
+    close(cp, model.grads["0.W"], want[1], "float32", scale=3.0)
+    close(cp, model.grads["0.b"], want[2], "float32", scale=3.0)
+
+
+@gpu
+def test_a_model_on_the_second_gpu(cp):
+    if cp.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("one GPU: gpu:1 is tested on the CuPy test double")
+    model = nk.Sequential(nk.Dense(6, 8, activation="relu"), nk.Dense(8, 3), backend="cupy",
+                          device="gpu:1")
+    X = np.random.default_rng(15).standard_normal((64, 6))
+    nk.fit(model, X, np.arange(64) % 3, epochs=1, batch_size=16, progress=False)
+    assert model.store.flat.device.id == 1 and cp.cuda.Device().id == 0
 
 
 @gpu

@@ -6,7 +6,6 @@ is skipped only when one of them is not installed.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -189,15 +188,13 @@ def test_unknown_layers_and_bad_options_are_config_errors(tmp_path):
 
 def test_export_command_writes_an_onnx_file(tmp_path, capsys):
     from nnkernel import cli
-    from nnkernel.cli import export
 
     run = tmp_path / "run"
     assert cli.main(["train", "--epochs", "1", "--hidden", "16", "--out", str(run),
                      "--quiet"]) == 0
+    capsys.readouterr()
     target = tmp_path / "digits.onnx"
-    args = argparse.Namespace(run=str(run), onnx=str(target), safetensors=None, npz=None,
-                              opset=17, quiet=False)
-    assert export.run(args) == 0
+    assert cli.main(["export", str(run), "--onnx", str(target)]) == 0
     assert capsys.readouterr().err == f"wrote {target} (onnx)\n"
     model = nk.io.run_dir.load(run).build_model()
     x = nk.datasets.load("digits").X_test[:32]

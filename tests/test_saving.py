@@ -7,7 +7,6 @@ one by one, only where it is not installed; the .npz cases need NumPy alone.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import re
@@ -366,17 +365,16 @@ def trained_run(tmp_path_factory):
     return out
 
 
-def export_args(run, **files):
-    return argparse.Namespace(run=str(run), onnx=files.get("onnx"), npz=files.get("npz"),
-                              safetensors=files.get("safetensors"), opset=17, quiet=False)
+def export(*argv) -> int:
+    from nnkernel.cli import main
+
+    return main(["export", *map(str, argv)])
 
 
 def test_export_command_writes_both_formats(trained_run, tmp_path, capsys):
     pytest.importorskip("safetensors.numpy", reason="safetensors not installed")
-    from nnkernel.cli import export
-
     npz, st = tmp_path / "m.npz", tmp_path / "m.safetensors"
-    assert export.run(export_args(trained_run, npz=str(npz), safetensors=str(st))) == 0
+    assert export(trained_run, "--npz", npz, "--safetensors", st) == 0
     err = capsys.readouterr().err.splitlines()
     assert err == [f"wrote {st} (safetensors)", f"wrote {npz} (npz)"]
     reference = nk.io.run_dir.load(trained_run).build_model()
@@ -385,22 +383,18 @@ def test_export_command_writes_both_formats(trained_run, tmp_path, capsys):
         np.testing.assert_array_equal(nk.load(path)(x), reference(x))
 
 
-def test_export_command_needs_a_file_and_matching_suffixes(trained_run, tmp_path):
-    from nnkernel.cli import export
-
-    with pytest.raises(ConfigError, match="at least one of --onnx"):
-        export.run(export_args(trained_run))
-    with pytest.raises(ConfigError, match="must end in .safetensors"):
-        export.run(export_args(trained_run, safetensors=str(tmp_path / "m.npz")))
-    with pytest.raises(CheckpointError, match="does not exist"):
-        export.run(export_args(tmp_path / "no-run", npz=str(tmp_path / "m.npz")))
+def test_export_command_needs_a_file_and_matching_suffixes(trained_run, tmp_path, capsys):
+    cases = [((trained_run,), 2, "at least one of --onnx"),
+             ((trained_run, "--safetensors", tmp_path / "m.npz"), 2, "must end in .safetensors"),
+             ((tmp_path / "no-run", "--npz", tmp_path / "m.npz"), 1, "does not exist")]
+    for argv, status, needle in cases:
+        assert export(*argv) == status
+        assert needle in capsys.readouterr().err
 
 
 def test_export_parser_accepts_the_documented_flags():
-    from nnkernel.cli import export
+    from nnkernel.cli import build_parser
 
-    parser = argparse.ArgumentParser()
-    export.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["export", "runs/a", "--onnx", "a.onnx", "--npz", "a.npz"])
-    assert (args.command, args.run, args.onnx, args.npz, args.safetensors, args.opset) == (
+    args = build_parser().parse_args(["export", "runs/a", "--onnx", "a.onnx", "--npz", "a.npz"])
+    assert (args.command, args.run_dir, args.onnx, args.npz, args.safetensors, args.opset) == (
         "export", "runs/a", "a.onnx", "a.npz", None, 17)

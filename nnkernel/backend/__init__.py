@@ -104,6 +104,15 @@ def out_of_memory(error: BaseException) -> bool:
                if cls._module is not None or cls.module_name in sys.modules)
 
 
+def device_out_of_memory(error: BaseException) -> bool:
+    """Whether an exception says a GPU ran out of memory (CuPy's subclasses MemoryError)."""
+    if not out_of_memory(error):
+        return False
+    return not isinstance(error, MemoryError) or any(
+        cls.is_device_out_of_memory(error) for cls in _CLASSES.values()
+        if cls._module is not None or cls.module_name in sys.modules)
+
+
 def available_backends() -> dict[str, str]:
     """Backend name -> 'ok' or the reason it cannot be used here (imports each one)."""
     report = {}
@@ -125,5 +134,6 @@ def describe_gpus(cupy_status: str) -> str:
 
 __all__ = ["BACKENDS", "FLOAT_DTYPES", "Backend", "Random", "available_backends",
            "backend_class", "backend_class_of", "backend_name_of", "describe_array",
-           "describe_gpus", "dtype_name", "is_float", "is_integer", "namespace_of",
-           "out_of_memory", "parse_device", "register", "resolve_backend", "to_numpy"]
+           "describe_gpus", "device_out_of_memory", "dtype_name", "is_float", "is_integer",
+           "namespace_of", "out_of_memory", "parse_device", "register", "resolve_backend",
+           "to_numpy"]

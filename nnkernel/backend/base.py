@@ -159,6 +159,11 @@ class Backend:
     def is_out_of_memory(cls, error: BaseException) -> bool:
         return isinstance(error, MemoryError)
 
+    @classmethod
+    def is_device_out_of_memory(cls, error: BaseException) -> bool:
+        """Whether an exception is a device's (GPU's) out-of-memory error, not the host's."""
+        return False
+
     def __repr__(self):
         return f"Backend({self.name!r}, device={self.device_name!r})"
 

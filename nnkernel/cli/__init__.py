@@ -5,6 +5,7 @@
     nnkernel train --resume runs/fmnist          # after Ctrl-C: continues bit for bit
     nnkernel evaluate runs/fmnist
     nnkernel predict runs/fmnist features.npy --output classes.csv
+    nnkernel export runs/fmnist --onnx fmnist.onnx --safetensors fmnist.safetensors
 
 One module per command. Every error is one line on stderr, ``nnkernel: error:
 ...``, with exit status 2 for usage and configuration errors and 1 for the rest;
@@ -16,11 +17,12 @@ from __future__ import annotations
 import sys
 
 from . import args as types
-from . import evaluate, info, predict, train
+from . import evaluate, export, info, predict, train
 from .args import Parser, UsageError, add_device_flags, add_output_flags
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-COMMANDS = {"train": train, "evaluate": evaluate, "predict": predict, "info": info}
+COMMANDS = {"train": train, "evaluate": evaluate, "predict": predict, "export": export,
+            "info": info}
 
 
 def build_parser() -> Parser:
@@ -66,11 +68,11 @@ def main(argv=None) -> int:
 
 def report(error: BaseException) -> int:
     """Print an error as one line; returns the exit status."""
-    from ..backend import out_of_memory
+    from ..backend import device_out_of_memory
     from ..errors import ConfigError, NnkernelError
 
     status = EXIT_USAGE if isinstance(error, UsageError | ConfigError) else EXIT_ERROR
-    if out_of_memory(error) and not isinstance(error, MemoryError):  # a GPU's own error
+    if device_out_of_memory(error):
         message = f"GPU out of memory ({one_line(error)}); try a smaller --batch-size"
     elif isinstance(error, MemoryError):
         message = "out of memory; try a smaller --batch-size or a smaller network"

@@ -51,11 +51,12 @@ def run(args) -> int:
     if args.proba and not classify:
         raise ConfigError(f"--proba needs a classifier; {saved.directory} is a regression run")
     xp = model.xp
-    if classify:
-        probs = sigmoid(xp, out) if loss == "binary_cross_entropy" else softmax(xp, out)
-        out = xp.mean(probs, axis=0) if model.ensemble is not None else probs
-    elif model.ensemble is not None:
-        out = ensemble_mean(out)
+    with backend.activate():  # on the model's GPU, as the predictions
+        if classify:
+            probs = sigmoid(xp, out) if loss == "binary_cross_entropy" else softmax(xp, out)
+            out = xp.mean(probs, axis=0) if model.ensemble is not None else probs
+        elif model.ensemble is not None:
+            out = ensemble_mean(out)
     out = to_numpy(out)
     predictions = out if (args.proba or not classify) else np.argmax(out, axis=-1)
     if output is None:

@@ -229,11 +229,26 @@ def save_curves(directory, history: History, title: str | None = None,
 
         matplotlib.use("Agg")  # files only: never open a window
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
     except ImportError as e:
         return f"matplotlib is not installed ({e}); pip install matplotlib"
     if not history.epochs:
         return "no epoch finished"
+    fig = curves_figure(history, title, test)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    checkpoint.atomic_write_bytes(Path(directory) / CURVES, buf.getvalue())
+    return None
+
+
+def curves_figure(history: History, title: str | None = None, test: dict | None = None):
+    """The matplotlib Figure of curves.png: one panel per metric ("loss", "accuracy").
+
+    Apart from save_curves so that a test can read its Axes (ticks, title, points).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [e + 1 for e in history.epochs]
     panels = [name for name in ("loss", "accuracy") if name in history]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
@@ -250,6 +265,7 @@ def save_curves(directory, history: History, title: str | None = None,
         if test and test.get(name) is not None:
             ax.plot([epochs[-1]], [test[name]], marker="*", ms=11, ls="none", color="black",
                     label=f"test {test[name]:.4f}")
+        # epochs are whole numbers: without this a 3-epoch run is ticked 1.0, 1.5, 2.0, ...
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
@@ -258,8 +274,4 @@ def save_curves(directory, history: History, title: str | None = None,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    checkpoint.atomic_write_bytes(Path(directory) / CURVES, buf.getvalue())
-    return None
+    return fig

@@ -7,8 +7,13 @@ what the generic code spreads over several array operations:
 - `affine_act`: the bias add and the activation (identity, relu, tanh, sigmoid)
   in one elementwise kernel, written in place into the matmul output. Dense uses
   it when the kernels list its activation in ``fused_activations``.
-- `softmax_cross_entropy`: one raw kernel, one warp per row: max, Σ exp, the
-  loss and δ = (softmax − t) / count in a single launch (the reference: ~12).
+- `activation_backward`: dz = da ⊙ g′ for relu, tanh and sigmoid in one
+  elementwise kernel each (the reference: 3 launches).
+- `softmax_cross_entropy` (probabilities) and `softmax_cross_entropy_labels`
+  (int64 labels, no one-hot): one raw kernel each, a warp or a block per row
+  (`cupy_xent`); `softmax_cross_entropy_mean` folds the mean into it.
+- `dropout`: a counter-based mask, compared, scaled and applied in one launch.
+- `sum_of_squares` (gradient clipping's norm): one reduction kernel, no temporary.
 - `sgd` / `adam` / `rmsprop`: one elementwise kernel, updating p and the
   optimizer state in place (the reference makes ~10 temporaries). The model's
   parameter store keeps every parameter, gradient and state in one flat buffer
@@ -19,9 +24,10 @@ Matrix products need no override. `cupy.matmul` sends 2-D products to cuBLAS
 GEMM and stacked (E, N, K) @ (E, K, M) products (ensembles) to cuBLAS
 strided-batched GEMM; a shared (N, K) input against (E, K, M) weights goes
 through cuBLAS batched GEMM with pointer arrays. Transposed operands are read
-in place by the 2-D path.
+in place by the 2-D path; the batched path copies them to C order first (CuPy
+13/14 ``matmul``), so an ensemble's backward pays a copy of xᵀ and Wᵀ per layer.
 
-TF32 is opt-in through `enable_tf32` (see there for the precision it trades).
+TF32 is opt-in through `enable_tf32` (`nnkernel.backend.cupy.set_tf32` says what it trades).
 
 This module imports CuPy at its top; nnkernel imports it only when a model
 uses the "cupy" backend, so NumPy-only installs never load CuPy.
@@ -30,13 +36,12 @@ uses the "cupy" backend, so NumPy-only installs never load CuPy.
 from __future__ import annotations
 
 import functools
-import os
-import warnings
 
 import cupy
 import numpy as np
 
 from .conv_cupy import CupyConvKernels
+from .cupy_xent import softmax_xent
 from .reference import SUBNORMAL_FLUSH_EVERY, Kernels
 
 # -- fused bias + activation ---------------------------------------------------------
@@ -57,64 +62,42 @@ def _bias_act_kernel(activation: str):
         f"nnk_bias_{activation}")
 
 
-# -- softmax + cross-entropy: one warp per row ----------------------------------------
-_SOFTMAX_XENT_SOURCE = r"""
-typedef %(ctype)s T;
-
-__device__ __forceinline__ T warp_sum(T x) {
-    for (int offset = 16; offset > 0; offset >>= 1)
-        x += __shfl_xor_sync(0xffffffffu, x, offset);
-    return x;
+# -- activation backward, fused: dz = da ⊙ g′ from a = g(z) (nnkernel.nn.activations) ----------
+# The same operations in the same order as the reference, compiled without FMA
+# contraction (--fmad=false), so the numbers are the reference's on CuPy to the bit.
+_BACKWARD_CODE = {
+    "relu": "dz = da * (T)(a > (T)0);",  # da · [a > 0]: a NaN or Inf in da stays, as da · 0
+    "tanh": "dz = da * ((T)1 - a * a);",
+    "sigmoid": "dz = da * a * ((T)1 - a);",
 }
-
-__device__ __forceinline__ T warp_max(T x) {
-    for (int offset = 16; offset > 0; offset >>= 1) {
-        T other = __shfl_xor_sync(0xffffffffu, x, offset);
-        x = other > x ? other : x;
-    }
-    return x;
-}
-
-// Row r of z and t (C contiguous values each): losses[r] = -sum t log softmax(z),
-// dz = (softmax(z) - t) * inv_count. 32 lanes of a warp share a row, so the
-// reductions are warp shuffles and never touch shared memory.
-extern "C" __global__ void nnk_softmax_xent(const T* z, const T* t, T* losses, T* dz,
-                                            long long rows, long long C, T inv_count) {
-    const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    if (row >= rows) return;  // the whole warp leaves together: row is per warp
-    const T* zr = z + row * C;
-    const T* tr = t + row * C;
-    T* dr = dz + row * C;
-
-    T m = zr[0];
-    for (long long j = lane; j < C; j += 32) m = zr[j] > m ? zr[j] : m;
-    m = warp_max(m);
-
-    T sum_exp = 0, sum_t = 0, sum_t_shifted = 0;
-    for (long long j = lane; j < C; j += 32) {
-        T shifted = zr[j] - m;
-        sum_exp += exp(shifted);
-        sum_t += tr[j];
-        sum_t_shifted += tr[j] * shifted;
-    }
-    sum_exp = warp_sum(sum_exp);
-    sum_t = warp_sum(sum_t);
-    sum_t_shifted = warp_sum(sum_t_shifted);
-
-    // -sum t (shifted - log s) = log s * sum t - sum t shifted, for any (soft) target
-    if (lane == 0) losses[row] = log(sum_exp) * sum_t - sum_t_shifted;
-    const T inv_sum = (T)1 / sum_exp;
-    for (long long j = lane; j < C; j += 32)
-        dr[j] = (exp(zr[j] - m) * inv_sum - tr[j]) * inv_count;
-}
-"""
-_ROWS_PER_BLOCK = 8  # 8 warps = 256 threads per block
 
 
 @functools.cache
-def _softmax_xent_kernel(ctype: str):
-    return cupy.RawKernel(_SOFTMAX_XENT_SOURCE % {"ctype": ctype}, "nnk_softmax_xent")
+def _backward_kernel(activation: str):
+    return cupy.ElementwiseKernel("T a, T da", "T dz", _BACKWARD_CODE[activation],
+                                  f"nnk_{activation}_backward", options=("--fmad=false",))
+
+
+# -- dropout: a counter-based mask, compared and scaled in the same launch ---------------------
+# u = SplitMix64(key + i·γ) / 2^64 for element i: a stateless hash of (key, i), so no
+# generator state lives on the GPU and a mask costs one launch (the cuRAND way: generate,
+# a [0, 1) fix-up, compare, cast, scale: five). `key` comes from the model's random source,
+# fresh for every draw and a function of (seed, epoch, step, draw): masks are reproducible.
+_DROPOUT_CODE = """
+unsigned long long h = key + (unsigned long long)i * 0x9E3779B97F4A7C15ull;
+h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
+h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
+h ^= h >> 31;
+const double u = (double)(h >> 11) * (1.0 / 9007199254740992.0);  // 53 bits in [0, 1)
+mask = u >= p ? scale : (T)0;
+y = x * mask;
+"""
+
+
+@functools.cache
+def _dropout_kernel():
+    return cupy.ElementwiseKernel("T x, uint64 key, float64 p, T scale", "T y, T mask",
+                                  _DROPOUT_CODE, "nnk_dropout")
 
 
 # -- optimizer updates: one in-place elementwise kernel per parameter ----------------------
@@ -174,6 +157,13 @@ def _rmsprop_kernel(weight_decay: bool, centered: bool, momentum: bool):
     return cupy.ElementwiseKernel(", ".join(ins), ", ".join(outs), "\n".join(body), name)
 
 
+@functools.cache
+def _sum_of_squares_kernel():
+    """Σ x² in one reduction launch (the reference: a g·g temporary, then a sum)."""
+    return cupy.ReductionKernel("T x", "T y", "x * x", "a + b", "y = a", "0",
+                                "nnk_sum_of_squares")
+
+
 class CupyKernels(CupyConvKernels, Kernels):
     in_place = True  # the updates write into p and the state and return the same arrays
     # Activations `affine_act` fuses with the bias add (all read only a = g(z) backward).
@@ -191,7 +181,9 @@ class CupyKernels(CupyConvKernels, Kernels):
         return _bias_act_kernel(activation)(b, z)
 
     def affine_backward(self, x, W, dz, need_dx=True, out=None):
-        # dW and db go straight into the model's gradient buffer (its views), no copy
+        # dW and db go into the model's gradient buffer (its views): for one model cuBLAS
+        # writes there directly; an ensemble's views are strided (member-major (E, P)
+        # buffer), and CuPy's batched matmul then fills them through a temporary
         dW_out, db_out = (None, None) if out is None else out
         if W.ndim == 3:
             dW = cupy.matmul(x.swapaxes(-1, -2), dz, out=dW_out)
@@ -204,27 +196,39 @@ class CupyKernels(CupyConvKernels, Kernels):
         dx = cupy.matmul(dz, W.swapaxes(-1, -2)) if need_dx else None
         return dx, dW, db
 
+    def activation_backward(self, g, z, a, da):
+        if g.name not in _BACKWARD_CODE or a is None or a.dtype != da.dtype:
+            return super().activation_backward(g, z, a, da)
+        return _backward_kernel(g.name)(a, da)
+
+    def dropout(self, x, p, random):
+        counter_key = getattr(random, "counter_key", None)  # CupyRandom's
+        if counter_key is None or x.dtype not in (np.float32, np.float64):
+            return super().dropout(x, p, random)
+        y = cupy.empty(x.shape, dtype=x.dtype)  # x may be a broadcast (an ensemble's input)
+        mask = cupy.empty(x.shape, dtype=x.dtype)
+        _dropout_kernel()(x, np.uint64(counter_key()), float(p), 1.0 / (1.0 - p), y, mask)
+        return y, mask
+
+    def sum_of_squares(self, g, members=False):
+        # gradient clipping's global norm: one launch over the flat gradient buffer
+        if not members:
+            return _sum_of_squares_kernel()(g.reshape(-1))
+        return _sum_of_squares_kernel()(g.reshape(g.shape[0], -1), axis=1)
+
     # -- softmax and cross-entropy ------------------------------------------------
     def softmax_cross_entropy(self, z, target, count):
-        if target.dtype != z.dtype:
-            target = target.astype(z.dtype)
-        if target.shape != z.shape:  # labels shared by the members of an ensemble
-            target = cupy.broadcast_to(target, z.shape)
-        z = cupy.ascontiguousarray(z)  # a raw kernel indexes memory directly
-        target = cupy.ascontiguousarray(target)
-        C = z.shape[-1]
-        rows = z.size // C if C else 0
-        losses = cupy.empty(z.shape[:-1], dtype=z.dtype)
-        dz = cupy.empty_like(z)
-        if rows == 0:
-            return losses, dz
-        threads = 32 * _ROWS_PER_BLOCK
-        blocks = (rows + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
-        ctype = "float" if z.dtype == np.float32 else "double"
-        _softmax_xent_kernel(ctype)(
-            (blocks,), (threads,),
-            (z, target, losses, dz, np.int64(rows), np.int64(C), z.dtype.type(1.0 / count)))
-        return losses, dz
+        return softmax_xent(z, target, count, labels=False)
+
+    def softmax_cross_entropy_labels(self, z, labels, count):
+        return softmax_xent(z, labels, count, labels=True)
+
+    def softmax_cross_entropy_mean(self, z, target, count, members, labels):
+        # the kernel scales each row's loss by 1/count: one sum gives the mean
+        losses, dz = softmax_xent(z, target, count, labels=labels, mean=True)
+        if not members:
+            return losses.sum(), dz
+        return losses.reshape(losses.shape[0], -1).sum(axis=1), dz
 
     # -- optimizer updates (in place; the same arrays come back) ---------------------
     def sgd(self, p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first):
@@ -259,37 +263,15 @@ class CupyKernels(CupyConvKernels, Kernels):
         return p, v, gavg, buf
 
 
-# -- TF32 ---------------------------------------------------------------------------
+# -- TF32 (the switch lives with the backend; these names stay for scripts that use them) --
 def enable_tf32(enabled: bool = True) -> bool:
-    """Let float32 2-D matrix products use TF32 tensor cores (GPUs of compute capability ≥ 8.0).
+    """Let float32 2-D matrix products use TF32; see `nnkernel.backend.cupy.set_tf32`."""
+    from ..backend.cupy import set_tf32
 
-    TF32 rounds each input of the multiply to a 10-bit mantissa (as float16's
-    precision, with float32's 8-bit exponent range) and accumulates in float32:
-    relative errors grow from ~1e-7 to ~1e-3 per product, usually harmless for
-    training and 2-8x faster for large GEMMs. CuPy's switch is its cuBLAS compute
-    type; the CUPY_TF32=1 environment variable sets the same switch, but is read
-    only once, at the first float32 matmul of the process, so this function sets
-    the compute type directly. It applies to 2-D products (every Dense layer of a
-    single model); CuPy's batched products (ensembles) stay full float32.
-
-    Returns whether TF32 is now on (False on older GPUs, where CuPy warns and keeps
-    full precision).
-    """
-    try:
-        from cupy._core import _routines_linalg as linalg
-    except ImportError:  # a CuPy without the private switch: only the variable remains
-        os.environ["CUPY_TF32"] = "1" if enabled else "0"
-        warnings.warn("this CuPy has no cupy._core._routines_linalg.set_compute_type; set "
-                      "CUPY_TF32, which takes effect only before the first float32 matmul",
-                      RuntimeWarning, stacklevel=2)
-        return enabled
-    mode = linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT
-    linalg.set_compute_type(np.float32, mode)
-    return tf32_enabled()
+    return set_tf32(enabled)
 
 
 def tf32_enabled() -> bool:
-    """Whether float32 2-D products currently run in TF32."""
-    from cupy._core import _routines_linalg as linalg
+    from ..backend.cupy import tf32_enabled as enabled
 
-    return linalg.get_compute_type(np.float32) == linalg.COMPUTE_TYPE_TF32
+    return enabled()

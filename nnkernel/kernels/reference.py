@@ -60,6 +60,17 @@ class Kernels(ConvKernels):
             db = fill(out[1], db)
         return dx, dW, db
 
+    def activation_backward(self, g, z, a, da):
+        """dz = da ⊙ g′(z) for an activation g of nnkernel.nn.activations (a twin fuses it)."""
+        return g.backward(self.xp, z, a, da)
+
+    def dropout(self, x, p: float, random):
+        """Inverted dropout: (x ⊙ mask, mask), mask = [u ≥ p] / (1 − p), u ~ U[0, 1) of `random`."""
+        xp = self.xp
+        keep = random.uniform(x.shape, x.dtype) >= p
+        mask = xp.astype(keep, x.dtype) * (1.0 / (1.0 - p))
+        return x * mask, mask
+
     # -- reductions over whole buffers --------------------------------------------
     def total(self, x):
         """Σ of all entries, a 0-d array."""
@@ -108,6 +119,17 @@ class Kernels(ConvKernels):
         classes = xp.arange(z.shape[-1], device=array_api_compat.device(z))
         target = xp.astype(xp.expand_dims(labels, axis=-1) == classes, z.dtype)
         return self.softmax_cross_entropy(z, target, count)
+
+    def softmax_cross_entropy_mean(self, z, target, count: int, members: bool, labels: bool):
+        """(mean loss, dz): the per-row losses averaged over count rows (per member: axis 0).
+
+        ``labels``: integer labels, else probabilities. A twin folds the mean into its kernel.
+        """
+        fn = self.softmax_cross_entropy_labels if labels else self.softmax_cross_entropy
+        losses, dz = fn(z, target, count)
+        if not members:
+            return self.total(losses) / float(count), dz
+        return self.xp.sum(losses, axis=tuple(range(1, losses.ndim))) / float(count), dz
 
     def labels_outside(self, labels, n_classes: int) -> tuple[int, int] | None:
         """None when every label is in 0..n_classes-1, else (min, max) for the message."""

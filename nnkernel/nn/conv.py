@@ -144,7 +144,7 @@ class Conv2D(Layer):
         x_shape = (ctx.ensemble, *x.shape) if _shared_input(ctx, x) else tuple(x.shape)
 
         def backprop(da, need_dx=True):
-            dz = g.backward(ctx.xp, z, a, da)   # δ = da ⊙ g′(z)
+            dz = k.activation_backward(g, z, a, da)  # δ = da ⊙ g′(z), fused on a twin
             dx, dW, db = k.conv2d_backward(x_shape, cols, W, dz, s, p, need_dx,
                                            ctx.grads.out("W", "b"))
             ctx.grads.add("W", dW)              # dW = δ X̂ᵀ

@@ -145,7 +145,7 @@ class Dense(Layer):
             z = z if g.needs_z else None
 
         def backprop(da, need_dx=True):
-            dz = g.backward(ctx.xp, z, a, da)   # δ = da ⊙ g′(z)
+            dz = ctx.k.activation_backward(g, z, a, da)  # δ = da ⊙ g′(z), fused on a twin
             dx, dW, db = ctx.k.affine_backward(x, W, dz, need_dx, ctx.grads.out("W", "b"))
             ctx.grads.add("W", dW)              # dW = xᵀδ
             ctx.grads.add("b", db)              # db = Σ_rows δ
@@ -170,7 +170,7 @@ class ActivationLayer(Layer):
         z = x if g.needs_z else None
 
         def backprop(da, need_dx=True):
-            return g.backward(ctx.xp, z, a, da)
+            return ctx.k.activation_backward(g, z, a, da)
 
         return a, backprop
 
@@ -216,15 +216,13 @@ class Dropout(Layer):
     def forward(self, ctx, x, train):
         if not train or self.p == 0.0:
             return x, _pass_through
-        xp = ctx.xp
         x = per_member(ctx, x)
-        keep = ctx.random.uniform(x.shape, x.dtype) >= self.p
-        mask = xp.astype(keep, x.dtype) * (1.0 / (1.0 - self.p))
+        y, mask = ctx.k.dropout(x, self.p, ctx.random)  # one fused launch on the CuPy twin
 
         def backprop(dy, need_dx=True):
             return dy * mask
 
-        return x * mask, backprop
+        return y, backprop
 
     def config(self):
         return {"type": "Dropout", "p": self.p}

@@ -87,19 +87,21 @@ class ParameterStore:
 
     def assign(self, key, value) -> None:
         """Set one parameter (already of the right backend, dtype and shape)."""
-        if self.mutable:
-            view = dict.__getitem__(self.params, key)
-            view[...] = value
-            return
-        self.set_flat(self._replaced(self.flat, key, value))
+        with self.backend.activate():  # the copy runs on the buffer's GPU
+            if self.mutable:
+                view = dict.__getitem__(self.params, key)
+                view[...] = value
+                return
+            self.set_flat(self._replaced(self.flat, key, value))
 
     def assign_grad(self, key, value) -> None:
-        if self.mutable:
-            view = self._grad_views[key]
-            view[...] = value
-            dict.__setitem__(self.grads, key, view)
-            return
-        self.set_grad(self._replaced(self.grad, key, value))
+        with self.backend.activate():
+            if self.mutable:
+                view = self._grad_views[key]
+                view[...] = value
+                dict.__setitem__(self.grads, key, view)
+                return
+            self.set_grad(self._replaced(self.grad, key, value))
 
     def _replaced(self, flat, key, value):
         xp = self.xp

@@ -152,10 +152,10 @@ class Sequential:
 
         The layers' backprops are kept for `backward`; ``model(x)`` is forward(x, train=False).
         """
-        x, out_shape, shared = self._check_input(x)
         backprops = []
         keep = backprops.append
-        with self.backend.activate():
+        with self.backend.activate():  # every buffer and launch on the model's device
+            x, out_shape, shared = self._check_input(x)
             for ctx in self._contexts:
                 x, backprop = ctx.layer.forward(ctx, x, train)
                 keep(backprop)
@@ -189,10 +189,10 @@ class Sequential:
             for i in range(len(self._backprops) - 1, -1, -1):
                 dy = self._backprops[i](dy, input_grad or i > 0)
             store.end_backward()
-        if not input_grad:
-            return None
-        if self.ensemble is not None and self._shared_input:
-            dy = self.xp.sum(dy, axis=0)  # one input feeds every member
+            if not input_grad:
+                return None
+            if self.ensemble is not None and self._shared_input:
+                dy = self.xp.sum(dy, axis=0)  # one input feeds every member
         return dy
 
     def _check_input(self, x):
@@ -243,6 +243,10 @@ class Sequential:
 
     def predict(self, x, batch_size: int | None = None):
         """Outputs in evaluation mode, computed in batches of ``batch_size`` rows."""
+        with self.backend.activate():
+            return self._predict(x, batch_size)
+
+    def _predict(self, x, batch_size):
         x, _, shared = self._check_input(x)
         k = len(self.input_shape)
         axis = x.ndim - k - 1  # the rows axis: 0, or 1 for a per-member ensemble input
@@ -262,10 +266,10 @@ class Sequential:
         """Class probabilities: softmax of the outputs (sigmoid for binary_cross_entropy)."""
         from .activations import sigmoid, softmax
 
-        out = self.predict(x, batch_size)
-        if loss in ("binary_cross_entropy", "bce"):
-            return sigmoid(self.xp, out)
-        return softmax(self.xp, out)
+        with self.backend.activate():
+            out = self._predict(x, batch_size)
+            return sigmoid(self.xp, out) if loss in ("binary_cross_entropy", "bce") else \
+                softmax(self.xp, out)
 
     # -- moving and copying -------------------------------------------------------------------
     def to(self, backend=None, device=None, dtype=None) -> Sequential:

@@ -8,6 +8,7 @@ in progress. ``on_epoch_end`` returning True stops training after that epoch.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -41,7 +42,11 @@ class _Monitor:
             raise ConfigError(f"{type(self).__name__} monitors {self.monitor!r}, but the logs "
                               f"have {', '.join(logs)} (validation metrics need "
                               f"validation_data or validation_split)")
-        return self.sign * np.asarray(logs[self.monitor], dtype=np.float64)
+        value = np.asarray(logs[self.monitor], dtype=np.float64)
+        if value.ndim > 1:  # e.g. val_confusion_matrix
+            raise ConfigError(f"{type(self).__name__} monitors {self.monitor!r}, which is not a "
+                              f"number (or one number per ensemble member)")
+        return self.sign * value
 
 
 class EarlyStopping(Callback, _Monitor):
@@ -96,9 +101,12 @@ class EarlyStopping(Callback, _Monitor):
 class ModelCheckpoint(Callback, _Monitor):
     """Save the model to ``path`` (``nk.save``) after an epoch that improves ``monitor``.
 
-    With ``save_best_only=False`` every epoch is saved. The file is replaced
-    atomically, so it always holds a whole model. An ensemble is judged by the
-    mean of its members' values.
+    With ``save_best_only=False`` every epoch is saved. ``path`` may name the
+    epoch and the logs as Keras' does, ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``
+    (epochs counted from 1). The file is replaced atomically, so it always holds
+    a whole model. An ensemble is judged by the mean of its members' values.
+    ``best``, ``best_epoch`` (from 0) and ``saved`` (the paths written) say what
+    happened.
     """
 
     def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = True,
@@ -109,6 +117,7 @@ class ModelCheckpoint(Callback, _Monitor):
     def on_train_begin(self, run):
         self.best = math.inf
         self.best_epoch = None
+        self.saved = []
 
     def on_epoch_end(self, run, logs):
         value = float(np.mean(self.value(logs))) if self.save_best_only else None
@@ -116,11 +125,19 @@ class ModelCheckpoint(Callback, _Monitor):
             return None
         from ..io.saving import save
 
-        save(run.model, self.path)
+        path = Path(str(self.path).format(epoch=run.epoch + 1, **logs)) if "{" in str(
+            self.path) else self.path
+        save(run.model, path)
+        self.saved.append(path)
         if value is not None:
             self.best = value
-        self.best_epoch = run.epoch
+            self.best_epoch = run.epoch
         return None
+
+    @property
+    def best_value(self):
+        """The best monitored value in its own sign (``best`` is negated for "max" metrics)."""
+        return None if self.best_epoch is None else self.sign * self.best
 
 
 class CSVLogger(Callback):
@@ -149,6 +166,8 @@ class CSVLogger(Callback):
 
 
 def _cell(value):
+    if isinstance(value, list) and any(isinstance(v, list) for v in value):
+        return json.dumps(value)  # a confusion matrix (per member): one cell, read back by json
     if isinstance(value, list):
         return " ".join(f"{v:.6g}" for v in value)
     return "" if value is None else (f"{value:.6g}" if isinstance(value, float) else value)
@@ -182,9 +201,11 @@ class ReduceLROnPlateau(Callback, _Monitor):
         if value < self.best - self.min_delta:
             self.best, self.wait = value, 0
             return None
+        if self.cool:  # Keras: an epoch in cooldown is not counted as waiting
+            return None
         self.wait += 1
-        if self.wait >= self.patience and not self.cool:
-            opt = run.optimizer
+        opt = run.optimizer
+        if self.wait >= self.patience and np.any(np.asarray(opt.lr) > self.min_lr):
             opt.lr = np.maximum(opt.lr * self.factor, self.min_lr) if isinstance(
                 opt.lr, np.ndarray) else max(opt.lr * self.factor, self.min_lr)
             self.reductions.append((run.epoch, opt.lr))

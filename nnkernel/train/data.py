@@ -18,11 +18,18 @@ from ..errors import ConfigError, DTypeError, NonFiniteError, ShapeError
 
 def prepare(model, X, y, classify: bool, what: str):
     """(X, y) on the model's device in its dtype, validated; int64 labels for classification."""
+    with model.backend.activate():  # the checks and casts run on the model's GPU
+        return _prepare(model, X, y, classify, what)
+
+
+def _prepare(model, X, y, classify, what):
     be, xp = model.backend, model.xp
     if y is None:
         raise ConfigError(f"{what}: y is missing (targets or class labels)")
     X, y = _host_checked(X, "X", what), _host_checked(y, "y", what)
-    X, y = be.asarray(X), be.asarray(y)
+    # numbers on the host take the model's dtype there: a GPU gets float32 bytes, not float64
+    X = be.asarray(X, dtype=model.dtype if _host_numbers(X) else None)
+    y = be.asarray(y)
     k = len(model.input_shape)
     if X.ndim != k + 1:
         raise ShapeError(f"{what}: X must have shape (samples, "
@@ -51,6 +58,10 @@ def prepare(model, X, y, classify: bool, what: str):
     else:
         y = _targets(model, xp, y, n, what)
     return X, y
+
+
+def _host_numbers(a) -> bool:
+    return isinstance(a, np.ndarray) and a.dtype.kind in "biuf"
 
 
 def _host_checked(a, name, what):

@@ -28,6 +28,8 @@ from ..nn.layers import BatchNorm
 from ..optim import get_optimizer
 from .data import plan_batches, prepare, sample_weights, split_indices, take
 from .history import History
+from .metrics import Scorer
+from .metrics import resolve as resolve_metrics
 from .progress import Progress
 from .signals import InterruptFlag
 
@@ -54,7 +56,8 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
         batch_size: int = 32, validation_data=None, validation_split: float | None = None,
         shuffle: bool = True, seed: int = 0, callbacks=(), progress: bool = True,
         initial_epoch: int = 0, initial_step: int = 0, bootstrap: bool = False,
-        history: History | None = None, sample_weight=None, class_weight=None) -> History:
+        history: History | None = None, sample_weight=None, class_weight=None,
+        metrics=()) -> History:
     """Train ``model`` on (X, y); returns the per-epoch History.
 
     ``loss`` is a function of `nnkernel.losses` or its name, ``optimizer`` an
@@ -64,7 +67,8 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
     per sample) and ``class_weight`` ({class: weight}) multiply each sample's
     loss. ``initial_epoch``/``initial_step`` resume a run where a checkpoint
     left it. A model with BatchNorm never gets a last batch of one row: it joins
-    the batch before it.
+    the batch before it. ``metrics`` (names or functions, `nnkernel.train.metrics`)
+    are computed on the validation data at each epoch end, logged as val_<name>.
     """
     loss_fn = get_loss(loss)
     opt = get_optimizer(optimizer)
@@ -76,6 +80,10 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
         if validation_data is not None:
             raise ConfigError("give validation_data or validation_split, not both")
         X, y, sample_weight, validation_data = _split(X, y, sample_weight, validation_split, seed)
+    metrics = resolve_metrics(metrics, loss_fn)
+    if metrics and validation_data is None:  # why not the training batches: metrics.py
+        raise ConfigError("metrics are computed on validation data at each epoch end; pass "
+                          "validation_data or validation_split, or use nk.evaluate(metrics=)")
     X, y = prepare(model, X, y, classify, "training data")
     n = X.shape[0]
     weights = sample_weights(model, y, n, sample_weight, class_weight, classify)
@@ -154,17 +162,17 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
             be.synchronize()
             seconds = time.perf_counter() - t0
             if not k.all_finite(model.store.flat):  # e.g. a huge weight decay: loss still finite
+                if stop_on_nan:
+                    return _end(callbacks, run, history)
                 raise NonFiniteError(f"the parameters became NaN/Inf at epoch {epoch + 1}, step "
                                      f"{steps}; try a lower learning rate or weight decay")
             logs = {"loss": _host(totals.loss, totals.seen)}
             if classify:
                 logs["accuracy"] = _host(totals.correct, totals.seen)
             if val is not None:
-                vl, va = evaluate(model, val[0], val[1], loss=loss_fn,
-                                  batch_size=max(batch_size, 1024))
-                logs["val_loss"] = vl
-                if va is not None:
-                    logs["val_accuracy"] = va
+                scores = evaluate(model, *val, loss=loss_fn, batch_size=max(batch_size, 1024),
+                                  metrics=metrics, return_dict=True)
+                logs.update({f"val_{name}": value for name, value in scores.items()})
             logs["seconds"] = seconds
             logs["samples_per_second"] = totals.seen / seconds if seconds > 0 else float("inf")
             history.append(epoch, logs)
@@ -214,9 +222,16 @@ class _Totals:
                 "correct": host(self.correct), "seen": self.seen, "seconds": seconds}
 
 
-def evaluate(model, X, y, *, loss="cross_entropy", batch_size: int = 1024, sample_weight=None):
-    """(mean loss, accuracy or None) in evaluation mode; per member for an ensemble."""
+def evaluate(model, X, y, *, loss="cross_entropy", batch_size: int = 1024, sample_weight=None,
+             metrics=(), return_dict: bool = False):
+    """(mean loss, accuracy or None) in evaluation mode; per member for an ensemble.
+
+    With ``metrics`` the tuple goes on with their values, in order; with
+    ``return_dict`` it is a dict instead: "loss", "accuracy" (cross-entropy
+    only) and each metric by name.
+    """
     loss_fn = get_loss(loss)
+    scorer = Scorer(resolve_metrics(metrics, loss_fn), loss_fn, model.ensemble is not None)
     batch_size = integer("batch_size", batch_size)
     classify = loss_fn is cross_entropy
     X, y = prepare(model, X, y, classify, "evaluation data")
@@ -231,12 +246,19 @@ def evaluate(model, X, y, *, loss="cross_entropy", batch_size: int = 1024, sampl
             xb, yb = X[i:j, ...], y[i:j, ...]
             wb = None if weights is None else weights[i:j]
             out = model._evaluate(xb)
+            scorer.add(out)
             value, _ = loss_fn(out, yb, members=members, weights=wb,
                                **({"num_check": False} if classify else {}))
             loss_sum = loss_sum + value * float(j - i)
             if classify:
                 correct = correct + _correct(xp, out, yb)
-    return _host(loss_sum, n), (_host(correct, n) if classify else None)
+    loss_value, accuracy = _host(loss_sum, n), (_host(correct, n) if classify else None)
+    if not (scorer or return_dict):
+        return loss_value, accuracy
+    values = scorer.result(xp, y)
+    if not return_dict:
+        return (loss_value, accuracy, *values.values())
+    return {"loss": loss_value, **({"accuracy": accuracy} if classify else {}), **values}
 
 
 # -- helpers -------------------------------------------------------------------------------------

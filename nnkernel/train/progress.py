@@ -1,12 +1,22 @@
 """The progress line of `fit`: redrawn in place on a terminal, one line per epoch otherwise.
 
-On a terminal the line never exceeds its width (it is cut, not wrapped), and
-the rate and the time left appear once they can be measured (after two steps
-and a tenth of a second), as ms/step and ETA, like Keras and tqdm show them.
+On a terminal each redraw fits the width of the terminal that the stream is
+(asked again at every redraw, so a resized window is followed): the bar gets
+the room the numbers leave, and where even they do not fit the least useful
+are left out, so the line is never wrapped. The rate and the time left appear
+once they can be measured (after two steps and a tenth of a second), as
+ms/step and ETA, like Keras and tqdm show them. At the end of an epoch the bar
+is blanked and the epoch's line takes its place, broken between fields onto
+more lines where the terminal is too narrow for it.
+
+Why not tqdm or rich: the core depends on NumPy and array-api-compat only, and
+what fit needs is this one line; tqdm's bar shows it/s or s/it, not ms/step,
+and would still need a format string and a postfix for the loss and accuracy.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -14,6 +24,9 @@ import time
 import numpy as np
 
 MIN_INTERVAL = 0.1  # seconds between redraws
+BAR = 20  # the widest bar, in characters
+SEP = "  "
+NOT_SHOWN = ("seconds", "samples_per_second")  # shown in their own form at the end
 
 
 class Progress:
@@ -34,29 +47,48 @@ class Progress:
         if now - self.last_draw < MIN_INTERVAL and step != self.steps:
             return
         self.last_draw = now
-        self._draw(self.line(epoch, step, totals, classify, now))
+        width = self.width()
+        self._draw(self.line(epoch, step, totals, classify, now, width), width)
 
-    def line(self, epoch, step, totals, classify, now) -> str:
+    def line(self, epoch, step, totals, classify, now, width=80) -> str:
+        """The bar's text for a terminal ``width`` columns wide (at most width − 1 long)."""
         from .loop import _host
 
         done = step - self.first_step
         elapsed = now - self.t0
-        frac = step / self.steps
-        filled = int(20 * frac)
-        parts = [f"epoch {epoch + 1}/{self.epochs}", "[" + "=" * filled + "." * (20 - filled) + "]",
-                 f"{step}/{self.steps}", f"loss {fmt(_host(totals.loss, totals.seen))}"]
-        if classify:
-            parts.append(f"acc {fmt(_host(totals.correct, totals.seen))}")
-        if done >= 2 and elapsed >= MIN_INTERVAL:
+        count = f"{step}/{self.steps}".rjust(2 * len(str(self.steps)) + 1)  # a steady width
+        timing = []
+        if done >= 2 and elapsed >= MIN_INTERVAL:  # before that a rate would be noise
             per_step = elapsed / done
-            parts.append(f"{per_step * 1e3:.1f} ms/step")
-            parts.append(f"ETA {duration(per_step * (self.steps - step))}")
-        return "  ".join(parts)
+            timing = [f"ETA {duration(per_step * (self.steps - step))}",
+                      f"{per_step * 1e3:.1f} ms/step"]
+        values = [f"loss {fmt(_host(totals.loss, totals.seen))}"]
+        if classify:
+            values.append(f"acc {fmt(_host(totals.correct, totals.seen))}")
+        prefix = f"epoch {epoch + 1}/{self.epochs} "
+        # the bar's room is what the fields leave at their usual widest, timing included even
+        # before it shows, so that the bar keeps its length from frame to frame
+        reserved = len(SEP.join(["ETA 00.0s", "00.0 ms/step", *values]))
+        inner = min(BAR, width - 1 - len(prefix) - 3 - len(count) - len(SEP) - reserved)
+        bar = ""
+        if inner >= 5:  # a narrower bar says nothing that the step count does not
+            filled = inner * step // self.steps
+            bar = "[" + "=" * filled + "." * (inner - filled) + "] "
+        parts = [prefix + bar + count, *timing, *values]
+        # where the line is too long, accuracy goes first, then ms/step, ETA, and the loss
+        return fit_width(parts, width - 1, drop=[4, 2, 1, 3] if timing else [2, 1])
 
-    def _draw(self, text: str) -> None:
-        width = shutil.get_terminal_size((80, 24)).columns - 1
-        text = text[:width]
-        self.stream.write("\r" + text + " " * max(self.drawn - len(text), 0))
+    def width(self) -> int:
+        """Columns of the stream's own terminal (not stdout's, which may be a file)."""
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+        return columns or shutil.get_terminal_size((80, 24)).columns
+
+    def _draw(self, text: str, width: int) -> None:
+        # blank what is left of the last frame, but never past this width (after a resize)
+        self.stream.write("\r" + text + " " * max(min(self.drawn, width - 1) - len(text), 0))
         self.stream.flush()
         self.drawn = len(text)
 
@@ -64,19 +96,50 @@ class Progress:
         if not self.enabled:
             return
         parts = [f"epoch {epoch + 1}/{self.epochs}"]
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            if key in logs:
-                parts.append(f"{key} {fmt(logs[key])}")
+        for key, value in logs.items():
+            if key not in NOT_SHOWN and _is_numbers(value):  # not a confusion matrix
+                parts.append(f"{key} {fmt(value)}")
         parts.append(f"{logs['seconds']:.2f}s")
         parts.append(f"{logs['samples_per_second']:,.0f} samples/s")
-        text = "  ".join(parts)
         if self.tty:
-            self._draw(text)
-            self.stream.write("\n")
+            width = self.width()
+            self.stream.write("\r" + " " * min(self.drawn, width - 1) + "\r")  # blank the bar
+            self.stream.write("\n".join(wrap(parts, width - 1)) + "\n")
             self.drawn = 0
         else:
-            self.stream.write(text + "\n")
+            self.stream.write(SEP.join(parts) + "\n")
         self.stream.flush()
+
+
+def fit_width(parts, limit: int, drop=()) -> str:
+    """The parts joined, leaving out those at the indices ``drop`` (in that order) until the
+    text is at most ``limit`` long; cut at ``limit`` if even the rest is longer."""
+    keep = dict(enumerate(parts))
+    for i in drop:
+        if len(SEP.join(keep.values())) <= limit:
+            break
+        keep.pop(i, None)
+    return SEP.join(keep.values())[:max(limit, 0)]
+
+
+def wrap(parts, limit: int) -> list[str]:
+    """The parts as lines of at most ``limit`` characters, broken between parts."""
+    lines, line = [], ""
+    for part in parts:
+        joined = f"{line}{SEP}{part}" if line else part
+        if len(joined) <= limit or not line:
+            line = joined
+        else:
+            lines.append(line)
+            line = SEP + part
+    lines.append(line)
+    return [text[:max(limit, 1)] for text in lines]
+
+
+def _is_numbers(value) -> bool:
+    if isinstance(value, list):
+        return all(isinstance(v, (int, float)) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def fmt(value) -> str:
