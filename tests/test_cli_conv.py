@@ -7,7 +7,6 @@ and the errors a conv run can meet.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -100,15 +99,12 @@ def test_predict_input_of_another_shape_is_one_line(capsys, conv_run, tmp_path, 
     assert_one_line_error(err, *needles)
 
 
-def test_export_writes_an_onnx_graph_that_onnxruntime_runs(conv_run, tmp_path):
+def test_export_writes_an_onnx_graph_that_onnxruntime_runs(capsys, conv_run, tmp_path):
     pytest.importorskip("onnx", reason="onnx not installed")
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
-    from nnkernel.cli import export
-
     path = tmp_path / "digits.onnx"
-    args = argparse.Namespace(run=str(conv_run), onnx=str(path), npz=str(tmp_path / "m.npz"),
-                              safetensors=None, opset=17, quiet=True)
-    assert export.run(args) == 0
+    code, _, err = run(capsys, "export", conv_run, "--onnx", path, "--npz", tmp_path / "m.npz")
+    assert code == 0, err
     images = datasets.load("digits").X_test[:16].reshape(16, 1, 8, 8)
     model = run_dir.load(conv_run).build_model()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
