@@ -8,11 +8,12 @@ does in place:
 - col2im: dx is accumulated offset by offset, ``dx[.., i::s, j::s] += ...``,
   into strided views of one zeroed array, clipped to the unpadded input (no
   padded buffer, no crop, no zero-interleaving).
-- the forward product is one GEMM per sample (a stacked matmul over strided
-  views of X̂), which writes z in NCHW order with no transpose; the backward
-  takes dW per sample too when that is cheaper (K < L: a first layer), else
-  as one product; both write into the model's gradient buffers (``out=``), and
-  db is δ·1 (a matrix-vector product: faster than a sum along a strided axis).
+- the products are one GEMM per sample (a stacked matmul over strided views
+  of X̂) where K < L (a first layer), which writes z in NCHW order with no
+  transpose, else one product with the batch inside the long dimension and
+  the bias add fused into the (C_out, N) -> (N, C_out) transpose of z; dW and
+  db are written into the model's gradient buffers (``out=``), db as δ·1 (a
+  matrix-vector product: faster than a sum along a strided axis).
 - pooling works on the k² strided views of x, one per window offset: max-pool
   keeps a running maximum and the offset of the first maximum (int8), and its
   backward writes dy into each offset's view of dx where that offset won.
@@ -90,11 +91,14 @@ class NumpyConvKernels(ConvKernels):
                 dx[..., rows[0], columns[0]] += np.swapaxes(part, -4, -3)
         return dx
 
-    # The products per sample. Z_n = W̄ X̂_n, X̂_n being sample n's L columns of X̂ (a
-    # strided view): one stacked matmul, a GEMM per sample, writes z straight in NCHW
-    # order (.., N, C_out, L), where one (C_out, N·L) product needs a transpose copy of z
-    # (and δ one back); the long, thin (C_out, K)·(K, N·L) product of a first layer
-    # (K = 9) is also several times slower in OpenBLAS than 128 per-sample ones.
+    # Products per sample, where K < L (a first layer: K = C_in·kH·kW = 9 against L = 784
+    # pixels). Z_n = W̄ X̂_n, X̂_n being sample n's L columns of X̂ (a strided view): one
+    # stacked matmul, a GEMM per sample, writes z straight in NCHW order (.., N, C_out, L)
+    # with no transpose copy of z (nor of δ back), and OpenBLAS runs the long, thin
+    # (C_out, 9)·(9, N·L) product several times slower than the 128 per-sample ones.
+    # Where K >= L the one (C_out, K)·(K, N·L) product is the faster form, transpose
+    # included, because OpenBLAS spreads one large GEMM over its threads better than
+    # many small ones (bench/RESULTS.md).
     @staticmethod
     def _per_sample(cols, N):
         """X̂ (.., K, N·L) as its per-sample blocks (.., N, K, L), a view."""
@@ -107,11 +111,22 @@ class NumpyConvKernels(ConvKernels):
         N = x.shape[-4]
         H_out = conv_out_size(x.shape[-2], kh, stride, padding)
         W_out = conv_out_size(x.shape[-1], kw, stride, padding)
-        W2 = W.reshape(*W.shape[:-4], 1, C_out, C_in * kh * kw)  # broadcast over samples
-        z = np.matmul(W2, self._per_sample(cols, N))  # (.., N, C_out, L)
-        if b is not None:
-            z += b[..., None, :, None]
-        return z.reshape(*z.shape[:-1], H_out, W_out), cols
+        K, L = C_in * kh * kw, H_out * W_out
+        if K < L:
+            W2 = W.reshape(*W.shape[:-4], 1, C_out, K)  # broadcast over the samples
+            z = np.matmul(W2, self._per_sample(cols, N))  # (.., N, C_out, L)
+            if b is not None:
+                z += b[..., None, :, None]
+            return z.reshape(*z.shape[:-1], H_out, W_out), cols
+        z2 = np.matmul(W.reshape(*W.shape[:-3], K), cols)  # (.., C_out, N·L)
+        lead = z2.shape[:-2]
+        src = np.swapaxes(z2.reshape(*lead, C_out, N, H_out, W_out), -4, -3)
+        z = np.empty((*lead, N, C_out, H_out, W_out), dtype=z2.dtype)
+        if b is None:
+            np.copyto(z, src)
+        else:  # the bias add is the transpose's copy
+            np.add(src, b[..., None, :, None, None], out=z)
+        return z, cols
 
     def conv2d_backward(self, x_shape, cols, W, dz, stride=1, padding=0, need_dx=True,
                         out=None):
