@@ -71,7 +71,7 @@ def kernels(batch: int, steps: int) -> list[tuple[str, float, float, float | Non
         rows.append((f"{tag} im2col", *median_ms(k.im2col, steps, x, 3, 3, 1, 1), None))
         rows.append((f"{tag} GEMM W·X̂", *median_ms(np.matmul, steps, W2, cols), flops / 1e9))
         z, _ = k.conv2d(x, W, b, 1, 1)
-        rows.append((f"{tag} conv2d (im2col + GEMM per sample + bias)",
+        rows.append((f"{tag} conv2d (im2col, GEMM, bias; z in NCHW)",
                      *median_ms(k.conv2d, steps, x, W, b, 1, 1), flops / 1e9))
         # the CLI's block: pool, then ReLU on the pooled maps (nn.builders.cnn_layers)
         p, ctx = k.max_pool2d(z, 2)
