@@ -8,7 +8,6 @@ library works offline with only NumPy installed.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import http.client
@@ -27,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from nnkernel.errors import ConfigError, DatasetError, DTypeError, NonFiniteError, ShapeError
+
+from .tabular import _read_csv_features, load_csv
 
 __all__ = [
     "DATASETS", "DEFAULT_DATASET", "SOURCES", "Dataset", "Source", "download", "find_idx_dir",
@@ -115,8 +116,10 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, download: bool
         return _digits()
     if key in SOURCES:
         return _load_idx_dataset(key, data_dir, allow_download=download)
-    if key in _TOY_SETS:
-        return _validated(_TOY_SETS[key](seed), f"generated {key}")
+    from .toy_sets import TOY_SETS
+
+    if key in TOY_SETS:
+        return _validated(TOY_SETS[key](seed), f"generated {key}")
     raise ConfigError(
         f"unknown dataset {text!r}; valid names: {', '.join(DATASETS)} "
         "(or a path to a .csv or .npz file)"
@@ -365,56 +368,6 @@ def _digest(data: bytes, algorithm: str) -> str:
 
 # ------------------------------------------------------------------------- CSV and NPZ
 
-def load_csv(path: str | os.PathLike, target: str = "label") -> Dataset:
-    """A CSV with a header row and numeric columns; `target` names the column to predict.
-
-    Non-negative whole-number targets mean classification (classes 0..max),
-    anything else regression. The test set is a fixed-seed 20% of the rows.
-    """
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"cannot read CSV file {path}: {e}") from e
-    rows = [row for row in rows if row]  # tolerate blank lines
-    if len(rows) < 2:
-        raise DatasetError(f"{path} is empty: expected a header row and at least one data row")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
-    if target not in header:
-        raise DatasetError(f"{path} has no target column {target!r}; available columns: "
-                           f"{', '.join(header)}; pass target=NAME (--target NAME)")
-    for i, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DatasetError(f"{path}, line {i}: {len(row)} fields, header has {len(header)}")
-    try:
-        table = np.array(body, dtype=np.float64)
-    except ValueError:
-        i, j = next((i, j) for i, row in enumerate(body) for j, v in enumerate(row)
-                    if not _is_number(v))
-        raise DatasetError(f"{path}, line {i + 2}, column {header[j]!r}: {body[i][j]!r} is not "
-                           "a number; all columns must be numeric") from None
-    t = header.index(target)
-    X = np.delete(table, t, axis=1).astype(np.float32)
-    y = table[:, t]
-    if not np.isfinite(X).all():
-        i, j = np.argwhere(~np.isfinite(X))[0]
-        raise NonFiniteError(f"{path}, line {i + 2}: NaN or Inf in column "
-                             f"{[h for h in header if h != target][j]!r}; clean the data first")
-    if np.isfinite(y).all() and (y == np.round(y)).all() and y.min() >= 0:
-        y = y.astype(np.int64)
-    else:
-        y = y.astype(np.float32).reshape(-1, 1)
-    return _from_arrays(path.stem, X, y, str(path))
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
 
 def load_features(path: str | os.PathLike) -> np.ndarray:
     """Features to predict on, float32 (samples, features): a .npy (no pickles) or a numeric
@@ -443,28 +396,6 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
         row, col = np.argwhere(~np.isfinite(X))[0]
         raise NonFiniteError(f"{path}: NaN or Inf at row {row}, column {col}")
     return X
-
-
-def _read_csv_features(path: Path) -> np.ndarray:
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [row for row in csv.reader(f) if row]
-    except FileNotFoundError:
-        raise DatasetError(f"input file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"cannot read CSV file {path}: {e}") from e
-    if rows and not all(_is_number(v) for v in rows[0]):
-        rows = rows[1:]  # a header
-    if not rows:
-        raise DatasetError(f"{path} has no data rows")
-    width = len(rows[0])
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise DatasetError(f"{path}: row {i + 1} has {len(row)} fields, the first has {width}")
-        for v in row:
-            if not _is_number(v):
-                raise DatasetError(f"{path}: row {i + 1}: {v!r} is not a number")
-    return np.array(rows, dtype=np.float64)
 
 
 def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y") -> Dataset:
@@ -513,42 +444,3 @@ def _targets(a: np.ndarray) -> np.ndarray:
     if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
         return a.astype(np.int64).reshape(-1)
     return a.astype(np.float32).reshape(a.shape[0], -1)
-
-
-# ------------------------------------------------------------------------ toy datasets
-
-def _xor(seed: int) -> Dataset:
-    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
-    y = np.array([[0], [1], [1], [0]], dtype=np.float32)
-    return Dataset("xor", X, y, X.copy(), y.copy(), "regression", None)  # test = train
-
-
-def _spirals(seed: int, n_per_class: int = 100, n_classes: int = 3) -> Dataset:
-    rng = np.random.default_rng(seed)
-    radius = np.tile(np.linspace(0.0, 1.0, n_per_class), n_classes)
-    labels = np.repeat(np.arange(n_classes), n_per_class)
-    angle = labels * (2 * np.pi / n_classes) + radius * 4 + rng.normal(0, 0.2, radius.shape)
-    X = np.stack([radius * np.sin(angle), radius * np.cos(angle)], axis=1).astype(np.float32)
-    return _from_arrays("spirals", X, labels.astype(np.int64), "spirals", seed)
-
-
-def _moons(seed: int, n: int = 500, noise: float = 0.1) -> Dataset:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    t = rng.uniform(0, np.pi, n)
-    # Upper half circle for class 0; a lower one, shifted right and up, for class 1.
-    X = np.where(labels[:, None] == 0,
-                 np.stack([np.cos(t), np.sin(t)], axis=1),
-                 np.stack([1 - np.cos(t), 0.5 - np.sin(t)], axis=1))
-    X = (X + rng.normal(0, noise, X.shape)).astype(np.float32)
-    return _from_arrays("moons", X, labels.astype(np.int64), "moons", seed)
-
-
-def _linear(seed: int, n: int = 200, noise: float = 0.05) -> Dataset:
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-1, 1, (n, 1))
-    y = 2 * x + 1 + rng.normal(0, noise, (n, 1))
-    return _from_arrays("linear", x.astype(np.float32), y.astype(np.float32), "linear", seed)
-
-
-_TOY_SETS = {"xor": _xor, "spirals": _spirals, "moons": _moons, "linear": _linear}
