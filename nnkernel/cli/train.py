@@ -34,6 +34,10 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
                       "spirals, moons, linear, or a .csv/.npz path")
     data.add_argument("--data-dir", help="where to look for (or download) IDX files")
     data.add_argument("--target", help="the label column of a CSV (default: label)")
+    data.add_argument("--task", choices=("classification", "regression"),
+                      help="what the target of a .csv/.npz is (default: class labels 0..K-1 "
+                      "when it holds few distinct whole numbers, else regression; see "
+                      "nnkernel.io.labels)")
     data.add_argument("--val-split", type=types.float_in(0, 1, lo_open=True),
                       help="hold out this fraction of the training data for validation "
                       "(default 0.1 with --early-stopping, else none)")
@@ -167,6 +171,8 @@ def prepare(args) -> Job | None:
     steps = len(plan_batches(n_train, hyper["batch_size"], _has_batchnorm(model)))
     job = Job(settings, hyper, out, continuing, saved, backend, data, model,
               build_optimizer(hyper, steps), (X_train, y_train), validation)
+    if saved is None and str(settings["dataset"]["name"]).lower().endswith((".csv", ".npz")):
+        say(args, _what_the_target_is(data, settings["dataset"], args.task))
     if saved is not None:
         saved.restore_optimizer(job.optimizer, model)
         job.history, job.epoch, job.step = saved.history, saved.epoch, saved.step
@@ -259,6 +265,19 @@ def _kept(out, run_dir) -> str:
     return f"kept the last good checkpoint ({where}) in {out}"
 
 
+def _what_the_target_is(data, spec, forced) -> str:
+    """How the label policy read a user's file, said once, so a wrong guess is seen."""
+    column = f"column {spec.get('target') or 'label'!r}" if str(spec["name"]).lower().endswith(
+        ".csv") else "y"
+    if data.task == "classification":
+        what = f"class labels 0..{data.n_classes - 1} ({data.n_classes} classes)"
+    else:
+        k = data.y_train.shape[1]
+        what = f"regression targets ({k} {'column' if k == 1 else 'columns'})"
+    how = "as --task says" if forced else "pass --task to change it"
+    return f"{data.name}: {column} holds {what}; {how}"
+
+
 def _has_batchnorm(model) -> bool:
     from ..nn.layers import BatchNorm
 
@@ -283,10 +302,12 @@ def load_data(dataset: dict, data_dir, loss):
     from ..losses import cross_entropy, get_loss
 
     name = dataset["name"]
+    # a saved run's task and class count: its labels, not what this file alone suggests
+    policy = {"task": dataset.get("task"), "n_classes": dataset.get("n_classes")}
     if str(name).lower().endswith(".csv"):
-        data = datasets.load_csv(name, target=dataset.get("target") or "label")
+        data = datasets.load_csv(name, target=dataset.get("target") or "label", **policy)
     else:
-        data = datasets.load(name, data_dir)
+        data = datasets.load(name, data_dir, **policy)
     loss_fn = get_loss(loss) if loss else None
     if loss_fn is cross_entropy and data.task != "classification":
         raise DTypeError(f"--loss cross_entropy needs integer class labels, but {data.name} has "
@@ -358,10 +379,15 @@ def member_lrs(hyper, members):
 
 
 def new_run_dir() -> Path:
+    """A new directory runs/<date>-<time>[-N]: mkdir, not exists-then-mkdir, claims it, so two
+    runs interrupted in the same second never share one."""
     base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
-    return path
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise ConfigError(f"cannot create a new run directory next to {base}; pass --out")

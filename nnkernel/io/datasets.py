@@ -4,11 +4,16 @@ Every loader returns a validated `Dataset`: float32 features of shape
 (n, features), int64 class labels or float32 regression targets of shape (n, k),
 and finite values throughout. "digits" ships inside the package so that the
 library works offline with only NumPy installed.
+
+Whether a file's target is class labels or regression targets, and which
+labels are refused, is one policy for every source (`nnkernel.io.labels`):
+whole numbers with few distinct values are labels 0..K-1, unless ``task``
+says otherwise; a negative or stray label is refused by name. Files are
+opened with `tabular.open_data_file` (regular files only, size bounded).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import io
@@ -27,7 +32,8 @@ import numpy as np
 
 from nnkernel.errors import ConfigError, DatasetError, DTypeError, NonFiniteError, ShapeError
 
-from .tabular import _read_csv_features, load_csv
+from . import labels
+from .tabular import _read_csv_features, load_csv, open_data_file, read_npy, read_npz
 
 __all__ = [
     "DATASETS", "DEFAULT_DATASET", "SOURCES", "Dataset", "Source", "download", "find_idx_dir",
@@ -98,19 +104,26 @@ class Dataset:
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True,
-         seed: int = 0) -> Dataset:
+         seed: int = 0, task: str | None = None, n_classes: int | None = None) -> Dataset:
     """Load a dataset by name (see DATASETS) or from a .csv / .npz path.
 
     (Fashion-)MNIST is looked for with `find_idx_dir`; if missing and `download`
     is true it is downloaded into `data_dir`, or else ~/.cache/nnkernel/<name>.
     `seed` drives the generated toy sets only; the test split of real data is
-    fixed so that results stay comparable between runs.
+    fixed so that results stay comparable between runs. ``task`` and
+    ``n_classes`` (a saved run's) apply the label policy of `nnkernel.io.labels`
+    to a file; a named dataset's task is fixed and they must agree with it.
     """
     text = os.fspath(name)
+    labels.check_task(task)
     if text.lower().endswith(".csv"):
-        return load_csv(text)
+        return load_csv(text, task=task, n_classes=n_classes)
     if text.lower().endswith(".npz"):
-        return load_npz(text)
+        return load_npz(text, task=task, n_classes=n_classes)
+    return _agrees(_named(text, data_dir, download, seed), task, n_classes)
+
+
+def _named(text: str, data_dir, download: bool, seed: int) -> Dataset:
     key = text.lower().replace("_", "-")
     if key == "digits":
         return _digits()
@@ -124,6 +137,16 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, download: bool
         f"unknown dataset {text!r}; valid names: {', '.join(DATASETS)} "
         "(or a path to a .csv or .npz file)"
     )
+
+
+def _agrees(ds: Dataset, task, n_classes) -> Dataset:
+    """A named dataset's own task and classes; a --task or saved run that differs is refused."""
+    if task is not None and task != ds.task:
+        raise ConfigError(f"{ds.name} is a {ds.task} dataset; task={task!r} (--task) applies "
+                          "to .csv and .npz files")
+    if n_classes is not None and ds.n_classes is not None and n_classes != ds.n_classes:
+        raise DatasetError(f"{ds.name} has {ds.n_classes} classes, the run {n_classes}")
+    return ds
 
 
 # ----------------------------------------------------------------- validation and splitting
@@ -141,10 +164,11 @@ def _validated(ds: Dataset, source: str) -> Dataset:
             raise NonFiniteError(f"{source}: NaN or Inf in {part} features (row {bad[0]}, "
                                  f"column {bad[1]}); clean or impute the data first")
         if ds.task == "classification":
-            integers = y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
-            if not integers or y.min() < 0 or y.max() >= ds.n_classes:
-                raise DatasetError(f"{source}: {part} labels must be 1-D integers in "
-                                   f"0..{ds.n_classes - 1}")
+            if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+                raise DatasetError(f"{source}: {part} labels must be 1-D integers, found "
+                                   f"{y.dtype} of shape {y.shape}")
+            labels.check_range(labels.Part(y, f"{source}: {part} labels",
+                                           lambda i: f"sample {i}"), ds.n_classes)
         elif not _all_finite(y):
             raise NonFiniteError(f"{source}: NaN or Inf in {part} targets")
     if ds.X_test.shape[1] != ds.X_train.shape[1]:
@@ -191,20 +215,15 @@ def one_hot(y, n_classes: int) -> np.ndarray:
     return out
 
 
-def _from_arrays(name: str, X: np.ndarray, y: np.ndarray, source: str, seed: int = 0) -> Dataset:
-    """Split 80/20 and pick the task: integer targets mean classes, anything else regression."""
+def _from_arrays(name: str, X: np.ndarray, y: np.ndarray, source: str, seed: int = 0, *,
+                 task: str, n_classes: int | None) -> Dataset:
+    """Split 80/20 the rows of targets `labels.decide` has converted for ``task``."""
     if X.shape[0] == 0:
         raise DatasetError(f"{source} has no rows")
     if y.shape[0] != X.shape[0]:
         raise DatasetError(f"{source}: {X.shape[0]} samples but {y.shape[0]} targets")
     X_tr, y_tr, X_te, y_te = train_val_split(X, y, 0.2, seed)
-    return _validated(Dataset(name, X_tr, y_tr, X_te, y_te, *_task_of(y)), source)
-
-
-def _task_of(y: np.ndarray) -> tuple[str, int | None]:
-    if np.issubdtype(y.dtype, np.integer):
-        return "classification", int(y.max()) + 1
-    return "regression", None
+    return _validated(Dataset(name, X_tr, y_tr, X_te, y_te, task, n_classes), source)
 
 
 # ---------------------------------------------------------------------- embedded digits
@@ -225,16 +244,14 @@ def _digits() -> Dataset:
 def load_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (gzipped or not): uint8 images (n, rows, cols) or labels (n,)."""
     path = Path(path)
+    f, size = open_data_file(path, "IDX file")  # a FIFO or /dev/zero is refused
     try:
-        data = path.read_bytes()
+        with f:
+            data = f.read(size + 1)
     except OSError as e:
         raise DatasetError(f"cannot read IDX file {path}: {e.strerror or e}") from e
     if data[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DatasetError(f"{path}: corrupt or truncated gzip data ({e}); delete the file "
-                               "and download it again") from e
+        data = _gunzip_idx(path, data)
     if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] not in (1, 3):
         magic = data[:4].hex() if len(data) >= 4 else "too short"
         raise DatasetError(f"{path}: not an IDX file (magic {magic}); expected 00000803 (images) "
@@ -249,6 +266,41 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
         raise DatasetError(f"{path}: {len(data)} bytes, expected {expected} for shape {dims}; "
                            "the file is truncated or corrupt, delete it and download it again")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _gunzip_idx(path: Path, data: bytes) -> bytes:
+    """Inflate a gzipped IDX file no further than its header's shape says (no gzip bomb).
+
+    What comes out is checked by `load_idx` (magic, size); here only the gzip
+    stream: corrupt, or ending before its trailer, is a DatasetError.
+    """
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending = data
+
+    def take(n: int) -> bytes:  # at most n bytes (n > 0: a max_length of 0 means no limit)
+        nonlocal pending
+        chunk = inflate.decompress(pending, n)
+        pending = inflate.unconsumed_tail
+        return chunk
+
+    def broken(why) -> DatasetError:
+        return DatasetError(f"{path}: corrupt or truncated gzip data ({why}); delete the file "
+                            "and download it again")
+
+    try:
+        out = take(4)
+        ndim = out[3] if len(out) == 4 and out[3] in (1, 3) else 0
+        if ndim:
+            out += take(4 * ndim)
+        if len(out) == 4 + 4 * ndim and ndim:
+            out += take(math.prod(struct.unpack(f">{ndim}I", out[4:])) + 1)  # +1: garbage shows
+            if not inflate.eof:
+                out += take(1)  # reads the trailer: checks the CRC, sets eof
+    except zlib.error as e:
+        raise broken(e) from e
+    if not inflate.eof and not pending:  # all input used, and the stream is not over
+        raise broken("the stream ends early")
+    return out
 
 
 def _idx_path(directory: Path, stem: str) -> Path | None:
@@ -375,14 +427,7 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            X = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise DatasetError(f"input file {path} does not exist") from None
-        except (OSError, ValueError, EOFError) as e:
-            raise DatasetError(f"cannot read {path} as a .npy array: {e}") from e
-        if X.dtype.kind not in "biuf":
-            raise DatasetError(f"{path}: features must be numbers, found dtype {X.dtype}")
+        X = read_npy(path)  # a FIFO or a device is refused, the header checked first
     elif suffix == ".csv":
         X = _read_csv_features(path)
     else:
@@ -398,17 +443,15 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
     return X
 
 
-def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y") -> Dataset:
+def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y", *, task: str | None = None,
+             n_classes: int | None = None) -> Dataset:
     """An .npz with X_train/y_train/X_test/y_test, or with `x` and `y` to split 80/20.
 
-    Integer targets mean classification; uint8 features are taken as pixels and scaled by 1/255.
+    The targets follow the label policy of `nnkernel.io.labels` (``task``,
+    ``n_classes``); uint8 features are taken as pixels and scaled by 1/255.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as e:  # zipfile, zlib and numpy all fail differently on a bad file
-        raise DatasetError(f"cannot read NPZ file {path}: {e}") from e
+    arrays = read_npz(path)
     split = ("X_train", "y_train", "X_test", "y_test")
     if all(k in arrays for k in split):
         parts = [arrays[k] for k in split]
@@ -418,15 +461,16 @@ def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y") -> Dataset:
         raise DatasetError(f"{path} must contain arrays {x!r} and {y!r}, or "
                            f"{', '.join(split)}; found: {', '.join(arrays) or 'nothing'}")
     features = [_features(a, path) for a in parts[0::2]]
-    targets = [_targets(a) for a in parts[1::2]]
+    names = (split[1::2] if len(parts) == 4 else (y,))
+    task, n_classes, targets = labels.decide(
+        [labels.Part(_targets(a, path, key), str(path), lambda i, key=key: f"{key}[{i}]")
+         for a, key in zip(parts[1::2], names, strict=True)], task=task, n_classes=n_classes)
     scaled = {"divide_by": 255.0} if parts[0].dtype == np.uint8 else {}  # as _features does
     if len(parts) == 2:
-        ds = _from_arrays(path.stem, features[0], targets[0], str(path))
+        ds = _from_arrays(path.stem, features[0], targets[0], str(path), task=task,
+                          n_classes=n_classes)
         ds.preprocessing = scaled
         return ds
-    task, n_classes = _task_of(targets[0])
-    if task == "classification":
-        n_classes = int(max(targets[0].max(initial=-1), targets[1].max(initial=-1))) + 1
     ds = Dataset(path.stem, features[0], targets[0], features[1], targets[1], task, n_classes,
                  scaled)
     return _validated(ds, str(path))
@@ -440,7 +484,8 @@ def _features(a: np.ndarray, path: Path) -> np.ndarray:
     return X.astype(np.float32) / 255 if a.dtype == np.uint8 else X.astype(np.float32)
 
 
-def _targets(a: np.ndarray) -> np.ndarray:
-    if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
-        return a.astype(np.int64).reshape(-1)
-    return a.astype(np.float32).reshape(a.shape[0], -1)
+def _targets(a: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """The targets as stored (`labels.decide` converts them), one row per sample."""
+    if a.ndim == 0:
+        raise DatasetError(f"{path}: {key} must have one target per sample, found a scalar")
+    return a if a.ndim <= 2 else a.reshape(a.shape[0], -1)

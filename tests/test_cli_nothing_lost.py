@@ -1,0 +1,281 @@
+"""Issue 16 through `nnkernel.cli.main`, in process: divergence, interrupted epochs, BatchNorm's
+last batch, memory, run directories, and the files predict reads and writes.
+
+Ctrl-C is a real SIGINT raised after a chosen step (`interrupt_at`, as tests/test_cli.py
+does), so where it lands is exact. Each test names the defect it reproduces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnkernel.cli.train as train_cli
+import nnkernel.train as train_module
+from nnkernel.cli import main
+from nnkernel.io import checkpoint, run_dir
+
+SMALL = ["--hidden", "16", "--batch-size", "64", "--lr", "1e-2", "--quiet"]
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file semantics")
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str, *needles: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nnkernel: error: "), err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def interrupt_at(monkeypatch, epoch: int, steps_done: int):
+    """A real SIGINT after `steps_done` steps of `epoch` (from 0)."""
+    original = train_module.Progress.step
+
+    def step_then_interrupt(self, e, step, *rest):
+        original(self, e, step, *rest)
+        if (e, step) == (epoch, steps_done):
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(train_module.Progress, "step", step_then_interrupt)
+
+
+def all_finite(directory: Path) -> bool:
+    return all(np.isfinite(a).all() for a in checkpoint.load_arrays(directory / "model.npz")
+               .values())
+
+
+# ----------------------------------------------------------------- High 2: non-finite weights
+
+def test_the_issues_weight_decay_divergence_saves_nothing_and_says_so(capsys, tmp_path):
+    # The loss was finite when the update of the epoch's only step made the weights Inf;
+    # only the loss was checked, so the Inf weights were saved as "the last good" checkpoint.
+    out = tmp_path / "W"
+    code, _, err = run(capsys, "train", "--optimizer", "sgd", "--weight-decay", "1e300",
+                       "--batch-size", "1437", "--epochs", "4", "--out", out)
+    assert code == 1
+    one_line(err.splitlines()[-1] + "\n", "the parameters became NaN/Inf at epoch 1, step 1",
+             "nothing was saved (no checkpoint had been written yet)")
+    assert run_dir.existing_run_files(out) == []
+
+
+def test_a_diverged_epoch_is_never_saved_over_the_last_good_one(capsys, tmp_path):
+    # A linear model whose weights grow by ~1e20 per SGD step: after epoch 1 they are ~1e19
+    # (the loss is still finite), epoch 2's only update makes them Inf, with a finite loss.
+    out = tmp_path / "W"
+    code, _, err = run(capsys, "train", "--hidden", "none", "--optimizer", "sgd",
+                       "--weight-decay", "1e23", "--batch-size", "1437", "--epochs", "4",
+                       "--out", out, "--quiet")
+    assert code == 1
+    one_line(err, "the parameters became NaN/Inf at epoch 2, step 1",
+             f"kept the last good checkpoint (end of epoch 1) in {out}")
+    saved = run_dir.load(out)
+    assert (saved.epoch, saved.step) == (1, 0) and all_finite(out)
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == [0]
+    code, _, err = run(capsys, "evaluate", out, "--quiet")  # what is kept is usable
+    assert code == 0, err
+
+
+def test_a_divergence_after_a_mid_epoch_resume_names_the_mid_epoch_checkpoint(
+        capsys, tmp_path, monkeypatch):
+    # "no epoch finished, so no checkpoint was saved" was printed though a mid-epoch
+    # checkpoint was on disk. With lr 10 this linear regression overflows at epoch 2, step 6.
+    out = tmp_path / "L"
+    flags = ["--dataset", "linear", "--hidden", "none", "--optimizer", "sgd", "--lr", "10",
+             "--batch-size", "16", "--epochs", "3", "--quiet"]
+    interrupt_at(monkeypatch, epoch=1, steps_done=3)
+    code, _, err = run(capsys, "train", *flags, "--out", out)
+    assert code == 130, err
+    monkeypatch.undo()
+    code, _, err = run(capsys, "train", "--resume", out, "--quiet")
+    assert code == 1
+    one_line(err, "loss became NaN/Inf at epoch 2, step 6",
+             f"kept the last good checkpoint (epoch 2, step 3) in {out}")
+    saved = run_dir.load(out)
+    assert (saved.epoch, saved.step) == (1, 3) and all_finite(out)
+
+
+# ----------------------------------------------- Low: an interrupted epoch's metrics, BatchNorm
+
+def test_an_interrupted_then_resumed_epoch_reports_the_whole_epoch(capsys, tmp_path,
+                                                                    monkeypatch):
+    # metrics.json covered only the steps after the resume (loss 0.0538 against 0.0937).
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["train", *SMALL, "--epochs", "2", "--out", str(straight)]) == 0
+    interrupt_at(monkeypatch, epoch=1, steps_done=7)
+    assert main(["train", *SMALL, "--epochs", "2", "--out", str(split)]) == 130
+    partial = json.loads((split / "metrics.json").read_text())["partial_epoch"]
+    assert (partial["epoch"], partial["step"], partial["seen"]) == (1, 7, 7 * 64)
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(split), "--quiet"]) == 0
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (straight, split))
+    assert b["epochs"] == [0, 1] and "partial_epoch" not in b
+    assert a["loss"] == b["loss"] and a["accuracy"] == b["accuracy"]  # bit for bit
+    capsys.readouterr()
+
+
+def test_batchnorm_never_gets_a_last_batch_of_one_row(capsys, tmp_path):
+    # 1437 % 4 == 1: BatchNorm failed at the end of epoch 1 and saved nothing. The single
+    # row joins the batch before it, so an epoch has 359 steps, the last of 5 rows.
+    out = tmp_path / "bn"
+    code, _, err = run(capsys, "train", "--batchnorm", "--hidden", "16", "--batch-size", "4",
+                       "--epochs", "2", "--out", out, "--quiet")
+    assert code == 0, err
+    saved = run_dir.load(out)
+    assert (saved.epoch, saved.optimizer_t) == (2, 2 * 359)
+    assert all_finite(out)
+
+
+def test_plan_batches_merges_only_a_single_last_row_and_only_for_batchnorm():
+    from nnkernel.train.data import plan_batches
+
+    assert plan_batches(9, 4, merge_single=True) == [(0, 4), (4, 9)]
+    assert plan_batches(9, 4, merge_single=False) == [(0, 4), (4, 8), (8, 9)]
+    assert plan_batches(10, 4, merge_single=True) == [(0, 4), (4, 8), (8, 10)]
+    assert plan_batches(1, 1, merge_single=True) == [(0, 1)]
+
+
+# ---------------------------------------------------------------- Low: --ensemble 100000
+
+def test_an_ensemble_that_cannot_fit_is_refused_with_the_figure_before_allocating(
+        capsys, tmp_path, monkeypatch):
+    # It allocated for 100 s, ignored two Ctrl-Cs and left an empty run directory.
+    monkeypatch.setattr(train_cli, "_available_memory", lambda: 8 << 30)
+    out = tmp_path / "E"
+    code, _, err = run(capsys, "train", "--ensemble", "100000", "--out", out)
+    assert code == 2
+    one_line(err, "this network needs about 147.6 GiB (8,500,200,000 parameters",
+             "but 8.0 GiB of memory is available", "--ensemble")
+    assert not out.exists()
+
+
+# ----------------------------------------------------- runs/<time> without --out: no races
+
+def test_two_runs_in_the_same_second_get_two_directories(tmp_path, monkeypatch):
+    # The name was chosen by exists() and then created: two runs interrupted in the same
+    # second both chose runs/<time>, and the second mkdir failed after its training.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_cli.time, "strftime", lambda fmt: "20250101-120000")
+    (tmp_path / "runs" / "20250101-120000").mkdir(parents=True)  # the other run, just now
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # ...but not yet when looked at
+    assert train_cli.new_run_dir() == Path("runs/20250101-120000-2")
+
+
+def test_concurrent_new_run_dirs_are_distinct(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_cli.time, "strftime", lambda fmt: "20250101-120000")
+    barrier, made = threading.Barrier(8), []
+
+    def claim():
+        barrier.wait()
+        made.append(train_cli.new_run_dir())
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(made)) == 8 and all(p.is_dir() for p in made)
+
+
+def test_ctrl_c_without_out_keeps_both_runs_of_the_same_second(capsys, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_cli.time, "strftime", lambda fmt: "20250101-120000")
+    interrupt_at(monkeypatch, epoch=0, steps_done=2)
+    for seed in ("1", "2"):
+        assert main(["train", *SMALL, "--epochs", "1", "--seed", seed]) == 130
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert [p.name for p in runs] == ["20250101-120000", "20250101-120000-2"]
+    assert [json.loads((p / "config.json").read_text())["seed"] for p in runs] == [1, 2]
+    capsys.readouterr()
+
+
+# -------------------------------------------------------------- the files predict touches
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["train", *SMALL, "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+@posix_only
+@pytest.mark.parametrize("kind", ["fifo.npy", "fifo.csv", "zero.npy"])
+def test_predict_refuses_a_fifo_or_a_device_as_input_at_once(trained, tmp_path, kind):
+    # `nnkernel predict RUN fifo.npy` hung for ever in np.load: a subprocess, so that the
+    # defect fails the test by its timeout instead of hanging the suite.
+    path = tmp_path / kind
+    if kind.startswith("fifo"):
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    p = subprocess.Popen([sys.executable, "-m", "nnkernel", "predict", str(trained), str(path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1
+    one_line(err, str(path), "not a regular file; refusing to read it",
+             "FIFO" if kind.startswith("fifo") else "character device")
+
+
+def test_predict_refuses_a_npy_whose_header_claims_more_than_it_holds(capsys, trained,
+                                                                      tmp_path):
+    # np.load would allocate the declared 2.5 GB before finding the data missing.
+    path = tmp_path / "claims.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                 "shape": (9999999, 64)})
+        f.write(np.zeros((2, 64), dtype="<f4").tobytes())
+    code, _, err = run(capsys, "predict", trained, path)
+    assert code == 1
+    one_line(err, "declares shape (9999999, 64)", "truncated or damaged")
+
+
+@posix_only
+@pytest.mark.parametrize("dangling", [False, True])
+def test_predict_output_through_a_symlink_writes_the_file_it_points_at(capsys, trained,
+                                                                       tmp_path, dangling):
+    # --output dangling.csv replaced the symlink itself with a regular file.
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((3, 64), dtype=np.float32))
+    target, link = tmp_path / "real" / "pred.csv", tmp_path / "pred.csv"
+    target.parent.mkdir()
+    if not dangling:
+        target.write_text("old\n")
+    link.symlink_to(target)
+    code, _, err = run(capsys, "predict", trained, x, "--output", link)
+    assert code == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert len(target.read_text().splitlines()) == 3
+
+
+@posix_only
+def test_predict_output_to_a_device_or_a_missing_directory_is_refused_first(capsys, trained,
+                                                                            tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 64), dtype=np.float32))
+    link = tmp_path / "null.csv"
+    link.symlink_to("/dev/null")
+    code, _, err = run(capsys, "predict", trained, x, "--output", link)
+    assert code == 2 and os.path.islink(link)
+    one_line(err, f"--output {link} (a symlink to /dev/null) is not a regular file")
+    code, _, err = run(capsys, "predict", trained, x, "--output", tmp_path / "no" / "p.csv")
+    assert code == 2
+    one_line(err, f"the directory {tmp_path / 'no'} does not exist")
