@@ -279,3 +279,48 @@ def test_predict_output_to_a_device_or_a_missing_directory_is_refused_first(caps
     code, _, err = run(capsys, "predict", trained, x, "--output", tmp_path / "no" / "p.csv")
     assert code == 2
     one_line(err, f"the directory {tmp_path / 'no'} does not exist")
+
+
+# ------------------------------------------- beyond the list: early stopping across a resume
+
+@pytest.mark.parametrize("lr", ["3e-2", "1e-2,3e-2,1e-1"], ids=["single", "ensemble"])
+def test_early_stopping_stops_alike_after_an_interruption(capsys, tmp_path, monkeypatch, lr):
+    # Found probing: its best value, epochs waited and best weights were not saved, so a
+    # run interrupted in epoch 10 and resumed counted afresh and trained to epoch 18
+    # where the uninterrupted run stopped (restoring its best weights) at epoch 11.
+    flags = ["--hidden", "16", "--batch-size", "64", "--lr", lr, "--early-stopping", "2",
+             "--epochs", "60", "--quiet"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["train", *flags, "--out", str(straight)]) == 0
+    interrupt_at(monkeypatch, epoch=9, steps_done=3)
+    assert main(["train", *flags, "--out", str(split)]) == 130
+    kept = run_dir.load(split).early_stopping
+    assert kept["wait"].shape == (() if "," not in lr else (3,)) and "model/0.W" in kept
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(split), "--quiet"]) == 0
+    a, b = (json.loads((d / "config.json").read_text()) for d in (straight, split))
+    assert a["stopped_early_at_epoch"] == b["stopped_early_at_epoch"] == a["epoch"] > 10
+    wa, wb = (checkpoint.load_arrays(d / "model.npz") for d in (straight, split))
+    assert wa.keys() == wb.keys()
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    capsys.readouterr()
+
+
+def test_early_stopping_state_is_checked_against_the_layout(capsys, tmp_path, monkeypatch):
+    from nnkernel.io.validate import expected_run_arrays
+
+    out = tmp_path / "es"
+    interrupt_at(monkeypatch, epoch=2, steps_done=1)
+    assert main(["train", *SMALL, "--early-stopping", "3", "--epochs", "5", "--out",
+                 str(out)]) == 130
+    expected = expected_run_arrays(json.loads((out / "config.json").read_text()))
+    arrays = checkpoint.load_arrays(out / "model.npz")
+    assert {k for k in arrays if k.startswith("early_stopping/")} == {
+        k for k in expected if k.startswith("early_stopping/")}
+    for key, value in arrays.items():
+        assert value.shape == expected[key][0] and value.dtype.kind in expected[key][1], key
+    arrays["early_stopping/model/0.W"] = np.zeros((3, 3), np.float32)
+    checkpoint.save_arrays(out / "model.npz", arrays)
+    with pytest.raises(Exception, match=r"early_stopping/model/0.W' has shape \(3, 3\)"):
+        run_dir.load(out)
+    capsys.readouterr()

@@ -109,7 +109,7 @@ def run(args) -> int:
                 raise ConfigError(f"--out {job.out} already holds a run "
                                   f"({', '.join(run_dir.existing_run_files(job.out))})")
             out_dir.clean_stale_temporaries(job.out)
-            job.callbacks.append(run_dir.SaveEachEpoch(job.out, job.settings))
+            job.callbacks.append(run_dir.SaveEachEpoch(job.out, job.settings, _early(job)))
         return train_and_report(args, job)
 
 
@@ -120,7 +120,6 @@ def prepare(args) -> Job | None:
     """
     from ..io import run_dir
     from ..io.fingerprint import check_fingerprint, data_fingerprint
-    from ..train import EarlyStopping
     from ..train.data import plan_batches
 
     saved = run_dir.load(args.resume) if args.resume else None
@@ -182,8 +181,10 @@ def prepare(args) -> Job | None:
                               f"steps; the data changed")
         say(args, f"resuming {saved.directory} at epoch {job.epoch + 1}, step {job.step} "
                   f"(of {hyper['epochs']} epochs)")
-    if hyper["early_stopping"]:
-        job.callbacks.append(EarlyStopping("val_loss", patience=hyper["early_stopping"]))
+    if hyper["early_stopping"]:  # its state is saved with the run, so a resume stops alike
+        job.callbacks.append(run_dir.ResumableEarlyStopping(
+            "val_loss", patience=hyper["early_stopping"],
+            saved=saved.early_stopping if saved is not None else None))
     return job
 
 
@@ -205,7 +206,9 @@ def train_and_report(args, job: Job) -> int:
                           initial_epoch=job.epoch, initial_step=job.step, history=job.history)
     except TrainingInterrupted as stop:
         where = out or new_run_dir()
-        run_dir.save(where, model, optimizer, settings, stop.history, stop.epoch, stop.step)
+        early = _early(job)
+        run_dir.save(where, model, optimizer, settings, stop.history, stop.epoch, stop.step,
+                     early.state_arrays() if early else None)
         if out is None:
             print(f"nnkernel: saved the interrupted run to {where}", file=sys.stderr)
         what = "terminated" if stop.signal == signal.SIGTERM else "interrupted"
@@ -242,6 +245,13 @@ def train_and_report(args, job: Job) -> int:
         result["member_lr"] = member_lrs(hyper, model.ensemble)
     print_result(args, result, model)
     return EXIT_OK
+
+
+def _early(job):
+    """The run's early-stopping callback, or None."""
+    from ..io.run_dir import ResumableEarlyStopping
+
+    return next((cb for cb in job.callbacks if isinstance(cb, ResumableEarlyStopping)), None)
 
 
 def _nothing_left(args, saved, hyper) -> bool:
