@@ -324,3 +324,34 @@ def test_early_stopping_state_is_checked_against_the_layout(capsys, tmp_path, mo
     with pytest.raises(Exception, match=r"early_stopping/model/0.W' has shape \(3, 3\)"):
         run_dir.load(out)
     capsys.readouterr()
+
+
+# ------------------------------------- beyond the list: a save cut short between its files
+
+def test_a_save_cut_short_between_its_files_resumes_with_each_epoch_once(capsys, tmp_path,
+                                                                          monkeypatch):
+    # Found probing (disk full in a small tmpfs): model.npz was written first, so a save
+    # stopped after it left metrics.json one epoch behind the weights, and the resumed run's
+    # metrics skipped that epoch. Now model.npz is written last and load() drops metrics
+    # past the position. Here the second file of epoch 2's save fails (disk full).
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    assert main(["train", *SMALL, "--epochs", "3", "--out", str(straight)]) == 0
+    real, calls = checkpoint.atomic_write_bytes, []
+
+    def disk_full_at_the_fifth_write(path, data):
+        calls.append(Path(path).name)
+        if len(calls) == 5:  # save 1: 3 files; save 2: its second file
+            raise checkpoint.CheckpointError(f"cannot write {path}: No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", disk_full_at_the_fifth_write)
+    code, _, err = run(capsys, "train", *SMALL, "--epochs", "3", "--out", cut)
+    assert code == 1 and "No space left on device" in err
+    assert calls[:3] == ["metrics.json", "config.json", "model.npz"]  # model.npz last
+    monkeypatch.undo()
+    assert run_dir.load(cut).epoch == 1 and run_dir.load(cut).history.epochs == [0]
+    assert main(["train", "--resume", str(cut), "--quiet"]) == 0
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (straight, cut))
+    assert b["epochs"] == [0, 1, 2] and a["loss"] == b["loss"]
+    wa, wb = (checkpoint.load_arrays(d / "model.npz") for d in (straight, cut))
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)

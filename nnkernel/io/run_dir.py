@@ -11,8 +11,11 @@
 Every file is replaced atomically (nnkernel.checkpoint). The position that a
 resume continues from is read from model.npz, the one file that also holds the
 weights, so a crash between two file writes can never pair weights with the
-wrong epoch. Since fit draws its shuffles from (seed, epoch) and its Dropout
-masks from (seed, epoch, step), the position and the seed fix the random state.
+wrong epoch. model.npz is written last: a save cut short (disk full, kill -9)
+leaves metrics.json at most ahead of it, and `load` drops the epochs past the
+position, so a resumed run's metrics list each epoch once. Since fit draws its
+shuffles from (seed, epoch) and its Dropout masks from (seed, epoch, step), the
+position and the seed fix the random state.
 """
 
 from __future__ import annotations
@@ -56,11 +59,11 @@ def save(directory, model, optimizer, settings: dict, history: History, epoch: i
     arrays["progress/epoch"] = np.asarray(epoch, dtype=np.int64)
     arrays["progress/step"] = np.asarray(step, dtype=np.int64)
     arrays["progress/t"] = np.asarray(optimizer.t, dtype=np.int64)
-    checkpoint.save_arrays(directory / MODEL, arrays)
     config = {**settings, "model": model.config(), "optimizer": optimizer.config(),
               "epoch": epoch, "step": step, "nnkernel_version": __version__}
-    checkpoint.atomic_write_json(directory / CONFIG, config)
     checkpoint.atomic_write_json(directory / METRICS, history.to_dict())
+    checkpoint.atomic_write_json(directory / CONFIG, config)
+    checkpoint.save_arrays(directory / MODEL, arrays)  # last: the commit point of the save
 
 
 def _position(epoch: int, step: int) -> str:
@@ -240,11 +243,22 @@ def load(directory, max_bytes: int | None = None) -> SavedRun:
     history = History()
     if os.path.lexists(directory / METRICS):
         history = history_from_dict(checkpoint.read_json(directory / METRICS), directory)
+        history = _up_to(history, position[0])
     if early and not {"best", "wait"} <= set(early):
         raise CheckpointError(f"{directory / MODEL}: the early-stopping state is incomplete "
                               f"(early_stopping/best and early_stopping/wait are needed)")
     return SavedRun(directory, config, model_arrays, optimizer_arrays, *position, history,
                     early)
+
+
+def _up_to(history: History, epoch: int) -> History:
+    """The history of the epochs before ``epoch`` (a save cut short before model.npz
+    leaves metrics.json ahead of the position)."""
+    keep = [i for i, e in enumerate(history.epochs) if isinstance(e, int) and e < epoch]
+    if len(keep) == len(history.epochs):
+        return history
+    return History(history={k: [v[i] for i in keep] for k, v in history.history.items()},
+                   epochs=[history.epochs[i] for i in keep], partial=history.partial)
 
 
 def history_from_dict(data: dict, directory=None) -> History:
