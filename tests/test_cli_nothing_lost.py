@@ -355,3 +355,32 @@ def test_a_save_cut_short_between_its_files_resumes_with_each_epoch_once(capsys,
     assert b["epochs"] == [0, 1, 2] and a["loss"] == b["loss"]
     wa, wb = (checkpoint.load_arrays(d / "model.npz") for d in (straight, cut))
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+def test_predict_on_zero_rows_says_so(capsys, trained, tmp_path):
+    x = tmp_path / "none.npy"
+    np.save(x, np.zeros((0, 64), dtype=np.float32))
+    code, _, err = run(capsys, "predict", trained, x)
+    assert code == 1
+    one_line(err, "none.npy has no rows (shape (0, 64)); nothing to predict")
+
+
+def test_curves_of_a_large_ensemble_are_a_band_not_a_line_per_member(tmp_path, monkeypatch):
+    # --ensemble 100000 spent minutes drawing 100000 lines and their legend.
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    from nnkernel.train import History
+
+    history = History()
+    rng = np.random.default_rng(0)
+    for e in range(3):
+        history.append(e, {"loss": rng.random(5000).tolist(),
+                           "accuracy": rng.random(5000).tolist()})
+    drawn = []
+    real = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda self, *a, **k: drawn.append(1) or real(self, *a,
+                                                                                       **k))
+    assert run_dir.save_curves(tmp_path, history, title="ü 中文 run") is None
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert len(drawn) <= 4  # a mean line per panel (and no test point here)

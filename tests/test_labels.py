@@ -157,8 +157,8 @@ def test_a_given_train_test_split_is_decided_together(tmp_path):
 
 def test_named_datasets_have_their_own_task():
     assert datasets.load("digits", task="classification", n_classes=10).n_classes == 10
-    with pytest.raises(ConfigError, match="digits is a classification dataset; "
-                       "task='regression'"):
+    with pytest.raises(ConfigError, match=r"digits is a classification dataset, not regression "
+                       r"\(only the task of a .csv or .npz file can be chosen\)"):
         datasets.load("digits", task="regression")
     with pytest.raises(ConfigError, match="task must be one of classification, regression"):
         datasets.load("digits", task="clustering")
@@ -313,3 +313,45 @@ def test_check_task_and_parts_api():
     assert (task, k, y.tolist()) == ("classification", 3, [2, 0, 1, 1, 0, 2])
     task, k, (y,) = labels.decide([labels.Part(np.array([2, 0, 1, 3]), "mem")])  # 4 of 4
     assert (task, k, y.shape) == ("regression", None, (4, 1))
+
+
+# ------------------------------------------------------- beyond the list: odd tabular files
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_text("label,a\n" + "".join(f"{i % 2},{i / 10}\n" for i in range(10)),
+                    encoding="utf-8-sig")  # Excel's "CSV UTF-8"
+    ds = datasets.load_csv(path)
+    assert ds.task == "classification" and ds.n_features == 1
+
+
+def test_a_column_named_twice_is_refused(tmp_path):
+    path = tmp_path / "dup.csv"  # the second "label" became a feature
+    path.write_text("a,label,label\n" + "".join(f"{i},{i % 2},{i % 2}\n" for i in range(10)))
+    with pytest.raises(DatasetError, match="the header names 'label' more than once"):
+        datasets.load_csv(path)
+
+
+def test_values_too_large_for_float32_are_named_not_called_inf(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("a,label\n" + "".join(f"{i},{i % 2}\n" for i in range(9)) + "1e39,1\n")
+    with pytest.raises(DatasetError, match=r"big.csv, line 11, column 'a': 1e\+39 is too large "
+                       "for float32"):
+        datasets.load_csv(path)
+    np.savez(tmp_path / "big.npz", X=np.full((10, 2), 1e300), y=np.arange(10) % 2)
+    with pytest.raises(DatasetError, match=r"feature 1e\+300 \(row 0, column 0\) is too large"):
+        datasets.load_npz(tmp_path / "big.npz")
+    np.savez(tmp_path / "bigy.npz", X=X, y=np.linspace(0.5, 1e300, N))
+    with pytest.raises(DatasetError, match=r"y\[1\]: target .* is too large for float32"):
+        datasets.load_npz(tmp_path / "bigy.npz")
+
+
+def test_empty_parts_are_named(tmp_path):
+    np.savez(tmp_path / "e.npz", X_train=X[:30], y_train=np.linspace(0, 1, 30),
+             X_test=X[:0], y_test=np.zeros(0))
+    with pytest.raises(DatasetError, match=r"a features array has no rows \(shape \(0, 3\)\)"):
+        datasets.load_npz(tmp_path / "e.npz")
+    path = tmp_path / "one.csv"
+    path.write_text("a,label\n1,0\n")
+    with pytest.raises(DatasetError, match="one.csv has 1 row; at least 2 are needed"):
+        datasets.load_csv(path)

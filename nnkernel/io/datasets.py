@@ -33,7 +33,14 @@ import numpy as np
 from nnkernel.errors import ConfigError, DatasetError, DTypeError, NonFiniteError, ShapeError
 
 from . import labels
-from .tabular import _read_csv_features, load_csv, open_data_file, read_npy, read_npz
+from .tabular import (
+    _read_csv_features,
+    float32_overflow,
+    load_csv,
+    open_data_file,
+    read_npy,
+    read_npz,
+)
 
 __all__ = [
     "DATASETS", "DEFAULT_DATASET", "SOURCES", "Dataset", "Source", "download", "find_idx_dir",
@@ -142,8 +149,8 @@ def _named(text: str, data_dir, download: bool, seed: int) -> Dataset:
 def _agrees(ds: Dataset, task, n_classes) -> Dataset:
     """A named dataset's own task and classes; a --task or saved run that differs is refused."""
     if task is not None and task != ds.task:
-        raise ConfigError(f"{ds.name} is a {ds.task} dataset; task={task!r} (--task) applies "
-                          "to .csv and .npz files")
+        raise ConfigError(f"{ds.name} is a {ds.task} dataset, not {task} (only the task of a "
+                          ".csv or .npz file can be chosen)")
     if n_classes is not None and ds.n_classes is not None and n_classes != ds.n_classes:
         raise DatasetError(f"{ds.name} has {ds.n_classes} classes, the run {n_classes}")
     return ds
@@ -222,6 +229,9 @@ def _from_arrays(name: str, X: np.ndarray, y: np.ndarray, source: str, seed: int
         raise DatasetError(f"{source} has no rows")
     if y.shape[0] != X.shape[0]:
         raise DatasetError(f"{source}: {X.shape[0]} samples but {y.shape[0]} targets")
+    if X.shape[0] < 2:
+        raise DatasetError(f"{source} has {X.shape[0]} row; at least 2 are needed (the test "
+                           "set is 20% of the rows, at least one)")
     X_tr, y_tr, X_te, y_te = train_val_split(X, y, 0.2, seed)
     return _validated(Dataset(name, X_tr, y_tr, X_te, y_te, task, n_classes), source)
 
@@ -434,7 +444,9 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
         raise DatasetError(f"INPUT must be a .npy or .csv file, got {path.name!r}")
     if X.ndim == 1:
         X = X[None, :]  # one sample
-    if X.ndim != 2 or X.shape[0] == 0:
+    if X.ndim == 2 and X.shape[0] == 0:
+        raise ShapeError(f"{path} has no rows (shape {X.shape}); nothing to predict")
+    if X.ndim != 2:
         raise ShapeError(f"{path}: expected a 2-D array (samples, features), got shape {X.shape}")
     X = X.astype(np.float32)
     if not np.isfinite(X).all():
@@ -480,7 +492,13 @@ def _features(a: np.ndarray, path: Path) -> np.ndarray:
     if a.dtype.kind not in "biuf" or a.ndim == 0:
         raise DatasetError(f"{path}: features must be a numeric array with one row per sample, "
                            f"found dtype {a.dtype}, shape {a.shape}")
+    if a.shape[0] == 0:  # reshape(0, -1) cannot infer the width
+        raise DatasetError(f"{path}: a features array has no rows (shape {a.shape})")
     X = a.reshape(a.shape[0], -1) if a.ndim != 1 else a.reshape(-1, 1)
+    big = float32_overflow(X)  # it would become Inf, reported as if the file held one
+    if big is not None:
+        raise DatasetError(f"{path}: feature {X[big]:g} (row {big[0]}, column {big[1]}) is too "
+                           "large for float32 (the largest is 3.4e+38); rescale the features")
     return X.astype(np.float32) / 255 if a.dtype == np.uint8 else X.astype(np.float32)
 
 

@@ -75,8 +75,7 @@ def decide(parts: Sequence[Part], *, task=None, n_classes=None):
     if task is None:
         task = "classification" if one_column and _few_whole_numbers(parts) else "regression"
     if task == "regression":
-        return task, None, [p.values.astype(np.float32).reshape(p.values.shape[0], -1)
-                            for p in parts]
+        return task, None, [_float32(p) for p in parts]
     if not one_column:
         part = next(p for p in parts if not (p.values.ndim == 1 or p.values.shape[1] == 1))
         raise DatasetError(f"{part.source}: class labels must be one column, found shape "
@@ -106,6 +105,20 @@ def check_range(part: Part, n_classes: int) -> None:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def _float32(part: Part) -> np.ndarray:
+    """Regression targets as float32 (n, k); a value that would overflow to Inf is named."""
+    from .tabular import float32_overflow
+
+    values = part.values
+    big = float32_overflow(values)
+    if big is not None:
+        raise DatasetError(f"{part.at(int(big[0]))}: target "
+                           f"{values[big]:g} is too large for float32 (the largest is 3.4e+38); "
+                           "rescale it")
+    width = int(np.prod(values.shape[1:], dtype=np.int64))  # also for 0 rows
+    return values.astype(np.float32).reshape(values.shape[0], width)
+
+
 def _check_numbers(part: Part) -> None:
     values = part.values
     if values.dtype.kind not in "biuf":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from .validate import assert_finite, expected_run_arrays, non_finite_key, valida
 
 MODEL, CONFIG, METRICS, CURVES = "model.npz", "config.json", "metrics.json", "curves.png"
 RUN_FILES = (MODEL, CONFIG, METRICS, CURVES)
+# More members than this are drawn as one band: 100000 lines and their legend took minutes.
+MAX_MEMBER_LINES = 10
 MAX_PROBLEMS_SHOWN = 5  # of config.json, in the one-line error
 
 
@@ -306,7 +309,11 @@ def save_curves(directory, history: History, title: str | None = None,
             if key not in history:
                 continue
             values = np.asarray(history[key], dtype=np.float64)
-            if values.ndim == 2:  # an ensemble: one line per member
+            if values.ndim == 2 and values.shape[1] > MAX_MEMBER_LINES:  # a band, not a legend
+                ax.fill_between(epochs, values.min(axis=1), values.max(axis=1), alpha=0.25,
+                                label=f"{label}, {values.shape[1]} members (min to max)")
+                ax.plot(epochs, values.mean(axis=1), label=f"{label} mean", lw=1)
+            elif values.ndim == 2:  # an ensemble: one line per member
                 for i in range(values.shape[1]):
                     ax.plot(epochs, values[:, i], label=f"{label} member {i}", lw=1)
             else:
@@ -321,9 +328,11 @@ def save_curves(directory, history: History, title: str | None = None,
         ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    with warnings.catch_warnings():  # e.g. a glyph of a run's name missing from the font
+        warnings.simplefilter("ignore")
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     checkpoint.atomic_write_bytes(Path(directory) / CURVES, buf.getvalue())
     return None

@@ -63,6 +63,18 @@ def _limit_hint(limit: int) -> str:
             f"${MAX_DATA_BYTES_ENV})")
 
 
+def float32_overflow(a: np.ndarray):
+    """The index of the first finite value of ``a`` too large for float32 (it would become
+    Inf when the data are cast), or None."""
+    if a.dtype.kind != "f" or a.dtype.itemsize <= 4 or a.size == 0:
+        return None
+    limit = float(np.finfo(np.float32).max)
+    if not np.abs(a[np.isfinite(a)]).max(initial=0.0) > limit:
+        return None
+    flat = int(np.flatnonzero(np.isfinite(a) & (np.abs(a) > limit))[0])
+    return np.unravel_index(flat, a.shape)
+
+
 def open_data_file(path: Path, what: str = "data file"):
     """(binary file, size) of a regular file within `max_data_bytes`; else DatasetError."""
     limit = max_data_bytes()
@@ -75,7 +87,7 @@ def read_text(path: Path, what: str = "CSV file") -> str:
     try:
         with f:
             data = f.read(size + 1)
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte order mark is not part of the first name
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"cannot read {what} {path}: {e}") from e
 
@@ -139,6 +151,10 @@ def load_csv(path: str | os.PathLike, target: str = "label", *, task: str | None
     if target not in header:
         raise DatasetError(f"{path} has no target column {target!r}; available columns: "
                            f"{', '.join(header)}; pass target=NAME (--target NAME)")
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:  # the second "label" would silently become a feature
+        raise DatasetError(f"{path}: the header names {', '.join(map(repr, twice))} more than "
+                           "once; each column needs its own name")
     for row, line in zip(body, lines, strict=True):
         if len(row) != len(header):
             raise DatasetError(f"{path}, line {line}: {len(row)} fields, header has "
@@ -151,11 +167,18 @@ def load_csv(path: str | os.PathLike, target: str = "label", *, task: str | None
         raise DatasetError(f"{path}, line {lines[i]}, column {header[j]!r}: {body[i][j]!r} is "
                            "not a number; all columns must be numeric") from None
     t = header.index(target)
-    X = np.delete(table, t, axis=1).astype(np.float32)
+    X = np.delete(table, t, axis=1)
+    names = [h for h in header if h != target]
     if not np.isfinite(X).all():
         i, j = np.argwhere(~np.isfinite(X))[0]
-        raise NonFiniteError(f"{path}, line {lines[i]}: NaN or Inf in column "
-                             f"{[h for h in header if h != target][j]!r}; clean the data first")
+        raise NonFiniteError(f"{path}, line {lines[i]}: NaN or Inf in column {names[j]!r}; "
+                             "clean the data first")
+    big = float32_overflow(X)
+    if big is not None:
+        i, j = big
+        raise DatasetError(f"{path}, line {lines[i]}, column {names[j]!r}: {X[i, j]:g} is too "
+                           "large for float32 (the largest is 3.4e+38); rescale the column")
+    X = X.astype(np.float32)
     part = labels.Part(table[:, t], str(path), lambda i: f"line {lines[i]}, column {target!r}")
     task, n_classes, (y,) = labels.decide([part], task=task, n_classes=n_classes)
     from .datasets import _from_arrays
