@@ -41,14 +41,14 @@ def one_line(err: str, *needles: str) -> str:
     return lines[0]
 
 
-def interrupt_at(monkeypatch, epoch: int, steps_done: int):
-    """A real SIGINT after `steps_done` steps of `epoch` (from 0)."""
+def interrupt_at(monkeypatch, epoch: int, steps_done: int, signum=signal.SIGINT):
+    """A real SIGINT (or ``signum``) after `steps_done` steps of `epoch` (from 0)."""
     original = train_module.Progress.step
 
     def step_then_interrupt(self, e, step, *rest):
         original(self, e, step, *rest)
         if (e, step) == (epoch, steps_done):
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signum)
 
     monkeypatch.setattr(train_module.Progress, "step", step_then_interrupt)
 
@@ -384,3 +384,34 @@ def test_curves_of_a_large_ensemble_are_a_band_not_a_line_per_member(tmp_path, m
     assert run_dir.save_curves(tmp_path, history, title="ü 中文 run") is None
     assert (tmp_path / "curves.png").stat().st_size > 0
     assert len(drawn) <= 4  # a mean line per panel (and no test point here)
+
+
+# ------------------------------------------------------ beyond the list: a hang-up (SIGHUP)
+
+@pytest.fixture
+def default_sighup():
+    if not hasattr(signal, "SIGHUP"):
+        pytest.skip("no SIGHUP here")
+    old = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGHUP, old)
+
+
+def test_a_hang_up_saves_like_ctrl_c(capsys, tmp_path, monkeypatch, default_sighup):
+    # Found probing: closing the terminal or ssh session killed the run (SIGHUP's default),
+    # losing the partial epoch.
+    interrupt_at(monkeypatch, epoch=0, steps_done=4, signum=signal.SIGHUP)
+    code, _, err = run(capsys, "train", *SMALL, "--epochs", "2", "--out", tmp_path / "h")
+    assert code == 129
+    assert f"hung up at epoch 1 step 4; resume with: nnkernel train --resume {tmp_path / 'h'}" \
+        in err
+    assert (run_dir.load(tmp_path / "h").epoch, run_dir.load(tmp_path / "h").step) == (0, 4)
+
+
+def test_under_nohup_a_hang_up_does_not_stop_training(capsys, tmp_path, monkeypatch,
+                                                      default_sighup):
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does
+    interrupt_at(monkeypatch, epoch=0, steps_done=4, signum=signal.SIGHUP)
+    code, _, err = run(capsys, "train", *SMALL, "--epochs", "1", "--out", tmp_path / "n")
+    assert code == 0, err
+    assert run_dir.load(tmp_path / "n").epoch == 1

@@ -21,7 +21,7 @@ from .results import check_features, print_result, test_metrics
 from .runtime import backend_for, say
 from .settings import VAL_SEED, check_names, new_settings, resume_settings
 
-EXIT_OK, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 130, 143
+EXIT_OK, EXIT_INTERRUPTED = 0, 130  # a signal's run ends with 128 + its number
 
 
 def add_parser(sub, add_device_flags, add_output_flags, types):
@@ -209,12 +209,14 @@ def train_and_report(args, job: Job) -> int:
         early = _early(job)
         run_dir.save(where, model, optimizer, settings, stop.history, stop.epoch, stop.step,
                      early.state_arrays() if early else None)
-        if out is None:
-            print(f"nnkernel: saved the interrupted run to {where}", file=sys.stderr)
-        what = "terminated" if stop.signal == signal.SIGTERM else "interrupted"
-        print(f"nnkernel: {what} at epoch {stop.epoch + 1} step {stop.step}; resume with: "
-              f"nnkernel train --resume {where}", file=sys.stderr)
-        return EXIT_TERMINATED if stop.signal == signal.SIGTERM else EXIT_INTERRUPTED
+        what = {signal.SIGTERM: "terminated", getattr(signal, "SIGHUP", None): "hung up"}.get(
+            stop.signal, "interrupted")
+        with contextlib.suppress(OSError):  # after a hang-up the terminal may be gone
+            if out is None:
+                print(f"nnkernel: saved the interrupted run to {where}", file=sys.stderr)
+            print(f"nnkernel: {what} at epoch {stop.epoch + 1} step {stop.step}; resume with: "
+                  f"nnkernel train --resume {where}", file=sys.stderr)
+        return 128 + stop.signal if stop.signal else EXIT_INTERRUPTED  # 130, 143, 129
     except NonFiniteError as error:
         if out is None:
             raise
