@@ -415,3 +415,39 @@ def test_under_nohup_a_hang_up_does_not_stop_training(capsys, tmp_path, monkeypa
     code, _, err = run(capsys, "train", *SMALL, "--epochs", "1", "--out", tmp_path / "n")
     assert code == 0, err
     assert run_dir.load(tmp_path / "n").epoch == 1
+
+
+# ---------------------------------------------- Medium 7: paths that hold from anywhere
+
+def test_resume_and_evaluate_from_another_directory(capsys, tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rng = np.random.default_rng(0)
+    data = rng.random((60, 3)).astype(np.float32)
+    np.savez(tmp_path / "a" / "d.npz", X=data, y=(data[:, 0] > 0.5).astype(np.int64))
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(["train", "--dataset", "d.npz", "--hidden", "4", "--batch-size", "8",
+                 "--epochs", "1", "--out", "../run", "--quiet"]) == 0
+    monkeypatch.chdir(tmp_path / "b")  # d.npz is not here: the run recorded it absolute
+    assert main(["train", "--resume", "../run", "--epochs", "2", "--quiet"]) == 0
+    assert main(["evaluate", "../run", "--quiet"]) == 0
+    assert run_dir.load(tmp_path / "run").epoch == 2
+    capsys.readouterr()
+
+
+def test_a_mid_epoch_position_past_an_edited_batch_size_is_refused(capsys, tmp_path,
+                                                                   monkeypatch):
+    out = tmp_path / "r"
+    interrupt_at(monkeypatch, epoch=0, steps_done=20)
+    assert main(["train", *SMALL, "--epochs", "2", "--out", str(out)]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    config = json.loads((out / "config.json").read_text())
+    config["hyperparameters"]["batch_size"] = 512  # by hand: 3 steps per epoch now
+    (out / "config.json").write_text(json.dumps(config))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = run(capsys, "train", "--resume", out, "--quiet")
+    assert code == 2
+    one_line(err, "stopped at step 20 of epoch 1, but an epoch of digits has 3 steps; the "
+             "data or the batch size in config.json changed")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -178,7 +178,7 @@ def prepare(args) -> Job | None:
         if job.step >= steps:
             raise ConfigError(f"{saved.directory} stopped at step {job.step} of epoch "
                               f"{job.epoch + 1}, but an epoch of {data.name} has {steps} "
-                              f"steps; the data changed")
+                              f"steps; the data or the batch size in config.json changed")
         say(args, f"resuming {saved.directory} at epoch {job.epoch + 1}, step {job.step} "
                   f"(of {hyper['epochs']} epochs)")
     if hyper["early_stopping"]:  # its state is saved with the run, so a resume stops alike
