@@ -362,14 +362,9 @@ def _check_memory(hyper, data, n_out, dtype) -> None:
 
 
 def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    from ..io.tabular import available_memory
+
+    return available_memory()
 
 
 def build_optimizer(hyper, steps_per_epoch):

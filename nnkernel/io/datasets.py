@@ -14,16 +14,8 @@ opened with `tabular.open_data_file` (regular files only, size bounded).
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import io
-import math
 import os
-import struct
-import tempfile
-import urllib.error
-import urllib.request
-import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,11 +25,12 @@ import numpy as np
 from nnkernel.errors import ConfigError, DatasetError, DTypeError, NonFiniteError, ShapeError
 
 from . import labels
+from .download import SOURCES, Source, download
+from .idx import load_idx
 from .tabular import (
     _read_csv_features,
     float32_overflow,
     load_csv,
-    open_data_file,
     read_npy,
     read_npz,
 )
@@ -61,31 +54,6 @@ IDX_FILES = {
 SYSTEM_DATA_DIRS = [Path("/usr/share/datasets")]  # Debian's dataset-fashion-mnist installs here
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a dataset is downloaded from and the published checksum of each file."""
-
-    url: str
-    algorithm: str  # a hashlib name: "md5" where that is what the publisher gives
-    checksums: dict[str, str]
-
-
-SOURCES = {
-    # Checksums from the README of github.com/zalandoresearch/fashion-mnist.
-    "fashion-mnist": Source("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", "md5", {
-        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-    }),
-    # PyTorch's mirror of yann.lecun.com/exdb/mnist (checksums as in torchvision).
-    "mnist": Source("https://ossci-datasets.s3.amazonaws.com/mnist/", "md5", {
-        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-    }),
-}
 
 
 @dataclass
@@ -251,68 +219,6 @@ def _digits() -> Dataset:
 
 # ----------------------------------------------------------------------------- IDX files
 
-def load_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (gzipped or not): uint8 images (n, rows, cols) or labels (n,)."""
-    path = Path(path)
-    f, size = open_data_file(path, "IDX file")  # a FIFO or /dev/zero is refused
-    try:
-        with f:
-            data = f.read(size + 1)
-    except OSError as e:
-        raise DatasetError(f"cannot read IDX file {path}: {e.strerror or e}") from e
-    if data[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
-        data = _gunzip_idx(path, data)
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] not in (1, 3):
-        magic = data[:4].hex() if len(data) >= 4 else "too short"
-        raise DatasetError(f"{path}: not an IDX file (magic {magic}); expected 00000803 (images) "
-                           "or 00000801 (labels)")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DatasetError(f"{path}: truncated IDX header ({len(data)} bytes)")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + math.prod(dims)
-    if len(data) != expected:
-        raise DatasetError(f"{path}: {len(data)} bytes, expected {expected} for shape {dims}; "
-                           "the file is truncated or corrupt, delete it and download it again")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
-
-
-def _gunzip_idx(path: Path, data: bytes) -> bytes:
-    """Inflate a gzipped IDX file no further than its header's shape says (no gzip bomb).
-
-    What comes out is checked by `load_idx` (magic, size); here only the gzip
-    stream: corrupt, or ending before its trailer, is a DatasetError.
-    """
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    pending = data
-
-    def take(n: int) -> bytes:  # at most n bytes (n > 0: a max_length of 0 means no limit)
-        nonlocal pending
-        chunk = inflate.decompress(pending, n)
-        pending = inflate.unconsumed_tail
-        return chunk
-
-    def broken(why) -> DatasetError:
-        return DatasetError(f"{path}: corrupt or truncated gzip data ({why}); delete the file "
-                            "and download it again")
-
-    try:
-        out = take(4)
-        ndim = out[3] if len(out) == 4 and out[3] in (1, 3) else 0
-        if ndim:
-            out += take(4 * ndim)
-        if len(out) == 4 + 4 * ndim and ndim:
-            out += take(math.prod(struct.unpack(f">{ndim}I", out[4:])) + 1)  # +1: garbage shows
-            if not inflate.eof:
-                out += take(1)  # reads the trailer: checks the CRC, sets eof
-    except zlib.error as e:
-        raise broken(e) from e
-    if not inflate.eof and not pending:  # all input used, and the stream is not over
-        raise broken("the stream ends early")
-    return out
-
-
 def _idx_path(directory: Path, stem: str) -> Path | None:
     for candidate in (directory / (stem + ".gz"), directory / stem):
         if candidate.is_file():
@@ -377,55 +283,7 @@ def _load_idx_dataset(name: str, data_dir, allow_download: bool) -> Dataset:
     return _validated(ds, str(directory))
 
 
-def download(name: str, dest_dir: str | os.PathLike, *, base_url: str | None = None,
-             timeout: float = 30) -> Path:
-    """Fetch the IDX files of `name` into `dest_dir`, checking each published checksum."""
-    if name not in SOURCES:
-        raise ConfigError(f"no download source for {name!r}; downloadable: {', '.join(SOURCES)}")
-    source = SOURCES[name]
-    base = (base_url or source.url).rstrip("/") + "/"
-    dest = Path(dest_dir)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DatasetError(f"cannot create download directory {dest}: {e.strerror or e}") from e
-    for filename, want in source.checksums.items():
-        target = dest / filename
-        if target.is_file() and _digest(target.read_bytes(), source.algorithm) == want:
-            continue  # already there and intact
-        url = base + filename
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{filename}.", suffix=".part")
-        try:
-            hasher = hashlib.new(source.algorithm)
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                while chunk := resp.read(1 << 20):
-                    hasher.update(chunk)
-                    out.write(chunk)
-            got = hasher.hexdigest()
-            if got != want:
-                raise DatasetError(f"{url}: {source.algorithm} checksum {got}, expected {want}; "
-                                   "the download is corrupt, try again later; "
-                                   + _how_to_get(name, _search_dirs(name, dest)))
-            os.replace(tmp, target)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            if isinstance(e, urllib.error.HTTPError):
-                e.close()  # it holds the open response
-                reason = f"HTTP {e.code} {e.reason}"
-            else:
-                reason = getattr(e, "reason", None) or e
-            raise DatasetError(f"could not download {url} ({reason}); "
-                               + _how_to_get(name, _search_dirs(name, dest))) from e
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return dest
-
-
 _download = download  # load() has a parameter called `download`
-
-
-def _digest(data: bytes, algorithm: str) -> str:
-    return hashlib.new(algorithm, data).hexdigest()
 
 
 # ------------------------------------------------------------------------- CSV and NPZ
