@@ -451,3 +451,13 @@ def test_a_mid_epoch_position_past_an_edited_batch_size_is_refused(capsys, tmp_p
     one_line(err, "stopped at step 20 of epoch 1, but an epoch of digits has 3 steps; the "
              "data or the batch size in config.json changed")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_batchnorm_with_batches_of_one_row_is_refused_before_anything_is_written(capsys,
+                                                                                 tmp_path):
+    out = tmp_path / "bn1"
+    code, _, err = run(capsys, "train", "--batchnorm", "--batch-size", "1", "--hidden", "8",
+                       "--epochs", "1", "--out", out)
+    assert code == 2
+    one_line(err, "--batch-size 1 with --batchnorm: BatchNorm needs at least 2 rows per batch")
+    assert not out.exists()

@@ -167,7 +167,11 @@ def prepare(args) -> Job | None:
     else:
         model = saved.build_model(backend.name, backend.device)
         check_features(model, data.n_features, f"dataset {data.name}", saved.directory)
-    steps = len(plan_batches(n_train, hyper["batch_size"], _has_batchnorm(model)))
+    plan = plan_batches(n_train, hyper["batch_size"], _has_batchnorm(model))
+    if _has_batchnorm(model) and min(b - a for a, b in plan) < 2:  # before --out is created
+        raise ConfigError(f"--batch-size {hyper['batch_size']} with --batchnorm: BatchNorm needs "
+                          "at least 2 rows per batch to take its statistics")
+    steps = len(plan)
     job = Job(settings, hyper, out, continuing, saved, backend, data, model,
               build_optimizer(hyper, steps), (X_train, y_train), validation)
     if saved is None and str(settings["dataset"]["name"]).lower().endswith((".csv", ".npz")):
