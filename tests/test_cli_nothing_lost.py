@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -461,3 +462,20 @@ def test_batchnorm_with_batches_of_one_row_is_refused_before_anything_is_written
     assert code == 2
     one_line(err, "--batch-size 1 with --batchnorm: BatchNorm needs at least 2 rows per batch")
     assert not out.exists()
+
+
+def test_unicode_and_spaces_in_paths(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(0)
+    data = tmp_path / "données ü 中文.csv"
+    data.write_text("a,b,label\n" + "".join(f"{x:.3f},{1 - x:.3f},{int(x > 0.5)}\n"
+                                            for x in rng.random(40)), encoding="utf-8")
+    out = tmp_path / "run ü 中文"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", "--dataset", str(data), "--hidden", "4", "--batch-size", "8",
+                     "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    assert (out / "curves.png").exists()
+    assert not [w for w in caught if "Glyph" in str(w.message)]  # they went to stderr
+    assert capsys.readouterr().err == ""
+    assert main(["evaluate", str(out), "--quiet"]) == 0
