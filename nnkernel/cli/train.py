@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, NonFiniteError
+from . import distributed
 from .results import check_features, print_result, test_metrics
 from .runtime import backend_for, say
 from .settings import VAL_SEED, check_names, new_settings, resume_settings
@@ -65,10 +66,19 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
     run = train.add_argument_group("run")
     run.add_argument("--out", help="directory for the checkpoint, config, metrics and curves")
     run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    distributed.add_flags(run, types)
     add_output_flags(train)
 
 
 def run(args) -> int:
+    dp = distributed.start(args)  # None unless --distributed
+    if dp is None:
+        return _train(args, None)
+    with distributed.one_rank_fails_all(dp, args.debug):
+        return _train(args, dp)
+
+
+def _train(args, dp) -> int:
     from ..io import run_dir
     from ..train import EarlyStopping, TrainingInterrupted, fit
     from ..train.data import plan_batches
@@ -85,6 +95,8 @@ def run(args) -> int:
     if out is not None and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
     check_names(hyper)
+    if dp is not None:
+        distributed.place(settings["runtime"], args, dp)
     if saved is not None and _nothing_left(args, saved, hyper):
         return EXIT_OK
     backend = backend_for(settings["runtime"], args)
@@ -138,8 +150,11 @@ def run(args) -> int:
                           epochs=hyper["epochs"], batch_size=hyper["batch_size"],
                           validation_data=validation, seed=settings["seed"],
                           callbacks=callbacks, progress=not args.quiet,
-                          initial_epoch=epoch, initial_step=step, history=history)
+                          initial_epoch=epoch, initial_step=step, history=history,
+                          distributed=dp)
     except TrainingInterrupted as stop:
+        if dp is not None and not dp.is_root:  # rank 0 saves the run for every rank
+            return EXIT_TERMINATED if stop.signal == signal.SIGTERM else EXIT_INTERRUPTED
         where = out or new_run_dir()
         run_dir.save(where, model, optimizer, settings, stop.history, stop.epoch, stop.step)
         if out is None:
@@ -153,6 +168,8 @@ def run(args) -> int:
             raise
         raise NonFiniteError(f"{error}; {_kept(out, run_dir)}") from error
     train_seconds = time.perf_counter() - start
+    if dp is not None and not dp.is_root:  # rank 0 writes and reports for every rank
+        return EXIT_OK
 
     if out is not None:
         early = callbacks[0] if hyper["early_stopping"] else None
