@@ -30,6 +30,7 @@ from pathlib import Path
 
 WIDTHS = {"mlp": [784, 512, 512, 10], "wide": [784, 5120, 5120, 10]}
 ROWS, BATCH, EPOCHS = int(os.environ.get("SCALING_ROWS", 16384)), 256, 5  # rows: a dry run
+ROUNDS = int(os.environ.get("SCALING_ROUNDS", 3))
 
 
 def params(widths):
@@ -71,8 +72,6 @@ def worker(distributed: bool) -> dict:
 def collective_times(dp, model) -> dict:
     import numpy as np
 
-    from nnkernel.train.signals import InterruptFlag
-
     world, times = dp.world, {}
     for name, n in (("mlp", model.store.size), ("wide", params(WIDTHS["wide"]))):
         buf = np.ones(n, dtype=np.float32)
@@ -83,7 +82,6 @@ def collective_times(dp, model) -> dict:
             world.allreduce_(buf, "timing")
         times[f"allreduce_ms_{name}"] = (time.perf_counter() - t0) / reps * 1e3
     flag = dp.flag()
-    flag._local = InterruptFlag()
     world.barrier()
     t0 = time.perf_counter()
     for _ in range(200):
@@ -114,11 +112,20 @@ def measure(json_path):
         {"name": "mpiexec -n 1 --distributed, 2 threads", "ranks": 1, "threads": 2},
         {"name": "mpiexec -n 2 --distributed, 1 thread each", "ranks": 2, "threads": 1},
     ]
+    # Rounds interleave the configurations, so that a change in the machine's load (it is
+    # shared) hits all of them alike; each row reports the median and the range.
+    runs = {c["name"]: [] for c in configs}
+    for _ in range(ROUNDS):
+        for c in configs:
+            runs[c["name"]].append(run(c, mpiexec, c["threads"]))
     rows = []
     for c in configs:
-        result = run(c, mpiexec, c["threads"])
-        rows.append({**c, **result})
-        print(f"{c['name']:45s} {result['samples_per_second']:9,.0f} samples/s", flush=True)
+        rates = [r["samples_per_second"] for r in runs[c["name"]]]
+        row = {**c, **{k: statistics.median(r[k] for r in runs[c["name"]])
+                       for k in runs[c["name"]][0]}, "range": [min(rates), max(rates)]}
+        rows.append(row)
+        print(f"{c['name']:45s} {row['samples_per_second']:9,.0f} samples/s "
+              f"(range {min(rates):,.0f}-{max(rates):,.0f})", flush=True)
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]
     two = rows[-1]

@@ -24,10 +24,11 @@ def digits():
     return d.X_train, d.y_train, d.X_test, d.y_test
 
 
-def mlp(batchnorm=False, ensemble=None, seed=3):
+def mlp(batchnorm=False, ensemble=None, seed=3, backend="numpy"):
     layers = [nk.Dense(64, 48)] + ([nk.BatchNorm(48)] if batchnorm else []) + [
         nk.ReLU(), nk.Dense(48, 10)]
-    return nk.Sequential(*layers, seed=seed, dtype="float64", ensemble=ensemble)
+    return nk.Sequential(*layers, seed=seed, dtype="float64", ensemble=ensemble,
+                         backend=backend)
 
 
 def flat(model):
@@ -101,6 +102,8 @@ def equivalence():
     train(ens, X, y, dp_ens, epochs=2, lr=[1e-3, 3e-3])
     bn = mlp(batchnorm=True)
     train(bn, X, y, DataParallel(), epochs=2)
+    strict = mlp(backend="array_api_strict")  # immutable arrays: the staged transport
+    train(strict, X, y, DataParallel(), epochs=1)
     if dp.is_root:  # the references, in one process
         ref = mlp()
         ref_hist = train(ref, X, y, None, validation_data=(Xt, yt))
@@ -111,6 +114,9 @@ def equivalence():
         ens_ref = mlp(ensemble=2)
         train(ens_ref, X, y, None, epochs=2, lr=[1e-3, 3e-3])
         out["ensemble_gap"] = gap(flat(ens), flat(ens_ref))
+        strict_ref = mlp(backend="array_api_strict")
+        train(strict_ref, X, y, None, epochs=1)
+        out["strict_gap"] = gap(flat(strict), flat(strict_ref))
         ghost = mlp(batchnorm=True)
         ghost_batches(ghost, X, y, 2, 64, dp.size, 1e-3)
         out["batchnorm_gap"] = gap(flat(bn), flat(ghost))

@@ -180,7 +180,7 @@ def test_two_ranks_train_the_same_weights_as_one_process():
     assert out["weights_gap"] <= 1e-10  # float64, 3 epochs of Adam, uneven last batch 15/14
     assert out["history_gap"] <= 1e-12  # loss, accuracy, val_loss, val_accuracy
     assert out["allreduces"] == out["steps"]  # ONE gradient allreduce per step
-    assert out["ensemble_gap"] <= 1e-10
+    assert out["ensemble_gap"] <= 1e-10 and out["strict_gap"] <= 1e-10  # (E, P); rebinding
     # BatchNorm: local statistics per rank, exactly the one-process "ghost batch" run,
     # and measurably not the whole-batch run; the running averages agree too
     assert out["batchnorm_gap"] <= 1e-10 and out["batchnorm_state_gap"] <= 1e-10

@@ -169,7 +169,8 @@ def init(timeout=None, *, require_launcher: bool = False) -> World:
     seconds = timeout_from_env(timeout)
     if _WORLD is not None:
         if timeout is not None and _WORLD.watchdog is not None:
-            _WORLD.timeout = _WORLD.watchdog.timeout = seconds
+            _WORLD.timeout = seconds
+            _WORLD.watchdog.set_timeout(seconds)
         return _WORLD
     if require_launcher and not launched():
         raise DistributedError("--distributed needs the processes started by an MPI launcher, "

@@ -64,8 +64,8 @@ def _writes_files(callback) -> bool:
 class AgreedFlag:
     """The interrupt flag as every rank sees it: it changes only at a check step, together."""
 
-    def __init__(self, parallel):
-        self._local, self._parallel = InterruptFlag(), parallel
+    def __init__(self):
+        self._local = InterruptFlag()  # what this rank's signal handlers saw
         self.raised, self.signal = False, None
 
     def __enter__(self):
@@ -113,7 +113,7 @@ class DataParallel:
                                                      if not _writes_files(cb)]
 
     def flag(self) -> AgreedFlag:
-        return AgreedFlag(self)
+        return AgreedFlag()
 
     def start(self, run, settings: dict, data) -> None:
         """Check that every rank runs the same thing, then take rank 0's arrays."""

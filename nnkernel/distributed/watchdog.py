@@ -32,8 +32,7 @@ import time
 class Watchdog:
     def __init__(self, timeout: float, describe, abort, poll: float | None = None):
         """``describe()`` names this rank and its peers; ``abort(message)`` ends the job."""
-        self.timeout = float(timeout)
-        self.poll = poll if poll is not None else min(1.0, max(self.timeout / 8.0, 0.01))
+        self.set_timeout(timeout, poll)
         self._describe, self._abort = describe, abort
         self._armed: tuple | None = None  # (start, what) of the collective in progress
         self._events: collections.deque = collections.deque()  # (start, what, event)
@@ -42,6 +41,10 @@ class Watchdog:
         self._thread = threading.Thread(target=self._run, name="nnkernel-watchdog",
                                         daemon=True)
         self._thread.start()
+
+    def set_timeout(self, timeout: float, poll: float | None = None) -> None:
+        self.timeout = float(timeout)
+        self.poll = poll if poll is not None else min(1.0, max(self.timeout / 8.0, 0.01))
 
     # -- the main thread's side: two attribute writes per collective ---------------------------
     def arm(self, what) -> None:
