@@ -205,8 +205,8 @@ def main(argv=None):
                   f"{train_flops_per_row(w) / 1e6:.1f} MFLOP per training row")
         print(model_table())
         print("\nInfiniBand variants of the allreduce (ms): flat ring at 50 GB/s (the table) | "
-              "8 rails (one NIC per GPU, NCCL's ring per NIC: ~400 GB/s per node) | latency "
-              "term as a tree, 2 log2(P) steps")
+              "8 rails (one NIC per GPU, NCCL's ring per NIC: ~400 GB/s per node) | 8 rails "
+              "with the latency of a tree, 2 log2(P) steps")
         bw, lat = LINKS["InfiniBand NDR 400 Gb/s"]
         for name, w in WIDTHS.items():
             nbytes = params(w) * 4
