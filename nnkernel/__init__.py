@@ -10,7 +10,7 @@
 
 import sys as _sys
 
-from . import kernels, losses, optim
+from . import distributed, kernels, losses, optim  # distributed: mpi4py only on init()
 from .backend import Backend, available_backends
 from .backend.malloc import keep_freed_memory
 from .errors import (
@@ -64,6 +64,7 @@ del _old, _module
 
 __all__ = [
     "BackendMismatchError", "Backend", "BatchNorm", "Callback", "CheckpointError", "ConfigError",
+    "distributed",
     "DTypeError", "DatasetError", "Dense", "DeviceError", "Dropout", "ELU", "EarlyStopping",
     "GELU", "History", "Identity", "Layer", "LayerNorm", "LeakyReLU", "NnkernelError",
     "NonFiniteError", "ReLU", "Sequential", "ShapeError", "SiLU", "Sigmoid", "Softmax", "Swish",

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, NonFiniteError
+from . import distributed
 from .results import check_features, print_result, test_metrics
 from .runtime import backend_for, say
 from .settings import VAL_SEED, check_names, new_settings, resume_settings
@@ -71,6 +72,7 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
     run = train.add_argument_group("run")
     run.add_argument("--out", help="directory for the checkpoint, config, metrics and curves")
     run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    distributed.add_flags(run, types)
     add_output_flags(train)
 
 
@@ -96,13 +98,22 @@ class Job:
 
 
 def run(args) -> int:
+    dp = distributed.start(args)  # None unless --distributed
+    if dp is None:
+        return _run(args, None)
+    with distributed.one_rank_fails_all(dp, args.debug):
+        return _run(args, dp)
+
+
+def _run(args, dp) -> int:
     from ..io import out_dir, run_dir
 
-    job = prepare(args)
+    job = prepare(args, dp)
     if job is None:
         return EXIT_OK
+    writer = dp is None or dp.is_root  # under MPI rank 0 writes the run for every rank
     with contextlib.ExitStack() as hold:
-        if job.out is not None:  # one writer per run directory, from here to the last file
+        if job.out is not None and writer:  # one writer per run directory, to the last file
             out_dir.check_writable(job.out)
             hold.enter_context(out_dir.RunLock(job.out))
             if not job.continuing and run_dir.existing_run_files(job.out):  # raced
@@ -110,10 +121,10 @@ def run(args) -> int:
                                   f"({', '.join(run_dir.existing_run_files(job.out))})")
             out_dir.clean_stale_temporaries(job.out)
             job.callbacks.append(run_dir.SaveEachEpoch(job.out, job.settings, _early(job)))
-        return train_and_report(args, job)
+        return train_and_report(args, job, dp)
 
 
-def prepare(args) -> Job | None:
+def prepare(args, dp=None) -> Job | None:
     """Check the flags, the run to resume and the data; build the model and optimizer.
 
     Returns None (after saying so) when a resumed run has nothing left to do.
@@ -134,6 +145,8 @@ def prepare(args) -> Job | None:
     if out is not None and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
     check_names(hyper)
+    if dp is not None:
+        distributed.place(settings["runtime"], args, dp)
     if saved is not None and _nothing_left(args, saved, hyper):
         return None
     backend = backend_for(settings["runtime"], args)
@@ -192,7 +205,7 @@ def prepare(args) -> Job | None:
     return job
 
 
-def train_and_report(args, job: Job) -> int:
+def train_and_report(args, job: Job, dp=None) -> int:
     """Train, save and print the test metrics (the run directory, if any, is held)."""
     from ..io import run_dir
     from ..train import EarlyStopping, TrainingInterrupted, fit
@@ -207,8 +220,11 @@ def train_and_report(args, job: Job) -> int:
                           epochs=hyper["epochs"], batch_size=hyper["batch_size"],
                           validation_data=job.validation, seed=settings["seed"],
                           callbacks=job.callbacks, progress=not args.quiet,
-                          initial_epoch=job.epoch, initial_step=job.step, history=job.history)
+                          initial_epoch=job.epoch, initial_step=job.step, history=job.history,
+                          distributed=dp)
     except TrainingInterrupted as stop:
+        if dp is not None and not dp.is_root:  # rank 0 saves the run for every rank
+            return 128 + stop.signal if stop.signal else EXIT_INTERRUPTED
         where = out or new_run_dir()
         early = _early(job)
         run_dir.save(where, model, optimizer, settings, stop.history, stop.epoch, stop.step,
@@ -226,6 +242,8 @@ def train_and_report(args, job: Job) -> int:
             raise
         raise NonFiniteError(f"{error}; {_kept(out, run_dir)}") from error
     train_seconds = time.perf_counter() - start
+    if dp is not None and not dp.is_root:  # rank 0 writes and reports for every rank
+        return EXIT_OK
 
     if out is not None:
         early = next((cb for cb in job.callbacks if isinstance(cb, EarlyStopping)), None)
