@@ -10,7 +10,7 @@
 
 import sys as _sys
 
-from . import kernels, losses, optim
+from . import distributed, kernels, losses, optim  # distributed: mpi4py only on init()
 from .backend import Backend, available_backends
 from .backend.malloc import keep_freed_memory
 from .errors import (
@@ -66,8 +66,9 @@ del _old, _module
 
 __all__ = [
     "AvgPool2D", "BackendMismatchError", "Backend", "BatchNorm", "BatchNorm2D", "Callback",
-    "CheckpointError", "ConfigError", "Conv2D", "DTypeError", "DatasetError", "Dense",
-    "DeviceError", "Dropout", "Dropout2D", "ELU", "EarlyStopping", "Flatten", "MaxPool2D",
+    "CheckpointError", "ConfigError", "Conv2D", "distributed",
+    "DTypeError", "DatasetError", "Dense", "DeviceError", "Dropout", "Dropout2D", "ELU",
+    "EarlyStopping", "Flatten", "MaxPool2D",
     "GELU", "History", "Identity", "Layer", "LayerNorm", "LeakyReLU", "NnkernelError",
     "NonFiniteError", "ReLU", "Sequential", "ShapeError", "SiLU", "Sigmoid", "Softmax", "Swish",
     "Tanh", "TrainingInterrupted", "activations", "available_backends", "ensemble_mean",

@@ -401,7 +401,8 @@ def test_labels_out_of_range_for_the_model(capsys, run_copy, tmp_path):
     before = snapshot(run_copy)
     code, _, err = run(capsys, "evaluate", run_copy, "--dataset", data)
     assert code == 1
-    assert_one_line_error(err, "labels must be in [0, 9]", "12")
+    assert_one_line_error(err, "d.csv, line 2, column 'label': label 12 is not one of the "
+                          "run's classes 0..9")
     assert snapshot(run_copy) == before
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,7 @@ def test_digits_is_the_default_and_loads_offline(monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("digits must not touch the network")
 
-    monkeypatch.setattr(datasets.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)  # wherever it is called from
     assert DEFAULT_DATASET == "digits" and DEFAULT_DATASET in DATASETS
     ds = load("digits")
     assert isinstance(ds, Dataset)

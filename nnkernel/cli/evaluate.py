@@ -32,8 +32,9 @@ def run(args) -> int:
 
     saved = run_dir.load(args.run_dir)
     dataset = dict(saved.config.get("dataset") or {})
-    if args.dataset:
-        dataset = {"name": args.dataset, "target": args.target}
+    if args.dataset:  # the run's task and classes stay: labels are read as the model's
+        dataset = {"name": args.dataset, "target": args.target, "task": dataset.get("task"),
+                   "n_classes": dataset.get("n_classes")}
     if not dataset.get("name"):
         raise CheckpointError(f"{saved.directory / run_dir.CONFIG} names no dataset; "
                               "pass --dataset")

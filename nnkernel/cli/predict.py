@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def run(args) -> int:
         raise ConfigError(f"--output {output} is the input file; choose another name")
     if output is not None and output.suffix.lower() not in (".npy", ".csv", ".txt"):
         raise ConfigError(f"--output must end in .npy, .csv or .txt, got {output.name!r}")
+    target = None if output is None else output_target(output)
     saved = run_dir.load(args.run_dir)
     backend = backend_for({**saved.config.get("runtime", {}), "tf32": bool(args.tf32)}, args)
     model = saved.build_model(backend.name, backend.device)
@@ -65,11 +67,26 @@ def run(args) -> int:
     if output.suffix.lower() == ".npy":
         buf = io.BytesIO()
         np.save(buf, predictions, allow_pickle=False)
-        checkpoint.atomic_write_bytes(output, buf.getvalue())
+        checkpoint.atomic_write_bytes(target, buf.getvalue())
     else:
-        checkpoint.atomic_write_bytes(output, predictions_text(predictions).encode())
+        checkpoint.atomic_write_bytes(target, predictions_text(predictions).encode())
     print(f"wrote {predictions.shape[0]} predictions to {output}", file=sys.stderr)
     return 0
+
+
+def output_target(output: Path) -> Path:
+    """The file --output writes. Through a symlink, the file it points at (the link stays,
+    as the shell's > does), even a dangling link's, which is then created; never a
+    directory or a device; checked before the model is loaded."""
+    target = Path(os.path.realpath(output)) if output.is_symlink() else output
+    shown = f"--output {output}" + (f" (a symlink to {target})" if target != output else "")
+    if target.exists() and not target.is_file():
+        kind = "a directory" if target.is_dir() else "not a regular file"
+        raise ConfigError(f"{shown} is {kind}; predictions are written to a regular file "
+                          "(leave --output out to print them)")
+    if not target.parent.is_dir():
+        raise ConfigError(f"{shown}: the directory {target.parent} does not exist")
+    return target
 
 
 def predictions_text(predictions) -> str:

@@ -32,8 +32,8 @@ GENERIC_DEFAULTS = {"hidden": [256, 256], "activation": "relu", "epochs": 20, "b
 VAL_SEED = 0  # the validation split is the same whatever --seed says
 # Training flags a --resume may change; the others must match the saved run.
 RESUME_MAY_CHANGE = {"epochs", "backend", "device", "data_dir", "tf32", "threads"}
-FIXED_ON_RESUME = ("dataset", "target", "val_split", "hidden", "conv", "activation", "dropout",
-                   "batchnorm", "ensemble", "loss", "optimizer", "lr", "schedule",
+FIXED_ON_RESUME = ("dataset", "target", "task", "val_split", "hidden", "conv", "activation",
+                   "dropout", "batchnorm", "ensemble", "loss", "optimizer", "lr", "schedule",
                    "weight_decay", "clip_norm", "batch_size", "seed", "early_stopping", "dtype")
 
 
@@ -70,7 +70,8 @@ def new_settings(args) -> dict:
     }
     return {
         "dataset": absolute_dataset_spec({"name": dataset, "data_dir": args.data_dir,
-                                          "target": args.target}),
+                                          "target": args.target,
+                                          **({"task": args.task} if args.task else {})}),
         "hyperparameters": hyper,
         "seed": chosen["seed"],
         "runtime": {"backend": args.backend, "device": args.device or "cpu",

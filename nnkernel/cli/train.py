@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, NonFiniteError
+from . import distributed
 from .results import as_model_input, print_result, test_metrics
 from .runtime import backend_for, say
 from .settings import VAL_SEED, check_names, new_settings, resume_settings
 
-EXIT_OK, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 130, 143
+EXIT_OK, EXIT_INTERRUPTED = 0, 130  # a signal's run ends with 128 + its number
 
 
 def add_parser(sub, add_device_flags, add_output_flags, types):
@@ -34,6 +35,10 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
                       "spirals, moons, linear, or a .csv/.npz path")
     data.add_argument("--data-dir", help="where to look for (or download) IDX files")
     data.add_argument("--target", help="the label column of a CSV (default: label)")
+    data.add_argument("--task", choices=("classification", "regression"),
+                      help="what the target of a .csv/.npz is (default: class labels 0..K-1 "
+                      "when it holds few distinct whole numbers, else regression; see "
+                      "nnkernel.io.labels)")
     data.add_argument("--val-split", type=types.float_in(0, 1, lo_open=True),
                       help="hold out this fraction of the training data for validation "
                       "(default 0.1 with --early-stopping, else none)")
@@ -67,6 +72,7 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
     run = train.add_argument_group("run")
     run.add_argument("--out", help="directory for the checkpoint, config, metrics and curves")
     run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    distributed.add_flags(run, types)
     add_output_flags(train)
 
 
@@ -92,31 +98,39 @@ class Job:
 
 
 def run(args) -> int:
+    dp = distributed.start(args)  # None unless --distributed
+    if dp is None:
+        return _run(args, None)
+    with distributed.one_rank_fails_all(dp, args.debug):
+        return _run(args, dp)
+
+
+def _run(args, dp) -> int:
     from ..io import out_dir, run_dir
 
-    job = prepare(args)
+    job = prepare(args, dp)
     if job is None:
         return EXIT_OK
+    writer = dp is None or dp.is_root  # under MPI rank 0 writes the run for every rank
     with contextlib.ExitStack() as hold:
-        if job.out is not None:  # one writer per run directory, from here to the last file
+        if job.out is not None and writer:  # one writer per run directory, to the last file
             out_dir.check_writable(job.out)
             hold.enter_context(out_dir.RunLock(job.out))
             if not job.continuing and run_dir.existing_run_files(job.out):  # raced
                 raise ConfigError(f"--out {job.out} already holds a run "
                                   f"({', '.join(run_dir.existing_run_files(job.out))})")
             out_dir.clean_stale_temporaries(job.out)
-            job.callbacks.append(run_dir.SaveEachEpoch(job.out, job.settings))
-        return train_and_report(args, job)
+            job.callbacks.append(run_dir.SaveEachEpoch(job.out, job.settings, _early(job)))
+        return train_and_report(args, job, dp)
 
 
-def prepare(args) -> Job | None:
+def prepare(args, dp=None) -> Job | None:
     """Check the flags, the run to resume and the data; build the model and optimizer.
 
     Returns None (after saying so) when a resumed run has nothing left to do.
     """
     from ..io import run_dir
     from ..io.fingerprint import check_fingerprint, data_fingerprint
-    from ..train import EarlyStopping
     from ..train.data import plan_batches
 
     saved = run_dir.load(args.resume) if args.resume else None
@@ -131,6 +145,8 @@ def prepare(args) -> Job | None:
     if out is not None and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
     check_names(hyper)
+    if dp is not None:
+        distributed.place(settings["runtime"], args, dp)
     if saved is not None and _nothing_left(args, saved, hyper):
         return None
     backend = backend_for(settings["runtime"], args)
@@ -169,24 +185,32 @@ def prepare(args) -> Job | None:
     if validation is not None:
         validation = (as_model_input(model, validation[0], what, where), validation[1])
     data.X_test = as_model_input(model, data.X_test, what, where)
-    steps = len(plan_batches(n_train, hyper["batch_size"], _has_batchnorm(model)))
+    plan = plan_batches(n_train, hyper["batch_size"], _has_batchnorm(model))
+    if _has_batchnorm(model) and min(b - a for a, b in plan) < 2:  # before --out is created
+        raise ConfigError(f"--batch-size {hyper['batch_size']} with --batchnorm: BatchNorm needs "
+                          "at least 2 rows per batch to take its statistics")
+    steps = len(plan)
     job = Job(settings, hyper, out, continuing, saved, backend, data, model,
               build_optimizer(hyper, steps), (X_train, y_train), validation)
+    if saved is None and str(settings["dataset"]["name"]).lower().endswith((".csv", ".npz")):
+        say(args, _what_the_target_is(data, settings["dataset"], args.task))
     if saved is not None:
         saved.restore_optimizer(job.optimizer, model)
         job.history, job.epoch, job.step = saved.history, saved.epoch, saved.step
         if job.step >= steps:
             raise ConfigError(f"{saved.directory} stopped at step {job.step} of epoch "
                               f"{job.epoch + 1}, but an epoch of {data.name} has {steps} "
-                              f"steps; the data changed")
+                              f"steps; the data or the batch size in config.json changed")
         say(args, f"resuming {saved.directory} at epoch {job.epoch + 1}, step {job.step} "
                   f"(of {hyper['epochs']} epochs)")
-    if hyper["early_stopping"]:
-        job.callbacks.append(EarlyStopping("val_loss", patience=hyper["early_stopping"]))
+    if hyper["early_stopping"]:  # its state is saved with the run, so a resume stops alike
+        job.callbacks.append(run_dir.ResumableEarlyStopping(
+            "val_loss", patience=hyper["early_stopping"],
+            saved=saved.early_stopping if saved is not None else None))
     return job
 
 
-def train_and_report(args, job: Job) -> int:
+def train_and_report(args, job: Job, dp=None) -> int:
     """Train, save and print the test metrics (the run directory, if any, is held)."""
     from ..io import run_dir
     from ..train import EarlyStopping, TrainingInterrupted, fit
@@ -201,21 +225,30 @@ def train_and_report(args, job: Job) -> int:
                           epochs=hyper["epochs"], batch_size=hyper["batch_size"],
                           validation_data=job.validation, seed=settings["seed"],
                           callbacks=job.callbacks, progress=not args.quiet,
-                          initial_epoch=job.epoch, initial_step=job.step, history=job.history)
+                          initial_epoch=job.epoch, initial_step=job.step, history=job.history,
+                          distributed=dp)
     except TrainingInterrupted as stop:
+        if dp is not None and not dp.is_root:  # rank 0 saves the run for every rank
+            return 128 + stop.signal if stop.signal else EXIT_INTERRUPTED
         where = out or new_run_dir()
-        run_dir.save(where, model, optimizer, settings, stop.history, stop.epoch, stop.step)
-        if out is None:
-            print(f"nnkernel: saved the interrupted run to {where}", file=sys.stderr)
-        what = "terminated" if stop.signal == signal.SIGTERM else "interrupted"
-        print(f"nnkernel: {what} at epoch {stop.epoch + 1} step {stop.step}; resume with: "
-              f"nnkernel train --resume {where}", file=sys.stderr)
-        return EXIT_TERMINATED if stop.signal == signal.SIGTERM else EXIT_INTERRUPTED
+        early = _early(job)
+        run_dir.save(where, model, optimizer, settings, stop.history, stop.epoch, stop.step,
+                     early.state_arrays() if early else None)
+        what = {signal.SIGTERM: "terminated", getattr(signal, "SIGHUP", None): "hung up"}.get(
+            stop.signal, "interrupted")
+        with contextlib.suppress(OSError):  # after a hang-up the terminal may be gone
+            if out is None:
+                print(f"nnkernel: saved the interrupted run to {where}", file=sys.stderr)
+            print(f"nnkernel: {what} at epoch {stop.epoch + 1} step {stop.step}; resume with: "
+                  f"nnkernel train --resume {where}", file=sys.stderr)
+        return 128 + stop.signal if stop.signal else EXIT_INTERRUPTED  # 130, 143, 129
     except NonFiniteError as error:
         if out is None:
             raise
         raise NonFiniteError(f"{error}; {_kept(out, run_dir)}") from error
     train_seconds = time.perf_counter() - start
+    if dp is not None and not dp.is_root:  # rank 0 writes and reports for every rank
+        return EXIT_OK
 
     if out is not None:
         early = next((cb for cb in job.callbacks if isinstance(cb, EarlyStopping)), None)
@@ -243,6 +276,13 @@ def train_and_report(args, job: Job) -> int:
     return EXIT_OK
 
 
+def _early(job):
+    """The run's early-stopping callback, or None."""
+    from ..io.run_dir import ResumableEarlyStopping
+
+    return next((cb for cb in job.callbacks if isinstance(cb, ResumableEarlyStopping)), None)
+
+
 def _nothing_left(args, saved, hyper) -> bool:
     """A resume with no steps left says so and touches nothing (not even the position)."""
     if saved.epoch < hyper["epochs"]:
@@ -262,6 +302,19 @@ def _kept(out, run_dir) -> str:
     where = f"end of epoch {kept.epoch}" if not kept.step else \
         f"epoch {kept.epoch + 1}, step {kept.step}"
     return f"kept the last good checkpoint ({where}) in {out}"
+
+
+def _what_the_target_is(data, spec, forced) -> str:
+    """How the label policy read a user's file, said once, so a wrong guess is seen."""
+    column = f"column {spec.get('target') or 'label'!r}" if str(spec["name"]).lower().endswith(
+        ".csv") else "y"
+    if data.task == "classification":
+        what = f"class labels 0..{data.n_classes - 1} ({data.n_classes} classes)"
+    else:
+        k = data.y_train.shape[1]
+        what = f"regression targets ({k} {'column' if k == 1 else 'columns'})"
+    how = "as --task says" if forced else "pass --task to change it"
+    return f"{data.name}: {column} holds {what}; {how}"
 
 
 def _has_batchnorm(model) -> bool:
@@ -288,10 +341,12 @@ def load_data(dataset: dict, data_dir, loss):
     from ..losses import cross_entropy, get_loss
 
     name = dataset["name"]
+    # a saved run's task and class count: its labels, not what this file alone suggests
+    policy = {"task": dataset.get("task"), "n_classes": dataset.get("n_classes")}
     if str(name).lower().endswith(".csv"):
-        data = datasets.load_csv(name, target=dataset.get("target") or "label")
+        data = datasets.load_csv(name, target=dataset.get("target") or "label", **policy)
     else:
-        data = datasets.load(name, data_dir)
+        data = datasets.load(name, data_dir, **policy)
     loss_fn = get_loss(loss) if loss else None
     if loss_fn is cross_entropy and data.task != "classification":
         raise DTypeError(f"--loss cross_entropy needs integer class labels, but {data.name} has "
@@ -343,14 +398,9 @@ def _check_memory(hyper, data, n_out, dtype) -> None:
 
 
 def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    from ..io.tabular import available_memory
+
+    return available_memory()
 
 
 def build_optimizer(hyper, steps_per_epoch):
@@ -372,10 +422,15 @@ def member_lrs(hyper, members):
 
 
 def new_run_dir() -> Path:
+    """A new directory runs/<date>-<time>[-N]: mkdir, not exists-then-mkdir, claims it, so two
+    runs interrupted in the same second never share one."""
     base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
-    return path
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise ConfigError(f"cannot create a new run directory next to {base}; pass --out")

@@ -230,7 +230,8 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_arrays(path: str | os.PathLike, expected: Mapping | None = None,
-                max_bytes: int | None = None) -> dict[str, np.ndarray]:
+                max_bytes: int | None = None, *,
+                limit_hint: str | None = None) -> dict[str, np.ndarray]:
     """Load an .npz file saved by `save_arrays`, never unpickling anything, and never
     reading or allocating more than the file's declared contents allow.
 
@@ -249,17 +250,20 @@ def load_arrays(path: str | os.PathLike, expected: Mapping | None = None,
       knows which keys are required.
 
     So a deflate bomb is refused after inflating at most its header.
+    ``limit_hint`` replaces the end of an over-the-limit message (datasets name
+    their own limit).
     """
     path = Path(path)
     limit = max_checkpoint_bytes(max_bytes)
-    f, _ = open_regular(path, limit, limit_hint=describe_limit(limit))
+    limit_hint = limit_hint or describe_limit(limit)
+    f, _ = open_regular(path, limit, limit_hint=limit_hint)
     with f:
         if not zipfile.is_zipfile(f):
             raise CheckpointError(f"{path} is not an .npz (zip) file; it is truncated or not "
                                   "a checkpoint")
         try:
             with zipfile.ZipFile(f) as zf:
-                members = _checked_members(path, zf.infolist(), limit)
+                members = _checked_members(path, zf.infolist(), limit, limit_hint)
                 return {key: _read_member(path, zf, info, key, expected)
                         for key, info in members}
         except CheckpointError:
@@ -271,7 +275,7 @@ def load_arrays(path: str | os.PathLike, expected: Mapping | None = None,
             raise CheckpointError(f"cannot load {path}: {reason}") from e
 
 
-def _checked_members(path: Path, infos, limit: int) -> list:
+def _checked_members(path: Path, infos, limit: int, limit_hint: str | None = None) -> list:
     """(key, ZipInfo) per member, once the whole directory of the zip passed the checks
     that need no decompression: names, duplicates, methods, total uncompressed size."""
     members, seen, total = [], set(), 0
@@ -291,7 +295,7 @@ def _checked_members(path: Path, infos, limit: int) -> list:
         members.append((key, info))
     if total > limit:
         raise CheckpointError(f"{path} holds {total:,} bytes uncompressed, over "
-                              f"{describe_limit(limit)}")
+                              f"{limit_hint or describe_limit(limit)}")
     return members
 
 
@@ -309,7 +313,7 @@ def _read_member(path: Path, zf, info, key: str, expected) -> np.ndarray:
         where = f"cannot load {path}: array {key!r}"
         if dtype.hasobject:
             raise CheckpointError(f"{where} holds Python objects, which would need pickle; "
-                                  "refused (a checkpoint holds numbers only)")
+                                  "refused (nnkernel reads arrays of numbers only)")
         if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype:
             raise CheckpointError(f"{where} has dtype {dtype.str}, which is not a numeric dtype")
         if expected is not None:

@@ -4,22 +4,18 @@ Every loader returns a validated `Dataset`: float32 features of shape
 (n, features), int64 class labels or float32 regression targets of shape (n, k),
 and finite values throughout. "digits" ships inside the package so that the
 library works offline with only NumPy installed.
+
+Whether a file's target is class labels or regression targets, and which
+labels are refused, is one policy for every source (`nnkernel.io.labels`):
+whole numbers with few distinct values are labels 0..K-1, unless ``task``
+says otherwise; a negative or stray label is refused by name. Files are
+opened with `tabular.open_data_file` (regular files only, size bounded).
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import hashlib
-import http.client
 import io
-import math
 import os
-import struct
-import tempfile
-import urllib.error
-import urllib.request
-import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,6 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from nnkernel.errors import ConfigError, DatasetError, DTypeError, NonFiniteError, ShapeError
+
+from . import labels
+from .download import SOURCES, Source, download
+from .idx import load_idx
+from .tabular import (
+    _read_csv_features,
+    float32_overflow,
+    load_csv,
+    read_npy,
+    read_npz,
+)
 
 __all__ = [
     "DATASETS", "DEFAULT_DATASET", "SOURCES", "Dataset", "Source", "download", "find_idx_dir",
@@ -47,31 +54,6 @@ IDX_FILES = {
 SYSTEM_DATA_DIRS = [Path("/usr/share/datasets")]  # Debian's dataset-fashion-mnist installs here
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a dataset is downloaded from and the published checksum of each file."""
-
-    url: str
-    algorithm: str  # a hashlib name: "md5" where that is what the publisher gives
-    checksums: dict[str, str]
-
-
-SOURCES = {
-    # Checksums from the README of github.com/zalandoresearch/fashion-mnist.
-    "fashion-mnist": Source("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", "md5", {
-        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-    }),
-    # PyTorch's mirror of yann.lecun.com/exdb/mnist (checksums as in torchvision).
-    "mnist": Source("https://ossci-datasets.s3.amazonaws.com/mnist/", "md5", {
-        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-    }),
-}
 
 
 @dataclass
@@ -101,30 +83,49 @@ class Dataset:
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True,
-         seed: int = 0) -> Dataset:
+         seed: int = 0, task: str | None = None, n_classes: int | None = None) -> Dataset:
     """Load a dataset by name (see DATASETS) or from a .csv / .npz path.
 
     (Fashion-)MNIST is looked for with `find_idx_dir`; if missing and `download`
     is true it is downloaded into `data_dir`, or else ~/.cache/nnkernel/<name>.
     `seed` drives the generated toy sets only; the test split of real data is
-    fixed so that results stay comparable between runs.
+    fixed so that results stay comparable between runs. ``task`` and
+    ``n_classes`` (a saved run's) apply the label policy of `nnkernel.io.labels`
+    to a file; a named dataset's task is fixed and they must agree with it.
     """
     text = os.fspath(name)
+    labels.check_task(task)
     if text.lower().endswith(".csv"):
-        return load_csv(text)
+        return load_csv(text, task=task, n_classes=n_classes)
     if text.lower().endswith(".npz"):
-        return load_npz(text)
+        return load_npz(text, task=task, n_classes=n_classes)
+    return _agrees(_named(text, data_dir, download, seed), task, n_classes)
+
+
+def _named(text: str, data_dir, download: bool, seed: int) -> Dataset:
     key = text.lower().replace("_", "-")
     if key == "digits":
         return _digits()
     if key in SOURCES:
         return _load_idx_dataset(key, data_dir, allow_download=download)
-    if key in _TOY_SETS:
-        return _validated(_TOY_SETS[key](seed), f"generated {key}")
+    from .toy_sets import TOY_SETS
+
+    if key in TOY_SETS:
+        return _validated(TOY_SETS[key](seed), f"generated {key}")
     raise ConfigError(
         f"unknown dataset {text!r}; valid names: {', '.join(DATASETS)} "
         "(or a path to a .csv or .npz file)"
     )
+
+
+def _agrees(ds: Dataset, task, n_classes) -> Dataset:
+    """A named dataset's own task and classes; a --task or saved run that differs is refused."""
+    if task is not None and task != ds.task:
+        raise ConfigError(f"{ds.name} is a {ds.task} dataset, not {task} (only the task of a "
+                          ".csv or .npz file can be chosen)")
+    if n_classes is not None and ds.n_classes is not None and n_classes != ds.n_classes:
+        raise DatasetError(f"{ds.name} has {ds.n_classes} classes, the run {n_classes}")
+    return ds
 
 
 # ----------------------------------------------------------------- validation and splitting
@@ -142,10 +143,11 @@ def _validated(ds: Dataset, source: str) -> Dataset:
             raise NonFiniteError(f"{source}: NaN or Inf in {part} features (row {bad[0]}, "
                                  f"column {bad[1]}); clean or impute the data first")
         if ds.task == "classification":
-            integers = y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
-            if not integers or y.min() < 0 or y.max() >= ds.n_classes:
-                raise DatasetError(f"{source}: {part} labels must be 1-D integers in "
-                                   f"0..{ds.n_classes - 1}")
+            if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+                raise DatasetError(f"{source}: {part} labels must be 1-D integers, found "
+                                   f"{y.dtype} of shape {y.shape}")
+            labels.check_range(labels.Part(y, f"{source}: {part} labels",
+                                           lambda i: f"sample {i}"), ds.n_classes)
         elif not _all_finite(y):
             raise NonFiniteError(f"{source}: NaN or Inf in {part} targets")
     if ds.X_test.shape[1] != ds.X_train.shape[1]:
@@ -192,20 +194,18 @@ def one_hot(y, n_classes: int) -> np.ndarray:
     return out
 
 
-def _from_arrays(name: str, X: np.ndarray, y: np.ndarray, source: str, seed: int = 0) -> Dataset:
-    """Split 80/20 and pick the task: integer targets mean classes, anything else regression."""
+def _from_arrays(name: str, X: np.ndarray, y: np.ndarray, source: str, seed: int = 0, *,
+                 task: str, n_classes: int | None) -> Dataset:
+    """Split 80/20 the rows of targets `labels.decide` has converted for ``task``."""
     if X.shape[0] == 0:
         raise DatasetError(f"{source} has no rows")
     if y.shape[0] != X.shape[0]:
         raise DatasetError(f"{source}: {X.shape[0]} samples but {y.shape[0]} targets")
+    if X.shape[0] < 2:
+        raise DatasetError(f"{source} has {X.shape[0]} row; at least 2 are needed (the test "
+                           "set is 20% of the rows, at least one)")
     X_tr, y_tr, X_te, y_te = train_val_split(X, y, 0.2, seed)
-    return _validated(Dataset(name, X_tr, y_tr, X_te, y_te, *_task_of(y)), source)
-
-
-def _task_of(y: np.ndarray) -> tuple[str, int | None]:
-    if np.issubdtype(y.dtype, np.integer):
-        return "classification", int(y.max()) + 1
-    return "regression", None
+    return _validated(Dataset(name, X_tr, y_tr, X_te, y_te, task, n_classes), source)
 
 
 # ---------------------------------------------------------------------- embedded digits
@@ -222,35 +222,6 @@ def _digits() -> Dataset:
 
 
 # ----------------------------------------------------------------------------- IDX files
-
-def load_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (gzipped or not): uint8 images (n, rows, cols) or labels (n,)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DatasetError(f"cannot read IDX file {path}: {e.strerror or e}") from e
-    if data[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DatasetError(f"{path}: corrupt or truncated gzip data ({e}); delete the file "
-                               "and download it again") from e
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] not in (1, 3):
-        magic = data[:4].hex() if len(data) >= 4 else "too short"
-        raise DatasetError(f"{path}: not an IDX file (magic {magic}); expected 00000803 (images) "
-                           "or 00000801 (labels)")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DatasetError(f"{path}: truncated IDX header ({len(data)} bytes)")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + math.prod(dims)
-    if len(data) != expected:
-        raise DatasetError(f"{path}: {len(data)} bytes, expected {expected} for shape {dims}; "
-                           "the file is truncated or corrupt, delete it and download it again")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
-
 
 def _idx_path(directory: Path, stem: str) -> Path | None:
     for candidate in (directory / (stem + ".gz"), directory / stem):
@@ -317,108 +288,10 @@ def _load_idx_dataset(name: str, data_dir, allow_download: bool) -> Dataset:
     return _validated(ds, str(directory))
 
 
-def download(name: str, dest_dir: str | os.PathLike, *, base_url: str | None = None,
-             timeout: float = 30) -> Path:
-    """Fetch the IDX files of `name` into `dest_dir`, checking each published checksum."""
-    if name not in SOURCES:
-        raise ConfigError(f"no download source for {name!r}; downloadable: {', '.join(SOURCES)}")
-    source = SOURCES[name]
-    base = (base_url or source.url).rstrip("/") + "/"
-    dest = Path(dest_dir)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DatasetError(f"cannot create download directory {dest}: {e.strerror or e}") from e
-    for filename, want in source.checksums.items():
-        target = dest / filename
-        if target.is_file() and _digest(target.read_bytes(), source.algorithm) == want:
-            continue  # already there and intact
-        url = base + filename
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{filename}.", suffix=".part")
-        try:
-            hasher = hashlib.new(source.algorithm)
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                while chunk := resp.read(1 << 20):
-                    hasher.update(chunk)
-                    out.write(chunk)
-            got = hasher.hexdigest()
-            if got != want:
-                raise DatasetError(f"{url}: {source.algorithm} checksum {got}, expected {want}; "
-                                   "the download is corrupt, try again later; "
-                                   + _how_to_get(name, _search_dirs(name, dest)))
-            os.replace(tmp, target)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            if isinstance(e, urllib.error.HTTPError):
-                e.close()  # it holds the open response
-                reason = f"HTTP {e.code} {e.reason}"
-            else:
-                reason = getattr(e, "reason", None) or e
-            raise DatasetError(f"could not download {url} ({reason}); "
-                               + _how_to_get(name, _search_dirs(name, dest))) from e
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return dest
-
-
 _download = download  # load() has a parameter called `download`
 
 
-def _digest(data: bytes, algorithm: str) -> str:
-    return hashlib.new(algorithm, data).hexdigest()
-
-
 # ------------------------------------------------------------------------- CSV and NPZ
-
-def load_csv(path: str | os.PathLike, target: str = "label") -> Dataset:
-    """A CSV with a header row and numeric columns; `target` names the column to predict.
-
-    Non-negative whole-number targets mean classification (classes 0..max),
-    anything else regression. The test set is a fixed-seed 20% of the rows.
-    """
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"cannot read CSV file {path}: {e}") from e
-    rows = [row for row in rows if row]  # tolerate blank lines
-    if len(rows) < 2:
-        raise DatasetError(f"{path} is empty: expected a header row and at least one data row")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
-    if target not in header:
-        raise DatasetError(f"{path} has no target column {target!r}; available columns: "
-                           f"{', '.join(header)}; pass target=NAME (--target NAME)")
-    for i, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DatasetError(f"{path}, line {i}: {len(row)} fields, header has {len(header)}")
-    try:
-        table = np.array(body, dtype=np.float64)
-    except ValueError:
-        i, j = next((i, j) for i, row in enumerate(body) for j, v in enumerate(row)
-                    if not _is_number(v))
-        raise DatasetError(f"{path}, line {i + 2}, column {header[j]!r}: {body[i][j]!r} is not "
-                           "a number; all columns must be numeric") from None
-    t = header.index(target)
-    X = np.delete(table, t, axis=1).astype(np.float32)
-    y = table[:, t]
-    if not np.isfinite(X).all():
-        i, j = np.argwhere(~np.isfinite(X))[0]
-        raise NonFiniteError(f"{path}, line {i + 2}: NaN or Inf in column "
-                             f"{[h for h in header if h != target][j]!r}; clean the data first")
-    if np.isfinite(y).all() and (y == np.round(y)).all() and y.min() >= 0:
-        y = y.astype(np.int64)
-    else:
-        y = y.astype(np.float32).reshape(-1, 1)
-    return _from_arrays(path.stem, X, y, str(path))
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def load_features(path: str | os.PathLike, images: bool = False) -> np.ndarray:
@@ -428,20 +301,15 @@ def load_features(path: str | os.PathLike, images: bool = False) -> np.ndarray:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            X = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise DatasetError(f"input file {path} does not exist") from None
-        except (OSError, ValueError, EOFError) as e:
-            raise DatasetError(f"cannot read {path} as a .npy array: {e}") from e
-        if X.dtype.kind not in "biuf":
-            raise DatasetError(f"{path}: features must be numbers, found dtype {X.dtype}")
+        X = read_npy(path)  # a FIFO or a device is refused, the header checked first
     elif suffix == ".csv":
         X = _read_csv_features(path)
     else:
         raise DatasetError(f"INPUT must be a .npy or .csv file, got {path.name!r}")
     if X.ndim == 1:
         X = X[None, :]  # one sample
+    if X.ndim == 2 and X.shape[0] == 0:
+        raise ShapeError(f"{path} has no rows (shape {X.shape}); nothing to predict")
     if not (X.ndim == 2 or (images and X.ndim == 4)) or X.shape[0] == 0:
         what = ("an array (samples, features) or (samples, C, H, W)" if images
                 else "a 2-D array (samples, features)")
@@ -454,39 +322,15 @@ def load_features(path: str | os.PathLike, images: bool = False) -> np.ndarray:
     return X
 
 
-def _read_csv_features(path: Path) -> np.ndarray:
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [row for row in csv.reader(f) if row]
-    except FileNotFoundError:
-        raise DatasetError(f"input file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"cannot read CSV file {path}: {e}") from e
-    if rows and not all(_is_number(v) for v in rows[0]):
-        rows = rows[1:]  # a header
-    if not rows:
-        raise DatasetError(f"{path} has no data rows")
-    width = len(rows[0])
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise DatasetError(f"{path}: row {i + 1} has {len(row)} fields, the first has {width}")
-        for v in row:
-            if not _is_number(v):
-                raise DatasetError(f"{path}: row {i + 1}: {v!r} is not a number")
-    return np.array(rows, dtype=np.float64)
-
-
-def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y") -> Dataset:
+def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y", *, task: str | None = None,
+             n_classes: int | None = None) -> Dataset:
     """An .npz with X_train/y_train/X_test/y_test, or with `x` and `y` to split 80/20.
 
-    Integer targets mean classification; uint8 features are taken as pixels and scaled by 1/255.
+    The targets follow the label policy of `nnkernel.io.labels` (``task``,
+    ``n_classes``); uint8 features are taken as pixels and scaled by 1/255.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as e:  # zipfile, zlib and numpy all fail differently on a bad file
-        raise DatasetError(f"cannot read NPZ file {path}: {e}") from e
+    arrays = read_npz(path)
     split = ("X_train", "y_train", "X_test", "y_test")
     if all(k in arrays for k in split):
         parts = [arrays[k] for k in split]
@@ -496,17 +340,18 @@ def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y") -> Dataset:
         raise DatasetError(f"{path} must contain arrays {x!r} and {y!r}, or "
                            f"{', '.join(split)}; found: {', '.join(arrays) or 'nothing'}")
     features = [_features(a, path) for a in parts[0::2]]
-    targets = [_targets(a) for a in parts[1::2]]
+    names = (split[1::2] if len(parts) == 4 else (y,))
+    task, n_classes, targets = labels.decide(
+        [labels.Part(_targets(a, path, key), str(path), lambda i, key=key: f"{key}[{i}]")
+         for a, key in zip(parts[1::2], names, strict=True)], task=task, n_classes=n_classes)
     scaled = {"divide_by": 255.0} if parts[0].dtype == np.uint8 else {}  # as _features does
     # (n, H, W) grey or (n, C, H, W) images: flattened here, their shape kept
     image = {3: (1, *parts[0].shape[1:]), 4: tuple(parts[0].shape[1:])}.get(parts[0].ndim)
     if len(parts) == 2:
-        ds = _from_arrays(path.stem, features[0], targets[0], str(path))
+        ds = _from_arrays(path.stem, features[0], targets[0], str(path), task=task,
+                          n_classes=n_classes)
         ds.preprocessing, ds.image_shape = scaled, image
         return ds
-    task, n_classes = _task_of(targets[0])
-    if task == "classification":
-        n_classes = int(max(targets[0].max(initial=-1), targets[1].max(initial=-1))) + 1
     if parts[2].shape[1:] != parts[0].shape[1:]:
         image = None
     ds = Dataset(path.stem, features[0], targets[0], features[1], targets[1], task, n_classes,
@@ -518,50 +363,18 @@ def _features(a: np.ndarray, path: Path) -> np.ndarray:
     if a.dtype.kind not in "biuf" or a.ndim == 0:
         raise DatasetError(f"{path}: features must be a numeric array with one row per sample, "
                            f"found dtype {a.dtype}, shape {a.shape}")
+    if a.shape[0] == 0:  # reshape(0, -1) cannot infer the width
+        raise DatasetError(f"{path}: a features array has no rows (shape {a.shape})")
     X = a.reshape(a.shape[0], -1) if a.ndim != 1 else a.reshape(-1, 1)
+    big = float32_overflow(X)  # it would become Inf, reported as if the file held one
+    if big is not None:
+        raise DatasetError(f"{path}: feature {X[big]:g} (row {big[0]}, column {big[1]}) is too "
+                           "large for float32 (the largest is 3.4e+38); rescale the features")
     return X.astype(np.float32) / 255 if a.dtype == np.uint8 else X.astype(np.float32)
 
 
-def _targets(a: np.ndarray) -> np.ndarray:
-    if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
-        return a.astype(np.int64).reshape(-1)
-    return a.astype(np.float32).reshape(a.shape[0], -1)
-
-
-# ------------------------------------------------------------------------ toy datasets
-
-def _xor(seed: int) -> Dataset:
-    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
-    y = np.array([[0], [1], [1], [0]], dtype=np.float32)
-    return Dataset("xor", X, y, X.copy(), y.copy(), "regression", None)  # test = train
-
-
-def _spirals(seed: int, n_per_class: int = 100, n_classes: int = 3) -> Dataset:
-    rng = np.random.default_rng(seed)
-    radius = np.tile(np.linspace(0.0, 1.0, n_per_class), n_classes)
-    labels = np.repeat(np.arange(n_classes), n_per_class)
-    angle = labels * (2 * np.pi / n_classes) + radius * 4 + rng.normal(0, 0.2, radius.shape)
-    X = np.stack([radius * np.sin(angle), radius * np.cos(angle)], axis=1).astype(np.float32)
-    return _from_arrays("spirals", X, labels.astype(np.int64), "spirals", seed)
-
-
-def _moons(seed: int, n: int = 500, noise: float = 0.1) -> Dataset:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    t = rng.uniform(0, np.pi, n)
-    # Upper half circle for class 0; a lower one, shifted right and up, for class 1.
-    X = np.where(labels[:, None] == 0,
-                 np.stack([np.cos(t), np.sin(t)], axis=1),
-                 np.stack([1 - np.cos(t), 0.5 - np.sin(t)], axis=1))
-    X = (X + rng.normal(0, noise, X.shape)).astype(np.float32)
-    return _from_arrays("moons", X, labels.astype(np.int64), "moons", seed)
-
-
-def _linear(seed: int, n: int = 200, noise: float = 0.05) -> Dataset:
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-1, 1, (n, 1))
-    y = 2 * x + 1 + rng.normal(0, noise, (n, 1))
-    return _from_arrays("linear", x.astype(np.float32), y.astype(np.float32), "linear", seed)
-
-
-_TOY_SETS = {"xor": _xor, "spirals": _spirals, "moons": _moons, "linear": _linear}
+def _targets(a: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """The targets as stored (`labels.decide` converts them), one row per sample."""
+    if a.ndim == 0:
+        raise DatasetError(f"{path}: {key} must have one target per sample, found a scalar")
+    return a if a.ndim <= 2 else a.reshape(a.shape[0], -1)

@@ -1,7 +1,8 @@
 """A training run on disk: one directory the command line writes and reads back.
 
-    model.npz     parameters, layer state (BatchNorm statistics), optimizer state and
-                  the position (epoch, step, optimizer.t), read with allow_pickle=False
+    model.npz     parameters, layer state (BatchNorm statistics), optimizer state,
+                  the position (epoch, step, optimizer.t) and, with early stopping, its
+                  state (best value, epochs waited, best weights), read without pickle
     config.json   architecture (model.config()), hyperparameters, optimizer config,
                   epoch, step, seed, dataset and the nnkernel version
     metrics.json  History.to_dict(): per-epoch loss, accuracy, validation metrics
@@ -10,15 +11,19 @@
 Every file is replaced atomically (nnkernel.checkpoint). The position that a
 resume continues from is read from model.npz, the one file that also holds the
 weights, so a crash between two file writes can never pair weights with the
-wrong epoch. Since fit draws its shuffles from (seed, epoch) and its Dropout
-masks from (seed, epoch, step), the position and the seed fix the random state.
+wrong epoch. model.npz is written last: a save cut short (disk full, kill -9)
+leaves metrics.json at most ahead of it, and `load` drops the epochs past the
+position, so a resumed run's metrics list each epoch once. Since fit draws its
+shuffles from (seed, epoch) and its Dropout masks from (seed, epoch, step), the
+position and the seed fix the random state.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,38 +31,42 @@ import numpy as np
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, NnkernelError
 from ..nn.sequential import Sequential
-from ..train import Callback, History
+from ..train import Callback, EarlyStopping, History
 from . import checkpoint
 from .run_config import validate_run_config
 from .validate import assert_finite, expected_run_arrays, non_finite_key, validate_optimizer_state
 
 MODEL, CONFIG, METRICS, CURVES = "model.npz", "config.json", "metrics.json", "curves.png"
 RUN_FILES = (MODEL, CONFIG, METRICS, CURVES)
+# More members than this are drawn as one band: 100000 lines and their legend took minutes.
+MAX_MEMBER_LINES = 10
 MAX_PROBLEMS_SHOWN = 5  # of config.json, in the one-line error
 
 
 def save(directory, model, optimizer, settings: dict, history: History, epoch: int,
-         step: int) -> None:
+         step: int, early_stopping: dict | None = None) -> None:
     """Write model.npz, config.json and metrics.json for the position (epoch, step).
 
     (epoch, step) is where training continues: epoch index and step within it,
     both from 0; a finished epoch e is saved as (e + 1, 0). Weights, layer state
     or optimizer state holding a NaN or an Inf are never saved: NonFiniteError
     names the key and the position, and the files already there (the last good
-    checkpoint) are left as they were.
+    checkpoint) are left as they were. ``early_stopping`` is
+    `ResumableEarlyStopping.state_arrays()`, saved in the same file as the position.
     """
     directory = Path(directory)
     arrays = {f"model/{k}": v for k, v in model.arrays().items()}
     arrays.update({f"optimizer/{k}": v for k, v in optimizer.state_arrays().items()})
+    arrays.update({f"early_stopping/{k}": v for k, v in (early_stopping or {}).items()})
     assert_finite(arrays, f"refusing to save {directory / MODEL} at {_position(epoch, step)}")
     arrays["progress/epoch"] = np.asarray(epoch, dtype=np.int64)
     arrays["progress/step"] = np.asarray(step, dtype=np.int64)
     arrays["progress/t"] = np.asarray(optimizer.t, dtype=np.int64)
-    checkpoint.save_arrays(directory / MODEL, arrays)
     config = {**settings, "model": model.config(), "optimizer": optimizer.config(),
               "epoch": epoch, "step": step, "nnkernel_version": __version__}
-    checkpoint.atomic_write_json(directory / CONFIG, config)
     checkpoint.atomic_write_json(directory / METRICS, history.to_dict())
+    checkpoint.atomic_write_json(directory / CONFIG, config)
+    checkpoint.save_arrays(directory / MODEL, arrays)  # last: the commit point of the save
 
 
 def _position(epoch: int, step: int) -> str:
@@ -68,14 +77,56 @@ def _position(epoch: int, step: int) -> str:
 
 
 class SaveEachEpoch(Callback):
-    """Save the run at the end of every epoch (a failing epoch leaves the last one intact)."""
+    """Save the run at the end of every epoch (a failing epoch leaves the last one intact).
 
-    def __init__(self, directory, settings: dict):
+    ``early_stopping`` (a `ResumableEarlyStopping` earlier in the callback list, so
+    this epoch's verdict is in) has its state saved with the position.
+    """
+
+    def __init__(self, directory, settings: dict, early_stopping=None):
         self.directory, self.settings = Path(directory), settings
+        self.early_stopping = early_stopping
 
     def on_epoch_end(self, run, logs):
+        extra = self.early_stopping.state_arrays() if self.early_stopping else None
         save(self.directory, run.model, run.optimizer, self.settings, run.history,
-             run.epoch + 1, 0)
+             run.epoch + 1, 0, extra)
+
+
+class ResumableEarlyStopping(EarlyStopping):
+    """EarlyStopping whose state a run directory keeps (`state_arrays`, ``saved=``).
+
+    Without it a run interrupted and resumed started counting afresh: it trained
+    epochs past the one where the uninterrupted run stopped, and restore_best
+    knew only the epochs after the resume. Restored: the best value, the epochs
+    waited (per member for an ensemble, whose stopped members stay frozen) and
+    the best weights.
+    """
+
+    def __init__(self, *args, saved: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.saved = dict(saved or {})
+
+    def on_train_begin(self, run):
+        super().on_train_begin(run)
+        if not self.saved:
+            return
+        self.best = np.array(self.saved["best"], dtype=np.float64)
+        self.wait = np.array(self.saved["wait"], dtype=int)
+        best = {k[len("model/"):]: np.array(v) for k, v in self.saved.items()
+                if k.startswith("model/")}
+        self.best_arrays = best or None
+        if self.wait.ndim and run.model.ensemble is not None:
+            run.optimizer.member_mask = np.where(self.wait >= self.patience, 0.0, 1.0)
+
+    def state_arrays(self) -> dict:
+        """{"best", "wait", "model/<key>"...}: empty before the first epoch's verdict."""
+        if self.best is None:
+            return {}
+        out = {"best": np.asarray(self.best, dtype=np.float64),
+               "wait": np.asarray(self.wait, dtype=np.int64)}
+        out.update({f"model/{k}": v for k, v in (self.best_arrays or {}).items()})
+        return out
 
 
 @dataclass
@@ -90,6 +141,7 @@ class SavedRun:
     step: int
     optimizer_t: int
     history: History
+    early_stopping: dict = field(default_factory=dict)  # `ResumableEarlyStopping` state
 
     def build_model(self, backend="numpy", device=None) -> Sequential:
         """The saved model, rebuilt from config.json and filled from model.npz."""
@@ -176,11 +228,11 @@ def load(directory, max_bytes: int | None = None) -> SavedRun:
     except checkpoint.LayoutMismatch as e:
         raise CheckpointError(f"{directory / MODEL} does not match the architecture and "
                               f"optimizer in {directory / CONFIG}: {e.detail}") from e
-    model_arrays, optimizer_arrays, progress = {}, {}, {}
+    model_arrays, optimizer_arrays, progress, early = {}, {}, {}, {}
     for key, value in arrays.items():
         kind, _, name = key.partition("/")
         target = {"model": model_arrays, "optimizer": optimizer_arrays,
-                  "progress": progress}.get(kind)
+                  "progress": progress, "early_stopping": early}.get(kind)
         if target is None or not name:
             raise CheckpointError(f"{directory / MODEL}: unexpected array {key!r}; this is not "
                                   "an nnkernel run checkpoint")
@@ -194,7 +246,22 @@ def load(directory, max_bytes: int | None = None) -> SavedRun:
     history = History()
     if os.path.lexists(directory / METRICS):
         history = history_from_dict(checkpoint.read_json(directory / METRICS), directory)
-    return SavedRun(directory, config, model_arrays, optimizer_arrays, *position, history)
+        history = _up_to(history, position[0])
+    if early and not {"best", "wait"} <= set(early):
+        raise CheckpointError(f"{directory / MODEL}: the early-stopping state is incomplete "
+                              f"(early_stopping/best and early_stopping/wait are needed)")
+    return SavedRun(directory, config, model_arrays, optimizer_arrays, *position, history,
+                    early)
+
+
+def _up_to(history: History, epoch: int) -> History:
+    """The history of the epochs before ``epoch`` (a save cut short before model.npz
+    leaves metrics.json ahead of the position)."""
+    keep = [i for i, e in enumerate(history.epochs) if isinstance(e, int) and e < epoch]
+    if len(keep) == len(history.epochs):
+        return history
+    return History(history={k: [v[i] for i in keep] for k, v in history.history.items()},
+                   epochs=[history.epochs[i] for i in keep], partial=history.partial)
 
 
 def history_from_dict(data: dict, directory=None) -> History:
@@ -235,7 +302,9 @@ def save_curves(directory, history: History, title: str | None = None,
         return "no epoch finished"
     fig = curves_figure(history, title, test)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     checkpoint.atomic_write_bytes(Path(directory) / CURVES, buf.getvalue())
     return None
@@ -257,7 +326,11 @@ def curves_figure(history: History, title: str | None = None, test: dict | None 
             if key not in history:
                 continue
             values = np.asarray(history[key], dtype=np.float64)
-            if values.ndim == 2:  # an ensemble: one line per member
+            if values.ndim == 2 and values.shape[1] > MAX_MEMBER_LINES:  # a band, not a legend
+                ax.fill_between(epochs, values.min(axis=1), values.max(axis=1), alpha=0.25,
+                                label=f"{label}, {values.shape[1]} members (min to max)")
+                ax.plot(epochs, values.mean(axis=1), label=f"{label} mean", lw=1)
+            elif values.ndim == 2:  # an ensemble: one line per member
                 for i in range(values.shape[1]):
                     ax.plot(epochs, values[:, i], label=f"{label} member {i}", lw=1)
             else:
@@ -273,5 +346,7 @@ def curves_figure(history: History, title: str | None = None, test: dict | None 
         ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    with warnings.catch_warnings():  # e.g. a glyph of a run's name missing from the font
+        warnings.simplefilter("ignore")
+        fig.tight_layout()
     return fig

@@ -63,45 +63,47 @@ def _kind(mode: int) -> str | None:
     return next((text for test, text in _KINDS if test(mode)), "not a regular file")
 
 
-def _refuse(path: Path, mode: int) -> CheckpointError:
+def _refuse(path: Path, mode: int, error: type[Exception]) -> Exception:
     shown = str(path)
     if path.is_symlink():
         shown += f" (a symlink to {os.readlink(path)})"
-    return CheckpointError(f"{shown} is {_kind(mode)}, not a regular file; refusing to read it")
+    return error(f"{shown} is {_kind(mode)}, not a regular file; refusing to read it")
 
 
 def open_regular(path: str | os.PathLike, max_bytes: int | None = None, *,
-                 limit_hint: str | None = None):
+                 limit_hint: str | None = None, error: type[Exception] = CheckpointError,
+                 what: str = "checkpoint file"):
     """Open ``path`` for binary reading if, and only if, it is a regular file of at most
     ``max_bytes`` bytes (None: no limit); returns ``(file, size)``.
 
     Never blocks (a FIFO is refused, not opened for reading), never reads a device,
-    and reads nothing at all before refusing. Errors are CheckpointError naming
-    the path; ``limit_hint`` ends the message of a file over the limit.
+    and reads nothing at all before refusing. Errors are ``error`` (CheckpointError;
+    datasets pass DatasetError) naming the path; a missing file is "<what> not
+    found: <path>"; ``limit_hint`` ends the message of a file over the limit.
     """
     path = Path(path)
     try:
         mode = os.stat(path).st_mode  # follows symlinks: a link to /dev/zero is a device
     except FileNotFoundError as e:
         dangling = f" (a symlink to the missing {os.readlink(path)})" if path.is_symlink() else ""
-        raise CheckpointError(f"checkpoint file not found: {path}{dangling}") from e
+        raise error(f"{what} not found: {path}{dangling}") from e
     except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from e
+        raise error(f"cannot read {path}: {e.strerror or e}") from e
     if _kind(mode) is not None:
-        raise _refuse(path, mode)
+        raise _refuse(path, mode, error)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) \
         | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags)
     except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from e
+        raise error(f"cannot read {path}: {e.strerror or e}") from e
     try:
         info = os.fstat(fd)  # the file actually opened: it may have been swapped since the stat
         if _kind(info.st_mode) is not None:
-            raise _refuse(path, info.st_mode)
+            raise _refuse(path, info.st_mode, error)
         if max_bytes is not None and info.st_size > max_bytes:
-            raise CheckpointError(f"{path} is {info.st_size:,} bytes, over "
-                                  f"{limit_hint or f'the limit of {max_bytes:,} bytes'}")
+            raise error(f"{path} is {info.st_size:,} bytes, over "
+                        f"{limit_hint or f'the limit of {max_bytes:,} bytes'}")
         return os.fdopen(fd, "rb"), info.st_size
     except BaseException:
         os.close(fd)

@@ -198,6 +198,9 @@ def expected_run_arrays(config: Mapping) -> dict | None:
     model/<key>: float, the parameter's or the state's shape. optimizer/<key>/<name>:
     float, the parameter's shape, for the names its optimizer keeps, plus
     optimizer/<key>/step. progress/epoch, progress/step, progress/t: integer scalars.
+    With hyperparameters.early_stopping: early_stopping/best (float) and /wait
+    (integer), scalars or one per ensemble member, and early_stopping/model/<key>,
+    the best weights, as model/<key>.
     """
     shapes = model_array_shapes(config.get("model"))
     optimizer = config.get("optimizer")
@@ -212,4 +215,12 @@ def expected_run_arrays(config: Mapping) -> dict | None:
         expected.update({f"optimizer/{key}/{n}": (shape, "f") for n in names})
         expected[f"optimizer/{key}/step"] = ((), "iu")
     expected.update({f"progress/{n}": ((), "iu") for n in ("epoch", "step", "t")})
+    hyper = config.get("hyperparameters")
+    if isinstance(hyper, Mapping) and hyper.get("early_stopping"):
+        members = config["model"].get("ensemble")
+        lead = () if members is None else (members,)  # one verdict per ensemble member
+        expected["early_stopping/best"] = (lead, "f")
+        expected["early_stopping/wait"] = (lead, "iu")
+        expected.update({f"early_stopping/model/{k}": (s, "f")
+                         for k, s in {**params, **state}.items()})
     return expected

@@ -57,7 +57,7 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
         shuffle: bool = True, seed: int = 0, callbacks=(), progress: bool = True,
         initial_epoch: int = 0, initial_step: int = 0, bootstrap: bool = False,
         history: History | None = None, sample_weight=None, class_weight=None,
-        metrics=()) -> History:
+        metrics=(), distributed=None) -> History:
     """Train ``model`` on (X, y); returns the per-epoch History.
 
     ``loss`` is a function of `nnkernel.losses` or its name, ``optimizer`` an
@@ -69,6 +69,9 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
     left it. A model with BatchNorm never gets a last batch of one row: it joins
     the batch before it. ``metrics`` (names or functions, `nnkernel.train.metrics`)
     are computed on the validation data at each epoch end, logged as val_<name>.
+    ``distributed=True`` (or a `nnkernel.distributed.DataParallel`) trains
+    data-parallel over the MPI ranks: ``batch_size`` is then the global batch
+    (rules: `nnkernel.distributed.parallel`).
     """
     loss_fn = get_loss(loss)
     opt = get_optimizer(optimizer)
@@ -92,8 +95,12 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ConfigError("validation_data must be a pair (X_val, y_val)")
         val = prepare(model, *validation_data, classify, "validation data")
-    bounds = plan_batches(n, batch_size, any(isinstance(layer, BatchNorm)
-                                             for layer in model.layers))
+    batchnorm = any(isinstance(layer, BatchNorm) for layer in model.layers)
+    bounds = plan_batches(n, batch_size, batchnorm)
+    dp = _data_parallel(distributed)
+    if dp is not None:  # the global batches; this rank computes its shard of each
+        bounds = dp.plan(bounds, batchnorm)
+        callbacks, progress = dp.callbacks(callbacks), progress and dp.is_root
     steps = len(bounds)
     initial_epoch = integer("initial_epoch", initial_epoch, minimum=0)
     initial_step = integer("initial_step", initial_step, minimum=0)
@@ -110,17 +117,23 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
 
     history = history if history is not None else History()
     run = _Run(model, opt, history)
+    if dp is not None:  # same model, settings and data on every rank; rank 0's arrays
+        dp.start(run, {"n": n, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+                       "shuffle": shuffle, "loss": getattr(loss_fn, "__name__", repr(loss_fn)),
+                       "bootstrap": bootstrap, "initial": [initial_epoch, initial_step]},
+                 (X, y, weights) + (tuple(val) if val is not None else ()))
     stop_on_nan = any(getattr(cb, "stops_on_nan", False) for cb in callbacks)
     for cb in callbacks:
         cb.on_train_begin(run)
     check_every = CHECK_EVERY_ASYNC if be.asynchronous else 1
     bar = Progress(epochs, steps, enabled=progress)
     model.loss = loss_fn
-    with InterruptFlag() as stop_flag, be.activate():
+    with (InterruptFlag() if dp is None else dp.flag()) as stop_flag, be.activate():
         for epoch in range(initial_epoch, epochs):
             run.epoch = epoch
             first_step = initial_step if epoch == initial_epoch else 0
-            totals = _Totals.resume(history.partial, epoch, first_step)
+            totals = _Totals.resume(history.partial if dp is None or dp.is_root else None,
+                                    epoch, first_step)  # the saved sums count once
             history.partial = None
             t0 = time.perf_counter() - totals.seconds
             order = be.random((seed, epoch)).permutation(n) if shuffle else \
@@ -130,6 +143,8 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
             for step in range(first_step, steps):
                 run.step = step
                 a, b = bounds[step]
+                if dp is not None:
+                    a, b = dp.shard(a, b)
                 idx = order[a:b]
                 xb, yb, wb = take(xp, (X, y, weights), idx, boot)
                 if model.stochastic:
@@ -138,7 +153,10 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
                 out = model.forward(xb, train=True)
                 value, dy = loss_fn(out, yb, members=members, weights=wb,
                                     **({"num_check": False} if classify else {}))
-                model.backward(dy, input_grad=False)
+                if dp is None:
+                    model.backward(dy, input_grad=False)
+                else:  # dy weighted by the shard's share, then ONE allreduce of the gradient
+                    dp.backward(model, dy)
                 opt.step(model.params, model.grads)
                 if frozen:
                     _restore_stopped_members(model, opt.member_mask, frozen)
@@ -146,6 +164,8 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
                 pending.append(value)
                 if len(pending) >= check_every or step == steps - 1:
                     bad = _first_nonfinite(xp, pending)
+                    if dp is not None:  # every rank stops at the same step, or none does
+                        bad = dp.agree(bad, stop_flag)
                     if bad is not None:
                         at = step - (len(pending) - 1) + bad
                         if stop_on_nan:
@@ -156,11 +176,15 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
                     pending = []
                 bar.step(epoch, step + 1, totals, classify)
                 if stop_flag.raised and step + 1 < steps:  # after the last step: end the epoch
+                    if dp is not None:
+                        dp.end_epoch(model, totals)
                     history.partial = totals.snapshot(epoch, step + 1,
                                                       time.perf_counter() - t0)
                     raise TrainingInterrupted(epoch, step + 1, history, stop_flag.signal)
             be.synchronize()
             seconds = time.perf_counter() - t0
+            if dp is not None:  # the epoch's sums over every rank
+                dp.end_epoch(model, totals)
             if not k.all_finite(model.store.flat):  # e.g. a huge weight decay: loss still finite
                 if stop_on_nan:
                     return _end(callbacks, run, history)
@@ -170,8 +194,7 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
             if classify:
                 logs["accuracy"] = _host(totals.correct, totals.seen)
             if val is not None:
-                scores = evaluate(model, *val, loss=loss_fn, batch_size=max(batch_size, 1024),
-                                  metrics=metrics, return_dict=True)
+                scores = _validate(model, val, loss_fn, max(batch_size, 1024), metrics, dp)
                 logs.update({f"val_{name}": value for name, value in scores.items()})
             logs["seconds"] = seconds
             logs["samples_per_second"] = totals.seen / seconds if seconds > 0 else float("inf")
@@ -185,6 +208,33 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
             if stop_flag.raised:  # a signal in the epoch's last step: stop with the epoch saved
                 raise TrainingInterrupted(epoch + 1, 0, history, stop_flag.signal)
     return _end(callbacks, run, history)
+
+
+def _validate(model, val, loss_fn, batch_size, metrics, dp) -> dict:
+    """Validation loss, accuracy and metrics; under MPI the loss and accuracy are sharded
+    over the ranks, while metrics that do not add up over shards (F1, AUC) are computed on
+    the whole validation set by every rank, which holds all of it."""
+    if dp is None:
+        return evaluate(model, *val, loss=loss_fn, batch_size=batch_size, metrics=metrics,
+                        return_dict=True)
+    vl, va = dp.evaluate(evaluate, model, val[0], val[1], loss=loss_fn, batch_size=batch_size)
+    scores = {"loss": vl, **({"accuracy": va} if va is not None else {})}
+    if metrics:
+        whole = evaluate(model, *val, loss=loss_fn, batch_size=batch_size, metrics=metrics,
+                         return_dict=True)
+        scores.update({k: v for k, v in whole.items() if k not in ("loss", "accuracy")})
+    return scores
+
+
+def _data_parallel(distributed):
+    """None, or the object whose hooks fit calls (nnkernel.distributed.DataParallel)."""
+    if distributed is None or distributed is False:
+        return None
+    if distributed is True:  # imported only when asked: MPI is optional
+        from ..distributed import DataParallel
+
+        return DataParallel()
+    return distributed
 
 
 def _end(callbacks, run, history):

@@ -1,0 +1,124 @@
+"""``nnkernel train --distributed``: data-parallel training over MPI ranks.
+
+    mpiexec -n 2 nnkernel train --distributed --out runs/dp
+
+Every rank runs the same command on the same data (checked at the start).
+Rank 0 prints and writes the run directory; the others are quiet. A GPU run
+gives each rank the GPU ``local rank % visible GPUs`` (choose GPUs with
+CUDA_VISIBLE_DEVICES). On the CPU each rank gets its share of the cores for
+BLAS unless --threads or OMP/OPENBLAS/MKL_NUM_THREADS say otherwise: P ranks
+with a BLAS thread per core each would oversubscribe the machine P times.
+
+An error on one rank ends every rank at once (MPI_Abort), with the error line
+naming the rank: the others would otherwise wait in their next collective.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import sys
+import time
+
+from ..errors import ConfigError
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+GRACE = 0.5  # s a rank other than 0 waits before aborting, so rank 0's own report wins
+
+
+def add_flags(group, types) -> None:
+    group.add_argument("--distributed", action="store_true", default=None,
+                       help="data-parallel over MPI ranks, started by mpiexec -n P; "
+                       "--batch-size is then the global batch (pip install 'nnkernel[mpi]')")
+    group.add_argument("--mpi-timeout", type=types.float_in(0, math.inf, lo_open=True),
+                       metavar="SECONDS", help="with --distributed: abort every rank when one "
+                       "waits this long for the others (default 300, or "
+                       "$NNKERNEL_MPI_TIMEOUT)")
+
+
+def start(args):
+    """The `DataParallel` of this rank for --distributed, else None."""
+    if not getattr(args, "distributed", None):
+        if getattr(args, "mpi_timeout", None) is not None:
+            raise ConfigError("--mpi-timeout needs --distributed")
+        return None
+    from ..distributed import DataParallel, init
+
+    world = init(args.mpi_timeout, require_launcher=True)
+    if not world.is_root:
+        args.quiet = True  # one progress line and one result, from rank 0
+    if args.threads is None and not any(v in os.environ for v in THREAD_VARIABLES):
+        args.threads = _share_of_cores(world)
+    return DataParallel(world)
+
+
+def _share_of_cores(world):
+    try:
+        import threadpoolctl  # noqa: F401 - --threads needs it
+    except ImportError:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // world.local_size)
+
+
+def place(runtime: dict, args, dp) -> None:
+    """A GPU run: this rank's GPU is its node-local rank modulo the GPUs it can see."""
+    from ..backend.devices import parse_device
+
+    given = args.device is not None
+    kind, _ = parse_device(args.device if given else runtime.get("device") or "cpu")
+    if kind != "gpu":
+        return
+    count = gpu_count(args.backend or runtime.get("backend"))
+    if count == 0:
+        return  # the backend reports the missing GPU itself
+    mine = f"gpu:{dp.world.local_rank % count}"
+    if given:
+        args.device = mine
+    else:
+        runtime["device"] = mine
+
+
+def gpu_count(backend_name) -> int:
+    try:
+        if backend_name == "torch":
+            import torch
+
+            return torch.cuda.device_count()
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # noqa: BLE001 - no CUDA: no GPUs
+        return 0
+
+
+@contextlib.contextmanager
+def one_rank_fails_all(dp, debug: bool = False):
+    """An exception on this rank: report it, naming the rank, and end every rank."""
+    try:
+        yield
+    except BaseException as error:  # noqa: BLE001 - Ctrl-C too: the others must not wait
+        if dp.size == 1 or isinstance(error, SystemExit):
+            raise
+        from . import EXIT_INTERRUPTED, report
+
+        if not dp.is_root:
+            time.sleep(GRACE)  # the same error on rank 0 ends the job with one message
+        if isinstance(error, KeyboardInterrupt):
+            status, line = EXIT_INTERRUPTED, "nnkernel: interrupted"
+        else:
+            buf = io.StringIO()
+            with contextlib.redirect_stderr(buf):
+                status = report(error)
+            line = buf.getvalue().strip()
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        prefix = "nnkernel: error: "
+        if line.startswith(prefix):
+            line = prefix + f"(rank {dp.rank} of {dp.size}) " + line[len(prefix):]
+        print(line, file=sys.stderr, flush=True)
+        dp.world.abort(status)

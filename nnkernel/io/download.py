@@ -1,0 +1,91 @@
+"""Downloading (Fashion-)MNIST: where from, the published checksums, and a checked fetch."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from nnkernel.errors import ConfigError, DatasetError
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset is downloaded from and the published checksum of each file."""
+
+    url: str
+    algorithm: str  # a hashlib name: "md5" where that is what the publisher gives
+    checksums: dict[str, str]
+
+
+SOURCES = {
+    # Checksums from the README of github.com/zalandoresearch/fashion-mnist.
+    "fashion-mnist": Source("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", "md5", {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    }),
+    # PyTorch's mirror of yann.lecun.com/exdb/mnist (checksums as in torchvision).
+    "mnist": Source("https://ossci-datasets.s3.amazonaws.com/mnist/", "md5", {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    }),
+}
+
+
+def download(name: str, dest_dir: str | os.PathLike, *, base_url: str | None = None,
+             timeout: float = 30) -> Path:
+    """Fetch the IDX files of `name` into `dest_dir`, checking each published checksum."""
+    from .datasets import _how_to_get, _search_dirs  # they read datasets.SYSTEM_DATA_DIRS
+
+    if name not in SOURCES:
+        raise ConfigError(f"no download source for {name!r}; downloadable: {', '.join(SOURCES)}")
+    source = SOURCES[name]
+    base = (base_url or source.url).rstrip("/") + "/"
+    dest = Path(dest_dir)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"cannot create download directory {dest}: {e.strerror or e}") from e
+    for filename, want in source.checksums.items():
+        target = dest / filename
+        if target.is_file() and _digest(target.read_bytes(), source.algorithm) == want:
+            continue  # already there and intact
+        url = base + filename
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{filename}.", suffix=".part")
+        try:
+            hasher = hashlib.new(source.algorithm)
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+                while chunk := resp.read(1 << 20):
+                    hasher.update(chunk)
+                    out.write(chunk)
+            got = hasher.hexdigest()
+            if got != want:
+                raise DatasetError(f"{url}: {source.algorithm} checksum {got}, expected {want}; "
+                                   "the download is corrupt, try again later; "
+                                   + _how_to_get(name, _search_dirs(name, dest)))
+            os.replace(tmp, target)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            if isinstance(e, urllib.error.HTTPError):
+                e.close()  # it holds the open response
+                reason = f"HTTP {e.code} {e.reason}"
+            else:
+                reason = getattr(e, "reason", None) or e
+            raise DatasetError(f"could not download {url} ({reason}); "
+                               + _how_to_get(name, _search_dirs(name, dest))) from e
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return dest
+
+
+def _digest(data: bytes, algorithm: str) -> str:
+    return hashlib.new(algorithm, data).hexdigest()

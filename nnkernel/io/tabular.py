@@ -1,0 +1,232 @@
+"""Data files read safely: CSV tables (`load_csv`), .npy features, .npz arrays.
+
+Every dataset or feature file goes through `open_data_file`: only a regular
+file is opened (a FIFO would block forever, /dev/zero never ends), and never
+one larger than `max_data_bytes` ($NNKERNEL_MAX_DATA_BYTES, else the memory
+available now: a file that cannot fit is refused with the figure before it is
+read). An .npz is read with the checkpoint reader (no pickle, each member's
+declared size checked before it inflates), and a .npy's header is checked
+against the file size before its data is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from nnkernel.errors import CheckpointError, DatasetError, NonFiniteError
+
+from . import labels
+from .safe_read import open_regular
+
+if TYPE_CHECKING:  # datasets imports this module; this one imports it back only when called
+    from .datasets import Dataset
+
+MAX_DATA_BYTES_ENV = "NNKERNEL_MAX_DATA_BYTES"
+
+
+def max_data_bytes() -> int | None:
+    """$NNKERNEL_MAX_DATA_BYTES (bytes; K, M, G, T suffixes), else the available memory."""
+    from .safe_read import _SUFFIXES
+
+    text = os.environ.get(MAX_DATA_BYTES_ENV, "").strip()
+    if text:
+        suffix = text[-1].upper() if text[-1].isalpha() else ""
+        number = text[:-1] if suffix else text
+        if suffix in _SUFFIXES and number.strip().isdigit() and int(number) > 0:
+            return int(number) * _SUFFIXES[suffix]
+        raise DatasetError(f"${MAX_DATA_BYTES_ENV} must be a positive number of bytes such as "
+                           f"8000000000 or 8G, got {text!r}")
+    return available_memory()
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes, or None where there is no such file."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _limit_hint(limit: int) -> str:
+    return (f"the {limit / 2**30:.1f} GiB nnkernel may read (the memory available, or "
+            f"${MAX_DATA_BYTES_ENV})")
+
+
+def float32_overflow(a: np.ndarray):
+    """The index of the first finite value of ``a`` too large for float32 (it would become
+    Inf when the data are cast), or None."""
+    if a.dtype.kind != "f" or a.dtype.itemsize <= 4 or a.size == 0:
+        return None
+    limit = float(np.finfo(np.float32).max)
+    if not np.abs(a[np.isfinite(a)]).max(initial=0.0) > limit:
+        return None
+    flat = int(np.flatnonzero(np.isfinite(a) & (np.abs(a) > limit))[0])
+    return np.unravel_index(flat, a.shape)
+
+
+def open_data_file(path: Path, what: str = "data file"):
+    """(binary file, size) of a regular file within `max_data_bytes`; else DatasetError."""
+    limit = max_data_bytes()
+    return open_regular(path, limit, error=DatasetError, what=what,
+                        limit_hint=_limit_hint(limit) if limit else None)
+
+
+def read_text(path: Path, what: str = "CSV file") -> str:
+    f, size = open_data_file(path, what)
+    try:
+        with f:
+            data = f.read(size + 1)
+        return data.decode("utf-8-sig")  # a byte order mark is not part of the first name
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"cannot read {what} {path}: {e}") from e
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """One array of numbers from a .npy file, its declared size checked before it is read."""
+    f, size = open_data_file(path, "input file")
+    with f:
+        try:
+            version = np.lib.format.read_magic(f)
+            header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = header(f)
+        except (ValueError, OSError, EOFError) as e:
+            raise DatasetError(f"cannot read {path} as a .npy array: {e}") from e
+        if dtype.hasobject or dtype.kind not in "biuf":
+            raise DatasetError(f"{path}: features must be numbers, found dtype {dtype}")
+        declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if declared != size - f.tell():
+            raise DatasetError(f"{path}: its header declares shape {shape} of {dtype} "
+                               f"({declared:,} bytes) but the file holds {size - f.tell():,} "
+                               "bytes of data; it is truncated or damaged")
+        f.seek(0)
+        try:
+            return np.load(f, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise DatasetError(f"cannot read {path} as a .npy array: {e}") from e
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz dataset: never unpickled, never inflated past their declared size."""
+    from .checkpoint import load_arrays
+
+    f, _ = open_data_file(path, "NPZ file")
+    with f:
+        start = f.read(6)
+        f.seek(0)
+        if not zipfile.is_zipfile(f):
+            kind = ("a .npy file (a single array)" if start == b"\x93NUMPY"
+                    else "empty" if not start else "not a zip archive")
+            raise DatasetError(f"{path} is not an .npz file: it is {kind}; save the features "
+                               "and targets with np.savez(path, X=..., y=...)")
+    limit = max_data_bytes()
+    try:
+        return load_arrays(path, max_bytes=limit or 1 << 62,
+                           limit_hint=_limit_hint(limit) if limit else None)
+    except CheckpointError as e:
+        raise DatasetError(str(e).replace("cannot load", "cannot read NPZ file", 1)) from e
+
+
+def load_csv(path: str | os.PathLike, target: str = "label", *, task: str | None = None,
+             n_classes: int | None = None) -> Dataset:
+    """A CSV with a header row and numeric columns; `target` names the column to predict.
+
+    Whether the target is class labels or regression targets follows the label
+    policy of `nnkernel.io.labels` (``task`` forces one; ``n_classes`` is a
+    saved run's class count). The test set is a fixed-seed 20% of the rows.
+    """
+    path = Path(path)
+    header, body, lines = _read_table(path)
+    if target not in header:
+        raise DatasetError(f"{path} has no target column {target!r}; available columns: "
+                           f"{', '.join(header)}; pass target=NAME (--target NAME)")
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:  # the second "label" would silently become a feature
+        raise DatasetError(f"{path}: the header names {', '.join(map(repr, twice))} more than "
+                           "once; each column needs its own name")
+    for row, line in zip(body, lines, strict=True):
+        if len(row) != len(header):
+            raise DatasetError(f"{path}, line {line}: {len(row)} fields, header has "
+                               f"{len(header)}")
+    try:
+        table = np.array(body, dtype=np.float64)
+    except ValueError:
+        i, j = next((i, j) for i, row in enumerate(body) for j, v in enumerate(row)
+                    if not _is_number(v))
+        raise DatasetError(f"{path}, line {lines[i]}, column {header[j]!r}: {body[i][j]!r} is "
+                           "not a number; all columns must be numeric") from None
+    t = header.index(target)
+    X = np.delete(table, t, axis=1)
+    names = [h for h in header if h != target]
+    if not np.isfinite(X).all():
+        i, j = np.argwhere(~np.isfinite(X))[0]
+        raise NonFiniteError(f"{path}, line {lines[i]}: NaN or Inf in column {names[j]!r}; "
+                             "clean the data first")
+    big = float32_overflow(X)
+    if big is not None:
+        i, j = big
+        raise DatasetError(f"{path}, line {lines[i]}, column {names[j]!r}: {X[i, j]:g} is too "
+                           "large for float32 (the largest is 3.4e+38); rescale the column")
+    X = X.astype(np.float32)
+    part = labels.Part(table[:, t], str(path), lambda i: f"line {lines[i]}, column {target!r}")
+    task, n_classes, (y,) = labels.decide([part], task=task, n_classes=n_classes)
+    from .datasets import _from_arrays
+
+    return _from_arrays(path.stem, X, y, str(path), task=task, n_classes=n_classes)
+
+
+def _read_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header, data rows, each row's line number), blank lines skipped."""
+    text = read_text(path)
+    rows, lines = [], []
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        for row in reader:
+            if row:  # tolerate blank lines
+                rows.append(row)
+                lines.append(reader.line_num)
+    except csv.Error as e:
+        raise DatasetError(f"cannot read CSV file {path}: {e}") from e
+    if len(rows) < 2:
+        raise DatasetError(f"{path} is empty: expected a header row and at least one data row")
+    return [h.strip() for h in rows[0]], rows[1:], lines[1:]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+
+def _read_csv_features(path: Path) -> np.ndarray:
+    text = read_text(path, "input file")
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    except csv.Error as e:
+        raise DatasetError(f"cannot read CSV file {path}: {e}") from e
+    if rows and not all(_is_number(v) for v in rows[0]):
+        rows = rows[1:]  # a header
+    if not rows:
+        raise DatasetError(f"{path} has no data rows")
+    width = len(rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise DatasetError(f"{path}: row {i + 1} has {len(row)} fields, the first has {width}")
+        for v in row:
+            if not _is_number(v):
+                raise DatasetError(f"{path}: row {i + 1}: {v!r} is not a number")
+    return np.array(rows, dtype=np.float64)
