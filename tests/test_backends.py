@@ -70,7 +70,7 @@ def test_regression_fit_on_array_api_strict(device1):
         assert np.isfinite(history["loss"]).all()
 
 
-@pytest.mark.parametrize("target", ["array_api_strict", "torch"])
+@pytest.mark.parametrize("target", ["array_api_strict", "torch", "jax", "dask"])
 def test_fit_follows_the_same_trajectory_on_every_backend(target):
     """Same seed, float64, same data order: every backend trains to the same weights.
 
@@ -80,6 +80,8 @@ def test_fit_follows_the_same_trajectory_on_every_backend(target):
     """
     if target == "torch":
         torch_or_skip()
+    if backend_unavailable(target):
+        pytest.skip(backend_unavailable(target))
     X, y = blobs(48)
     runs = {}
     for name in ("numpy", target):

@@ -67,6 +67,10 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
     run = train.add_argument_group("run")
     run.add_argument("--out", help="directory for the checkpoint, config, metrics and curves")
     run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    run.add_argument("--compile", action="store_true",
+                     help="run each training step as one compiled program (--backend jax: "
+                     "jax.jit of the same forward, loss, backward and update); faster on "
+                     "the networks bench/RESULTS.md names, same numbers")
     add_output_flags(train)
 
 
@@ -196,7 +200,8 @@ def train_and_report(args, job: Job) -> int:
                           epochs=hyper["epochs"], batch_size=hyper["batch_size"],
                           validation_data=job.validation, seed=settings["seed"],
                           callbacks=job.callbacks, progress=not args.quiet,
-                          initial_epoch=job.epoch, initial_step=job.step, history=job.history)
+                          initial_epoch=job.epoch, initial_step=job.step, history=job.history,
+                          compile=bool(getattr(args, "compile", False)))
     except TrainingInterrupted as stop:
         where = out or new_run_dir()
         run_dir.save(where, model, optimizer, settings, stop.history, stop.epoch, stop.step)

@@ -56,15 +56,19 @@ class ParameterStore:
             out[key] = xp.reshape(flat[..., a:b], self.lead + self.shapes[key])
         return out
 
-    def _rebind_params(self) -> None:
-        views = self._views(self.flat)
+    def views(self, flat) -> dict:
+        """Key -> view of a buffer laid out as ``flat`` (a compiled step makes them itself)."""
+        return self._views(flat)
+
+    def _rebind_params(self, views=None) -> None:
+        views = self._views(self.flat) if views is None else views
         dict.update(self.params, views)
         for names, target in self._listeners:
             for name, key in names.items():
                 target[name] = views[key]
 
-    def _rebind_grads(self) -> None:
-        self._grad_views = self._views(self.grad)
+    def _rebind_grads(self, views=None) -> None:
+        self._grad_views = self._views(self.grad) if views is None else views
         dict.clear(self.grads)
         dict.update(self.grads, self._grad_views)
 
@@ -74,16 +78,20 @@ class ParameterStore:
         for name, key in names.items():
             target[name] = dict.__getitem__(self.params, key)
 
-    def set_flat(self, flat) -> None:
-        """Adopt an updated parameter buffer (a no-op when it was updated in place)."""
-        if flat is not self.flat:
-            self.flat = flat
-            self._rebind_params()
+    def set_flat(self, flat, views=None) -> None:
+        """Adopt an updated parameter buffer (a no-op when it was updated in place).
 
-    def set_grad(self, grad) -> None:
+        ``views``: its per-key views, where the caller made them already (a compiled step
+        returns them from the same program, saving a dispatch per view).
+        """
+        if flat is not self.flat:
+            self.flat = self.backend.settle(flat)  # a lazy library: the numbers, not a graph
+            self._rebind_params(views)
+
+    def set_grad(self, grad, views=None) -> None:
         if grad is not self.grad:
-            self.grad = grad
-            self._rebind_grads()
+            self.grad = self.backend.settle(grad)
+            self._rebind_grads(views)
 
     def assign(self, key, value) -> None:
         """Set one parameter (already of the right backend, dtype and shape)."""

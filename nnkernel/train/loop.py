@@ -54,7 +54,8 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
         batch_size: int = 32, validation_data=None, validation_split: float | None = None,
         shuffle: bool = True, seed: int = 0, callbacks=(), progress: bool = True,
         initial_epoch: int = 0, initial_step: int = 0, bootstrap: bool = False,
-        history: History | None = None, sample_weight=None, class_weight=None) -> History:
+        history: History | None = None, sample_weight=None, class_weight=None,
+        compile: bool = False) -> History:
     """Train ``model`` on (X, y); returns the per-epoch History.
 
     ``loss`` is a function of `nnkernel.losses` or its name, ``optimizer`` an
@@ -64,7 +65,8 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
     per sample) and ``class_weight`` ({class: weight}) multiply each sample's
     loss. ``initial_epoch``/``initial_step`` resume a run where a checkpoint
     left it. A model with BatchNorm never gets a last batch of one row: it joins
-    the batch before it.
+    the batch before it. ``compile=True`` runs each step as one compiled program
+    (`nnkernel.train.compiled`; JAX models): the same numbers, traced once.
     """
     loss_fn = get_loss(loss)
     opt = get_optimizer(optimizer)
@@ -105,6 +107,11 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
     stop_on_nan = any(getattr(cb, "stops_on_nan", False) for cb in callbacks)
     for cb in callbacks:
         cb.on_train_begin(run)
+    stepper = None
+    if compile:  # the same step, traced once (refused, with the reason, where it cannot be)
+        from .compiled import CompiledStep
+
+        stepper = CompiledStep(model, loss_fn, opt)
     check_every = CHECK_EVERY_ASYNC if be.asynchronous else 1
     bar = Progress(epochs, steps, enabled=progress)
     model.loss = loss_fn
@@ -124,17 +131,22 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
                 a, b = bounds[step]
                 idx = order[a:b]
                 xb, yb, wb = take(xp, (X, y, weights), idx, boot)
-                if model.stochastic:
-                    model.reseed((seed, epoch, step))
                 frozen = dict(model.state) if opt.member_mask is not None else None
-                out = model.forward(xb, train=True)
-                value, dy = loss_fn(out, yb, members=members, weights=wb,
-                                    **({"num_check": False} if classify else {}))
-                model.backward(dy, input_grad=False)
-                opt.step(model.params, model.grads)
+                if stepper is not None:
+                    value, correct = stepper(xb, yb, wb, (seed, epoch, step))
+                else:
+                    if model.stochastic:
+                        model.reseed((seed, epoch, step))
+                    out = model.forward(xb, train=True)
+                    value, dy = loss_fn(out, yb, members=members, weights=wb,
+                                        **({"num_check": False} if classify else {}))
+                    model.backward(dy, input_grad=False)
+                    opt.step(model.params, model.grads)
+                    correct = _correct(xp, out, yb) if classify else None
                 if frozen:
                     _restore_stopped_members(model, opt.member_mask, frozen)
-                totals.add(value, b - a, _correct(xp, out, yb) if classify else None)
+                value, correct = be.settle(value), be.settle(correct)  # Dask: numbers, once
+                totals.add(value, b - a, correct)
                 pending.append(value)
                 if len(pending) >= check_every or step == steps - 1:
                     bad = _first_nonfinite(xp, pending)

@@ -1,0 +1,113 @@
+"""A compiled training step: forward, loss, backward and update as one traced program.
+
+    step = CompiledStep(model, loss_fn, optimizer)
+    value, correct = step(xb, yb, wb, seed=(seed, epoch, step))
+
+It runs the hand-written code `fit` runs eagerly: `Sequential.forward`, the
+loss, `Sequential.backward` and `Optimizer.update_whole`, traced once by the
+backend's compiler (`Backend.compile`, which is ``jax.jit`` on JAX) as a pure
+function
+
+    (flat params, optimizer state, step count, lr, weight decay, model state,
+     x, y, weights, seed words)
+      -> (new flat params, their views, the gradients, their views,
+          new optimizer state, new model state, loss, correct predictions)
+
+The parameter store already rebinds on immutable backends (an update returns a
+new flat buffer, `ParameterStore.set_flat` adopts it), so tracing only points
+the store, the optimizer's flat state, ``model.state`` (BatchNorm statistics)
+and the random stream at the tracers, and puts them back afterwards. The step
+count, learning rate and weight decay are inputs: Adam's bias correction and a
+schedule never recompile. The views come out of the same program, saving one
+dispatch per parameter on every step. A new input shape (an epoch's shorter
+last batch) compiles once more. The old parameter and optimizer buffers are
+donated to the program, which updates them in place.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from ..losses import cross_entropy
+
+
+class CompiledStep:
+    """One training step of ``model`` with ``loss_fn`` and ``optimizer``, compiled."""
+
+    def __init__(self, model, loss_fn, optimizer):
+        self.model, self.loss_fn, self.opt = model, loss_fn, optimizer
+        self.members = model.ensemble is not None
+        self.classify = loss_fn is cross_entropy
+        self._fn = model.backend.compile(self._pure, donate=(0, 1))
+        self.traces = 0  # how many times the step was traced (one per input shape)
+
+    # -- the host side of one step ---------------------------------------------------------
+    def __call__(self, x, y, w=None, seed=None):
+        """One step on a minibatch; returns (loss value, correct predictions or None)."""
+        model, opt = self.model, self.opt
+        store = model.store
+        fs = opt.flat_state(store)
+        if fs.uniform is None:
+            raise ConfigError("a compiled step updates every parameter at one step count, "
+                              "but this optimizer's parameters are at different steps (some "
+                              "were frozen); train this optimizer without compile")
+        lr, wd = opt.step_hypers(store)
+        step = fs.uniform + 1
+        words = (model.random.traceable_seed(seed)
+                 if seed is not None and model.stochastic else None)
+        (flat, views, grad, grad_views, arrays, state, value, correct) = self._fn(
+            store.flat, fs.arrays, step, lr, wd, dict(model.state), x, y, w, words)
+        store.set_flat(flat, views)
+        store.set_grad(grad, grad_views)
+        fs.arrays, fs.uniform = arrays, step
+        model.state.update(state)
+        opt.t += 1
+        return value, correct
+
+    # -- the traced function -------------------------------------------------------------------
+    def _pure(self, flat, opt_arrays, step, lr, wd, state, x, y, w, words):
+        from .loop import _correct
+
+        self.traces += 1
+        model, opt = self.model, self.opt
+        store = model.store
+        saved = _Saved(model, opt.flat_state(store))
+        try:
+            store.set_flat(flat)
+            model.state.update(state)
+            arrays = dict(opt_arrays)
+            if words is not None:
+                model.random.reseed(words)
+            out = model.forward(x, train=True)
+            options = {"num_check": False} if self.classify else {}  # no host reads here
+            value, dy = self.loss_fn(out, y, members=self.members, weights=w, **options)
+            model.backward(dy, input_grad=False)
+            new_flat = opt.update_whole(store, arrays, lr, wd, step)
+            correct = _correct(model.xp, out, y) if self.classify else None
+            return (new_flat, store.views(new_flat), store.grad, dict(store.grads), arrays,
+                    dict(model.state), value, correct)
+        finally:
+            saved.restore()
+
+
+class _Saved:
+    """What a trace points at tracers, to put back when it ends (tracers must not leak)."""
+
+    def __init__(self, model, fs):
+        store = model.store
+        self.model, self.fs = model, fs
+        self.flat, self.params = store.flat, dict(store.params)
+        self.grad, self.grads = store.grad, dict(store.grads)
+        self.arrays = dict(fs.arrays)
+        self.state = dict(model.state)
+        self.random = dict(vars(model.random))
+
+    def restore(self) -> None:
+        model = self.model
+        store = model.store
+        store.set_flat(self.flat, self.params)
+        store.set_grad(self.grad, self.grads)
+        self.fs.arrays = self.arrays
+        model.state.clear()
+        model.state.update(self.state)
+        vars(model.random).update(self.random)
+        model._backprops = None  # closures over tracers
