@@ -64,8 +64,11 @@ def backend_params(names=("numpy", "array_api_strict", "torch", "cupy", "jax", "
 
 BACKENDS = backend_params()
 # Backends whose optimizer/kernel paths differ: the NumPy twin and the generic reference.
-# JAX and Dask run the reference too, but as libraries of their own: they join these tests.
-CPU_BACKENDS = backend_params(("numpy", "array_api_strict", "jax", "dask"))
+# JAX runs the reference too, but traced and fused by XLA: it joins these tests. Dask (the
+# reference again, ~1 ms of graph building per operation) joins the `backend` matrix, the
+# torch trajectories (test_optim) and the same-seed fits (test_backends) instead.
+CPU_BACKENDS = backend_params(("numpy", "array_api_strict", "jax"))
+TRAJECTORY_BACKENDS = backend_params(("numpy", "array_api_strict", "jax", "dask"))
 
 
 def torch_or_skip():

@@ -17,7 +17,8 @@ each read. The policy here:
   NumPy backend, so a run from one seed matches it), wrapped as one chunk.
 
 Dask arrays are treated as immutable (the store rebinds) and have no devices
-and no DLPack: data of another library comes in through the host.
+and no DLPack: a NumPy input is wrapped without a copy, another library's data
+comes in through the host.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ class DaskBackend(Backend):
                                       chunks=-1 if host.ndim else ())
 
     def exchange(self, obj):
-        return None  # dask.array has no from_dlpack
+        # dask.array has no from_dlpack; a NumPy array is wrapped as it is (no copy)
+        if isinstance(obj, np.ndarray):
+            return self.module.from_array(obj, chunks=-1 if obj.ndim else ())
+        return None
 
     def dlpack_device(self):
         return (1, 0)
@@ -79,8 +83,10 @@ class DaskBackend(Backend):
         if lazy:
             import dask
 
-            done = dask.persist(*[arrays[i] for i in lazy], scheduler=SCHEDULER,
-                                optimize_graph=False)
+            # one chunk each: a concatenation (the store's gradients) leaves one per piece
+            whole = [arrays[i] if arrays[i].npartitions == 1 else arrays[i].rechunk(-1)
+                     for i in lazy]
+            done = dask.persist(*whole, scheduler=SCHEDULER, optimize_graph=False)
             for i, a in zip(lazy, done, strict=True):
                 out[i] = a
         return out[0] if len(out) == 1 else tuple(out)
