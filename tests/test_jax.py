@@ -133,7 +133,7 @@ def fit_both(make_model, make_opt, X, y, **kw):
 
 def assert_same_training(runs, rtol=1e-12, atol=1e-12):
     (eager, h_eager), (compiled, h_compiled) = runs
-    for key in ("loss", "accuracy"):
+    for key in ("loss", "accuracy", "val_loss"):
         if key in h_eager:
             np.testing.assert_allclose(h_compiled[key], h_eager[key], rtol=rtol, atol=atol)
     arrays = eager.arrays()
@@ -146,7 +146,8 @@ def assert_same_training(runs, rtol=1e-12, atol=1e-12):
 def test_compiled_adam_steps_equal_eager_steps_with_batchnorm_and_dropout():
     """20 Adam steps (4 epochs of 5 shuffled batches, the last one shorter), float64."""
     X, y = blobs(70)
-    runs = fit_both(net, lambda: nk.optim.Adam(lr=0.01), X, y, epochs=4, batch_size=16)
+    runs = fit_both(net, lambda: nk.optim.Adam(lr=0.01), X, y, epochs=4, batch_size=16,
+                    validation_data=(X[:20], y[:20]))  # evaluated between compiled steps
     assert_same_training(runs)
     eager, compiled = runs[0][0], runs[1][0]
     assert compiled.store.flat.dtype == jnp.float64
@@ -168,6 +169,16 @@ def test_the_step_is_traced_once_per_batch_shape():
     assert step.traces == 2
     assert opt.t == 6 and opt.flat_state(model.store).uniform == 6
     assert 0 <= float(correct) <= 10 and np.isfinite(float(value))
+    flat = host(model.store.flat)  # the views are made when looked at, from the new buffer
+    a, b = model.store.bounds["1.W"]
+    np.testing.assert_array_equal(host(model.params["1.W"]).reshape(-1), flat[a:b])
+    assert not isinstance(model.params["1.W"], jax.core.Tracer)
+    before = host(model.params["1.W"]).copy()  # an eager step continues from the same state
+    out = model.forward(be.asarray(X[:16]), train=True)
+    _, dy = nk.losses.cross_entropy(out, be.asarray(y[:16]))
+    model.backward(dy, input_grad=False)
+    opt.step(model.params, model.grads)
+    assert opt.t == 7 and not np.array_equal(host(model.params["1.W"]), before)
 
 
 @pytest.mark.parametrize("case", ["sgd_momentum", "nesterov_clip_decay", "rmsprop_centered",

@@ -47,6 +47,7 @@ class ParameterStore:
         self._rebind_grads()
         self._written: set = set()  # keys of shared parameters written in this backward
         self._pending: dict = {}    # immutable backends: the gradients until end_backward
+        self._stale = False         # views behind flat/grad after `defer` (made by `fresh`)
 
     # -- views -------------------------------------------------------------------------------
     def _views(self, flat) -> dict:
@@ -81,17 +82,43 @@ class ParameterStore:
     def set_flat(self, flat, views=None) -> None:
         """Adopt an updated parameter buffer (a no-op when it was updated in place).
 
-        ``views``: its per-key views, where the caller made them already (a compiled step
-        returns them from the same program, saving a dispatch per view).
+        ``views``: its per-key views, where the caller has them already.
         """
+        self.fresh()
         if flat is not self.flat:
             self.flat = self.backend.settle(flat)  # a lazy library: the numbers, not a graph
             self._rebind_params(views)
 
     def set_grad(self, grad, views=None) -> None:
+        self.fresh()
         if grad is not self.grad:
             self.grad = self.backend.settle(grad)
             self._rebind_grads(views)
+
+    # -- a compiled step's buffers, viewed when next looked at ----------------------------------
+    def defer(self, flat, grad) -> None:
+        """Adopt new parameter and gradient buffers; their views are made by `fresh`, when
+        the model is next used or looked at. A compiled step returns only the buffers: its
+        per-view outputs cost more than the step itself on a small network."""
+        self.flat, self.grad = flat, grad
+        self._stale = True
+
+    def fresh(self) -> None:
+        """Make the views of buffers adopted by `defer` (the model calls it before use)."""
+        if self._stale:
+            self._stale = False
+            self._rebind_params()
+            self._rebind_grads()
+
+    def snapshot(self) -> tuple:
+        """Everything a trace re-points at tracers (`restore` puts it back as it was)."""
+        return (self.flat, dict(self.params), self.grad, dict(self.grads), self._stale)
+
+    def restore(self, snap: tuple) -> None:
+        self.flat, params, self.grad, grads, stale = snap
+        self._rebind_params(params)
+        self._rebind_grads(grads)
+        self._pending, self._stale = {}, stale
 
     def assign(self, key, value) -> None:
         """Set one parameter (already of the right backend, dtype and shape)."""

@@ -131,11 +131,13 @@ class Sequential:
     @property
     def params(self):
         """Parameter key -> array, views of ``store.flat`` (assigning writes into it)."""
+        self.store.fresh()  # after a compiled step (`ParameterStore.defer`)
         return self.store.params
 
     @property
     def grads(self):
         """Parameter key -> dL/dparameter after `backward`, views of ``store.grad``."""
+        self.store.fresh()
         return self.store.grads
 
     @property
@@ -157,6 +159,7 @@ class Sequential:
         The layers' backprops are kept for `backward`; ``model(x)`` is forward(x, train=False).
         """
         x, out_shape, shared = self._check_input(x)
+        self.store.fresh()  # views of buffers a compiled step left (a no-op otherwise)
         backprops = []
         keep = backprops.append
         with self.backend.activate():
@@ -170,6 +173,7 @@ class Sequential:
 
     def _evaluate(self, x):
         """Outputs in evaluation mode, keeping nothing for a backward (predict, evaluate)."""
+        self.store.fresh()
         with self.backend.activate():
             for ctx in self._contexts:
                 x, _ = ctx.layer.forward(ctx, x, False)

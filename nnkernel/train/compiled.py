@@ -10,18 +10,20 @@ function
 
     (flat params, optimizer state, step count, lr, weight decay, model state,
      x, y, weights, seed words)
-      -> (new flat params, their views, the gradients, their views,
-          new optimizer state, new model state, loss, correct predictions)
+      -> (new flat params, the gradients, new optimizer state, new model state,
+          loss, correct predictions)
 
 The parameter store already rebinds on immutable backends (an update returns a
 new flat buffer, `ParameterStore.set_flat` adopts it), so tracing only points
 the store, the optimizer's flat state, ``model.state`` (BatchNorm statistics)
 and the random stream at the tracers, and puts them back afterwards. The step
 count, learning rate and weight decay are inputs: Adam's bias correction and a
-schedule never recompile. The views come out of the same program, saving one
-dispatch per parameter on every step. A new input shape (an epoch's shorter
-last batch) compiles once more. The old parameter and optimizer buffers are
-donated to the program, which updates them in place.
+schedule never recompile. The per-key views of the new buffers are made only
+when the model is next used or looked at (`ParameterStore.defer`): an output
+per view would cost more than a small network's step. A new input shape (an
+epoch's shorter last batch) compiles once more. The old parameter and
+optimizer buffers are donated to the program, which may update them in place
+(a reference to ``store.flat`` kept from before a step is then invalid).
 """
 
 from __future__ import annotations
@@ -54,10 +56,9 @@ class CompiledStep:
         step = fs.uniform + 1
         words = (model.random.traceable_seed(seed)
                  if seed is not None and model.stochastic else None)
-        (flat, views, grad, grad_views, arrays, state, value, correct) = self._fn(
+        flat, grad, arrays, state, value, correct = self._fn(
             store.flat, fs.arrays, step, lr, wd, dict(model.state), x, y, w, words)
-        store.set_flat(flat, views)
-        store.set_grad(grad, grad_views)
+        store.defer(flat, grad)  # views when next looked at: one output per view costs
         fs.arrays, fs.uniform = arrays, step
         model.state.update(state)
         opt.t += 1
@@ -83,8 +84,7 @@ class CompiledStep:
             model.backward(dy, input_grad=False)
             new_flat = opt.update_whole(store, arrays, lr, wd, step)
             correct = _correct(model.xp, out, y) if self.classify else None
-            return (new_flat, store.views(new_flat), store.grad, dict(store.grads), arrays,
-                    dict(model.state), value, correct)
+            return new_flat, store.grad, arrays, dict(model.state), value, correct
         finally:
             saved.restore()
 
@@ -93,19 +93,15 @@ class _Saved:
     """What a trace points at tracers, to put back when it ends (tracers must not leak)."""
 
     def __init__(self, model, fs):
-        store = model.store
         self.model, self.fs = model, fs
-        self.flat, self.params = store.flat, dict(store.params)
-        self.grad, self.grads = store.grad, dict(store.grads)
+        self.store = model.store.snapshot()  # views stay as they were (perhaps deferred)
         self.arrays = dict(fs.arrays)
         self.state = dict(model.state)
         self.random = dict(vars(model.random))
 
     def restore(self) -> None:
         model = self.model
-        store = model.store
-        store.set_flat(self.flat, self.params)
-        store.set_grad(self.grad, self.grads)
+        model.store.restore(self.store)
         self.fs.arrays = self.arrays
         model.state.clear()
         model.state.update(self.state)
