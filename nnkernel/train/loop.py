@@ -145,7 +145,7 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
                     correct = _correct(xp, out, yb) if classify else None
                 if frozen:
                     _restore_stopped_members(model, opt.member_mask, frozen)
-                value, correct = be.settle(value), be.settle(correct)  # Dask: numbers, once
+                value, correct = be.settle(value, correct)  # Dask: numbers, in one pass
                 totals.add(value, b - a, correct)
                 pending.append(value)
                 if len(pending) >= check_every or step == steps - 1:
