@@ -10,7 +10,7 @@ function
 
     (flat params, optimizer state, step count, lr, weight decay, model state,
      x, y, weights, seed words)
-      -> (new flat params, the gradients, new optimizer state, new model state,
+      -> (new optimizer state, new flat params, the gradients, new model state,
           loss, correct predictions)
 
 The parameter store already rebinds on immutable backends (an update returns a
@@ -21,9 +21,9 @@ count, learning rate and weight decay are inputs: Adam's bias correction and a
 schedule never recompile. The per-key views of the new buffers are made only
 when the model is next used or looked at (`ParameterStore.defer`): an output
 per view would cost more than a small network's step. A new input shape (an
-epoch's shorter last batch) compiles once more. The old parameter and
-optimizer buffers are donated to the program, which may update them in place
-(a reference to ``store.flat`` kept from before a step is then invalid).
+epoch's shorter last batch) compiles once more. The optimizer's state buffers
+are donated to the program, which updates them in place (an array of
+``optimizer`` state kept from before a step is then invalid).
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ class CompiledStep:
         self.model, self.loss_fn, self.opt = model, loss_fn, optimizer
         self.members = model.ensemble is not None
         self.classify = loss_fn is cross_entropy
-        self._fn = model.backend.compile(self._pure, donate=(0, 1))
+        # the optimizer state is donated (updated in place); the parameters are not: they are
+        # read by the forward and the update, and XLA copied the whole donated buffer first
+        self._fn = model.backend.compile(self._pure, donate=(1,))
         self.traces = 0  # how many times the step was traced (one per input shape)
 
     # -- the host side of one step ---------------------------------------------------------
@@ -56,7 +58,7 @@ class CompiledStep:
         step = fs.uniform + 1
         words = (model.random.traceable_seed(seed)
                  if seed is not None and model.stochastic else None)
-        flat, grad, arrays, state, value, correct = self._fn(
+        arrays, flat, grad, state, value, correct = self._fn(
             store.flat, fs.arrays, step, lr, wd, dict(model.state), x, y, w, words)
         store.defer(flat, grad)  # views when next looked at: one output per view costs
         fs.arrays, fs.uniform = arrays, step
@@ -84,7 +86,9 @@ class CompiledStep:
             model.backward(dy, input_grad=False)
             new_flat = opt.update_whole(store, arrays, lr, wd, step)
             correct = _correct(model.xp, out, y) if self.classify else None
-            return new_flat, store.grad, arrays, dict(model.state), value, correct
+            # the donated state's outputs first: each donated buffer goes to the first output
+            # of its shape, and a mismatch (new parameters into m's buffer) costs copies
+            return arrays, new_flat, store.grad, dict(model.state), value, correct
         finally:
             saved.restore()
 
