@@ -124,9 +124,9 @@ def fit_both(make_model, make_opt, X, y, **kw):
     """(eager model, history), (compiled model, history) from the same seed."""
     runs = []
     for compile in (False, True):
-        model = make_model()
-        history = nk.fit(model, X, y, optimizer=make_opt(), progress=False, compile=compile,
-                         **kw)
+        model, opt = make_model(), make_opt()
+        history = nk.fit(model, X, y, optimizer=opt, progress=False, compile=compile, **kw)
+        model.optimizer_state = opt.state_arrays()  # what a checkpoint saves
         runs.append((model, history))
     return runs
 
@@ -141,9 +141,22 @@ def assert_same_training(runs, rtol=1e-12, atol=1e-12):
         np.testing.assert_allclose(value, arrays[key], rtol=rtol, atol=atol, err_msg=key)
     np.testing.assert_allclose(host(compiled.store.grad), host(eager.store.grad), rtol=rtol,
                                atol=atol)
+    assert compiled.optimizer_state.keys() == eager.optimizer_state.keys()
+    for key, value in eager.optimizer_state.items():
+        np.testing.assert_allclose(compiled.optimizer_state[key], value, rtol=rtol, atol=atol,
+                                   err_msg=key)
 
 
-def test_compiled_adam_steps_equal_eager_steps_with_batchnorm_and_dropout():
+@pytest.fixture(params=["flat", "per_key"])
+def layout(request, monkeypatch):
+    """The compiled step's two layouts: flat buffers (small models), per-key arrays (large)."""
+    import nnkernel.train.compiled as compiled
+
+    monkeypatch.setattr(compiled, "PER_KEY_FROM", 0 if request.param == "per_key" else 10**12)
+    return request.param
+
+
+def test_compiled_adam_steps_equal_eager_steps_with_batchnorm_and_dropout(layout):
     """20 Adam steps (4 epochs of 5 shuffled batches, the last one shorter), float64."""
     X, y = blobs(70)
     runs = fit_both(net, lambda: nk.optim.Adam(lr=0.01), X, y, epochs=4, batch_size=16,
@@ -158,7 +171,7 @@ def test_compiled_adam_steps_equal_eager_steps_with_batchnorm_and_dropout():
     assert opt_compiled.t == opt_eager.t == 5
 
 
-def test_the_step_is_traced_once_per_batch_shape():
+def test_the_step_is_traced_once_per_batch_shape(layout):
     X, y = blobs(90)
     model, opt = net(), nk.optim.Adam(lr=0.01)
     step = CompiledStep(model, nk.losses.cross_entropy, opt)
@@ -166,7 +179,7 @@ def test_the_step_is_traced_once_per_batch_shape():
     for i in range(6):  # five full batches, then a shorter one
         rows = slice(16 * i, 16 * i + 16) if i < 5 else slice(80, 90)
         value, correct = step(be.asarray(X[rows]), be.asarray(y[rows]), seed=(0, 0, i))
-    assert step.traces == 2
+    assert step.traces == 2 and step.per_key == (layout == "per_key")
     assert opt.t == 6 and opt.flat_state(model.store).uniform == 6
     assert 0 <= float(correct) <= 10 and np.isfinite(float(value))
     flat = host(model.store.flat)  # the views are made when looked at, from the new buffer
@@ -183,7 +196,7 @@ def test_the_step_is_traced_once_per_batch_shape():
 
 @pytest.mark.parametrize("case", ["sgd_momentum", "nesterov_clip_decay", "rmsprop_centered",
                                   "adamw_schedule", "adam_flush_subnormals"])
-def test_compiled_steps_equal_eager_steps_for_every_optimizer(case):
+def test_compiled_steps_equal_eager_steps_for_every_optimizer(case, layout):
     make_opt = {
         "sgd_momentum": lambda: nk.optim.SGD(lr=0.05, momentum=0.9, dampening=0.1),
         "nesterov_clip_decay": lambda: nk.optim.SGD(lr=0.05, momentum=0.9, nesterov=True,
@@ -210,7 +223,7 @@ def test_compiled_regression_with_sample_weights():
                                   epochs=3, batch_size=16, sample_weight=rng.uniform(0, 2, 48)))
 
 
-def test_compiled_ensemble_with_per_member_learning_rates():
+def test_compiled_ensemble_with_per_member_learning_rates(layout):
     X, y = blobs(64)
     assert_same_training(fit_both(lambda: net(ensemble=3),
                                   lambda: nk.optim.Adam(lr=[0.01, 0.02, 0.005]), X, y,

@@ -38,6 +38,7 @@ class ParameterStore:
             self.bounds[key] = (start, start + n)
             start += n
         self.size = start  # parameters per member
+        self._parts = self._grad_parts = None  # per-key arrays a compiled step left (`defer`)
         self.flat = backend.zeros(self.lead + (self.size,), dtype)
         self.grad = backend.zeros(self.lead + (self.size,), dtype)
         self.params = Parameters(self)
@@ -48,6 +49,32 @@ class ParameterStore:
         self._written: set = set()  # keys of shared parameters written in this backward
         self._pending: dict = {}    # immutable backends: the gradients until end_backward
         self._stale = False         # views behind flat/grad after `defer` (made by `fresh`)
+
+    # -- the buffers: flat arrays, or per-key arrays joined when first asked for --------------
+    @property
+    def flat(self):
+        if self._parts is not None:
+            self._flat, self._parts = self.join(self._parts), None
+        return self._flat
+
+    @flat.setter
+    def flat(self, value):
+        self._flat, self._parts = value, None
+
+    @property
+    def grad(self):
+        if self._grad_parts is not None:
+            self._grad, self._grad_parts = self.join(self._grad_parts), None
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad, self._grad_parts = value, None
+
+    def join(self, parts: dict):
+        """One flat buffer, (P,) or (E, P), from per-key arrays in store order."""
+        xp = self.xp
+        return xp.concat([xp.reshape(parts[k], self.lead + (-1,)) for k in self.keys], axis=-1)
 
     # -- views -------------------------------------------------------------------------------
     def _views(self, flat) -> dict:
@@ -96,26 +123,36 @@ class ParameterStore:
             self._rebind_grads(views)
 
     # -- a compiled step's buffers, viewed when next looked at ----------------------------------
-    def defer(self, flat, grad) -> None:
-        """Adopt new parameter and gradient buffers; their views are made by `fresh`, when
-        the model is next used or looked at. A compiled step returns only the buffers: its
-        per-view outputs cost more than the step itself on a small network."""
-        self.flat, self.grad = flat, grad
+    def defer(self, params, grads=None) -> None:
+        """Adopt a compiled step's new parameters (and gradients): each a flat buffer, or a
+        dict of per-key arrays (joined into ``flat`` only when someone asks for it). Views
+        are made by `fresh`, when the model is next used or looked at: one output per view
+        costs a compiled step more than a small network's whole step."""
+        if isinstance(params, dict):
+            self._parts = params
+        else:
+            self.flat = params
+        if isinstance(grads, dict):
+            self._grad_parts = grads
+        elif grads is not None:
+            self.grad = grads
         self._stale = True
 
     def fresh(self) -> None:
-        """Make the views of buffers adopted by `defer` (the model calls it before use)."""
+        """Make the views of what `defer` adopted (the model calls it before use)."""
         if self._stale:
             self._stale = False
-            self._rebind_params()
-            self._rebind_grads()
+            self._rebind_params(None if self._parts is None else dict(self._parts))
+            self._rebind_grads(None if self._grad_parts is None else dict(self._grad_parts))
 
     def snapshot(self) -> tuple:
-        """Everything a trace re-points at tracers (`restore` puts it back as it was)."""
-        return (self.flat, dict(self.params), self.grad, dict(self.grads), self._stale)
+        """Everything a trace re-points at tracers (`restore` puts it back as it was); read
+        raw, so that nothing is joined inside the trace."""
+        return (self._flat, self._parts, dict(self.params), self._grad, self._grad_parts,
+                dict(self.grads), self._stale)
 
     def restore(self, snap: tuple) -> None:
-        self.flat, params, self.grad, grads, stale = snap
+        self._flat, self._parts, params, self._grad, self._grad_parts, grads, stale = snap
         self._rebind_params(params)
         self._rebind_grads(grads)
         self._pending, self._stale = {}, stale

@@ -127,6 +127,24 @@ class Optimizer:
         g = store.grad if self.clip_norm is None else self._clip(k, store, [store.grad])[0]
         return self._update(k, store.flat, g, arrays, lr, wd, step)
 
+    def update_parts(self, store, params: dict, grads: dict, states: dict, lr, wd, step):
+        """`update_whole` over per-key arrays (a compiled step's layout for large models):
+        the same element-wise update on each parameter, the clipping norm over all of them.
+        ``states``: {name: {key: segment}}, written with the new state; returns the new
+        parameters, each shaped as in ``params``."""
+        k, xp, lead = store.backend.kernels, store.xp, store.lead
+        gs = [xp.reshape(grads[key], lead + (-1,)) for key in store.keys]
+        if self.clip_norm is not None:
+            gs = self._clip(k, store, gs)
+        new = {}
+        for key, g in zip(store.keys, gs, strict=True):
+            st = {n: states[n][key] for n in self.state_names}
+            p = self._update(k, xp.reshape(params[key], lead + (-1,)), g, st, lr, wd, step)
+            new[key] = xp.reshape(p, tuple(params[key].shape))
+            for n in self.state_names:
+                states[n][key] = st[n]
+        return new
+
     def _state_for(self, store) -> FlatState:
         """This optimizer's state for a store: new, or moved after ``model.to(...)``."""
         fs = self._flat

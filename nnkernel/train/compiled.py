@@ -4,14 +4,20 @@
     value, correct = step(xb, yb, wb, seed=(seed, epoch, step))
 
 It runs the hand-written code `fit` runs eagerly: `Sequential.forward`, the
-loss, `Sequential.backward` and `Optimizer.update_whole`, traced once by the
+loss, `Sequential.backward` and the optimizer's update (`Optimizer.update_whole`,
+or `update_parts`: the same update per parameter), traced once by the
 backend's compiler (`Backend.compile`, which is ``jax.jit`` on JAX) as a pure
 function
 
-    (flat params, optimizer state, step count, lr, weight decay, model state,
+    (params, optimizer state, step count, lr, weight decay, model state,
      x, y, weights, seed words)
-      -> (new optimizer state, new flat params, the gradients, new model state,
+      -> (new optimizer state, new params, the gradients, new model state,
           loss, correct predictions)
+
+The arrays are the store's flat buffers for small networks, or one array per
+parameter for large ones (`PER_KEY_FROM`): XLA slices a view out of a flat
+buffer by copying it, so per-key arrays save copies proportional to the model,
+while each extra buffer costs every call a few microseconds.
 
 The parameter store already rebinds on immutable backends (an update returns a
 new flat buffer, `ParameterStore.set_flat` adopts it), so tracing only points
@@ -31,6 +37,11 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..losses import cross_entropy
 
+# Per-key arrays cost each call ~5 µs per buffer more than one flat buffer; the flat layout
+# costs XLA copies proportional to the parameters (views sliced out before each matrix product,
+# gradients concatenated). Per-key from this many parameters per key on (bench/RESULTS.md).
+PER_KEY_FROM = 16384
+
 
 class CompiledStep:
     """One training step of ``model`` with ``loss_fn`` and ``optimizer``, compiled."""
@@ -39,6 +50,8 @@ class CompiledStep:
         self.model, self.loss_fn, self.opt = model, loss_fn, optimizer
         self.members = model.ensemble is not None
         self.classify = loss_fn is cross_entropy
+        store = model.store
+        self.per_key = store.size * (model.ensemble or 1) >= PER_KEY_FROM * len(store.keys)
         # the optimizer state is donated (updated in place); the parameters are not: they are
         # read by the forward and the update, and XLA copied the whole donated buffer first
         self._fn = model.backend.compile(self._pure, donate=(1,))
@@ -58,16 +71,24 @@ class CompiledStep:
         step = fs.uniform + 1
         words = (model.random.traceable_seed(seed)
                  if seed is not None and model.stochastic else None)
-        arrays, flat, grad, state, value, correct = self._fn(
-            store.flat, fs.arrays, step, lr, wd, dict(model.state), x, y, w, words)
-        store.defer(flat, grad)  # views when next looked at: one output per view costs
-        fs.arrays, fs.uniform = arrays, step
+        if self.per_key:  # the views are the arrays: no slicing, no joining, per step
+            params, opt_state = dict(model.params), fs.parts()
+        else:
+            params, opt_state = store.flat, fs.arrays
+        new_state, new_params, grads, state, value, correct = self._fn(
+            params, opt_state, step, lr, wd, dict(model.state), x, y, w, words)
+        store.defer(new_params, grads)  # views when next looked at: an output per view costs
+        if self.per_key:
+            fs.adopt_parts(new_state)
+        else:
+            fs.arrays = new_state
+        fs.uniform = step
         model.state.update(state)
         opt.t += 1
         return value, correct
 
     # -- the traced function -------------------------------------------------------------------
-    def _pure(self, flat, opt_arrays, step, lr, wd, state, x, y, w, words):
+    def _pure(self, params, opt_state, step, lr, wd, state, x, y, w, words):
         from .loop import _correct
 
         self.traces += 1
@@ -75,20 +96,26 @@ class CompiledStep:
         store = model.store
         saved = _Saved(model, opt.flat_state(store))
         try:
-            store.set_flat(flat)
+            store.defer(params)
+            store.fresh()
             model.state.update(state)
-            arrays = dict(opt_arrays)
             if words is not None:
                 model.random.reseed(words)
             out = model.forward(x, train=True)
             options = {"num_check": False} if self.classify else {}  # no host reads here
             value, dy = self.loss_fn(out, y, members=self.members, weights=w, **options)
             model.backward(dy, input_grad=False)
-            new_flat = opt.update_whole(store, arrays, lr, wd, step)
+            if self.per_key:
+                new_state = {n: dict(parts) for n, parts in opt_state.items()}
+                grads = dict(store.grads)
+                new_params = opt.update_parts(store, params, grads, new_state, lr, wd, step)
+            else:
+                new_state, grads = dict(opt_state), store.grad
+                new_params = opt.update_whole(store, new_state, lr, wd, step)
             correct = _correct(model.xp, out, y) if self.classify else None
             # the donated state's outputs first: each donated buffer goes to the first output
             # of its shape, and a mismatch (new parameters into m's buffer) costs copies
-            return arrays, new_flat, store.grad, dict(model.state), value, correct
+            return new_state, new_params, grads, dict(model.state), value, correct
         finally:
             saved.restore()
 
@@ -99,14 +126,14 @@ class _Saved:
     def __init__(self, model, fs):
         self.model, self.fs = model, fs
         self.store = model.store.snapshot()  # views stay as they were (perhaps deferred)
-        self.arrays = dict(fs.arrays)
+        self.fs_raw = (fs._arrays, fs._parts)  # raw: nothing joined inside the trace
         self.state = dict(model.state)
         self.random = dict(vars(model.random))
 
     def restore(self) -> None:
         model = self.model
         model.store.restore(self.store)
-        self.fs.arrays = self.arrays
+        self.fs._arrays, self.fs._parts = self.fs_raw
         model.state.clear()
         model.state.update(self.state)
         vars(model.random).update(self.random)

@@ -52,7 +52,9 @@ def _step(case, ensemble=None):
     data = cycle([(be.asarray(x), be.asarray(t)) for x, t in zip(xs, ts, strict=True)])
 
     def sync():
-        model.store.flat.block_until_ready()
+        import jax
+
+        jax.block_until_ready(dict(model.params))  # the newest parameters, in either layout
 
     if case["impl"] == "jax-compiled":
         if case.get("loss", "ce") == "ce":
