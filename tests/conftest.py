@@ -1,8 +1,10 @@
 """Shared test fixtures: the backend matrix, array helpers and array-api-strict's fake device.
 
-Every backend test runs on NumPy and array-api-strict; torch and CuPy join when
-they can be used here and are skipped, with the reason, when they cannot.
-CuPy is imported only to ask whether a GPU is there.
+Every backend test runs on NumPy and array-api-strict; torch, CuPy, JAX and Dask
+join when they can be used here and are skipped, with the reason, when they cannot.
+CuPy is imported only to ask whether a GPU is there. JAX runs in 64-bit mode
+(``jax_enable_x64``), which the float64 tests need; nnkernel refuses a float64 JAX
+model without it (tests/test_jax.py checks that refusal with the mode off).
 """
 
 from __future__ import annotations
@@ -34,10 +36,23 @@ def backend_unavailable(name: str) -> str | None:
     if name == "array_api_strict":
         spec = importlib.util.find_spec("array_api_strict")
         return None if spec else "array_api_strict not installed"
+    if name == "jax":
+        return None if importlib.util.find_spec("jax") else "jax not installed (nnkernel[jax])"
+    if name == "dask":
+        if importlib.util.find_spec("dask") is None:
+            return "dask not installed"
+        return None if importlib.util.find_spec("dask.array") else "dask[array] not installed"
     return None
 
 
-def backend_params(names=("numpy", "array_api_strict", "torch", "cupy")):
+def jax_or_skip():
+    """jax in 64-bit mode (the float64 tests need it), or a skip when it is not installed."""
+    jax = pytest.importorskip("jax", reason="jax not installed (nnkernel[jax])")
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def backend_params(names=("numpy", "array_api_strict", "torch", "cupy", "jax", "dask")):
     """pytest params for backend names, each skipped with its reason when unusable."""
     params = []
     for name in names:
@@ -49,7 +64,11 @@ def backend_params(names=("numpy", "array_api_strict", "torch", "cupy")):
 
 BACKENDS = backend_params()
 # Backends whose optimizer/kernel paths differ: the NumPy twin and the generic reference.
-CPU_BACKENDS = backend_params(("numpy", "array_api_strict"))
+# JAX runs the reference too, but traced and fused by XLA: it joins these tests. Dask (the
+# reference again, ~1 ms of graph building per operation) joins the `backend` matrix, the
+# torch trajectories (test_optim) and the same-seed fits (test_backends) instead.
+CPU_BACKENDS = backend_params(("numpy", "array_api_strict", "jax"))
+TRAJECTORY_BACKENDS = backend_params(("numpy", "array_api_strict", "jax", "dask"))
 
 
 def torch_or_skip():
@@ -63,11 +82,21 @@ def torch_or_skip():
     return torch
 
 
+@pytest.fixture(autouse=True)
+def _jax_in_64_bit_mode(request):
+    """Tests parametrised with "jax" directly (not through `backend`) get 64-bit mode too."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec and any(isinstance(v, str) and v == "jax" for v in callspec.params.values()):
+        jax_or_skip()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     """A backend name: numpy, array_api_strict, torch, cupy (skipped where unusable)."""
     if request.param == "torch":
         torch_or_skip()
+    if request.param == "jax":
+        jax_or_skip()
     return request.param
 
 

@@ -163,6 +163,13 @@ class ndarray:
     def tolist(self):
         return self.get().tolist()
 
+    def __dlpack_device__(self):
+        # cupy/_core/core.pyx: (kDLCUDA, device id), a query that launches nothing
+        return (2, self._dev.id if hasattr(self._dev, "id") else int(self._dev))
+
+    def __dlpack__(self, *args, **kwargs):
+        raise BufferError("the CuPy test double does not export DLPack capsules")
+
     def __array__(self, dtype=None, copy=None):
         raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use "
                         "`.get()` to construct a NumPy array explicitly.")

@@ -16,6 +16,8 @@ from nnkernel import bench
 from nnkernel.bench.workers import calibrate, make_step, time_round
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
+HAVE_JAX = importlib.util.find_spec("jax") is not None
+JAX_IMPLS = {"jax", "jax-compiled"} if HAVE_JAX else set()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def test_quick_run_prints_a_row_per_implementation(quick_run):
     assert code == 0, text
     assert bench.TABLE_HEAD in text
     assert "GEMM ceiling" in text and "load average before timing" in text
-    impls = ["nnkernel", "numpy-loop"] + (["torch"] if HAVE_TORCH else [])
+    impls = ["nnkernel", "numpy-loop"] + (["torch"] if HAVE_TORCH else []) + sorted(JAX_IMPLS)
     for opt in ("sgd", "adam"):
         for impl in impls:
             assert any(f"2-16-1 tanh mse {opt} N=64" in line and f" {impl} " in line
@@ -99,7 +101,7 @@ def test_ensemble_rows_and_plot(quick_run):
     _, _, report, png = quick_run
     rows = [r for r in report["rows"] if r["section"] == "ensemble"]
     impls = {"nnkernel", "nnkernel-loop"} | ({"torch-func", "torch-loop"} if HAVE_TORCH else set())
-    assert {r["impl"] for r in rows} == impls
+    assert {r["impl"] for r in rows} == impls | JAX_IMPLS
     assert all(r["x"] == 2 and r["unit"] == "steps/s" for r in rows)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import CPU_BACKENDS, host, make, torch_or_skip
+from conftest import CPU_BACKENDS, TRAJECTORY_BACKENDS, host, make, torch_or_skip
 
 import nnkernel as nk
 from nnkernel import optim
@@ -107,7 +107,7 @@ def run_both(backend, ours, make_theirs, *, frozen=(), clip=None, scheduler=None
     return twins
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", TRAJECTORY_BACKENDS)
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_trajectory_matches_torch(backend, name):
     ours, theirs = OPTIMIZERS[name]

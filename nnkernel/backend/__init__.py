@@ -2,7 +2,7 @@
 
 ``Backend(name, device)`` is an array library on a device (see `base.Backend`);
 each library is a subclass in a module of its own: `numpy`, `cupy`, `torch`,
-`strict`. This module maps what users pass (a name, a namespace module, an
+`strict`, `jax`, `dask`. This module maps what users pass (a name, a namespace module, an
 array, ``--device gpu:1``) to those classes, and refuses what it does not know:
 nothing is ever treated as NumPy by default.
 """
@@ -17,17 +17,20 @@ from ..errors import ConfigError, DeviceError
 from .arrays import dtype_name, is_float, is_integer, namespace_of, to_numpy
 from .base import FLOAT_DTYPES, Backend, describe_array
 from .cupy import CupyBackend
+from .dask import DaskBackend
 from .devices import parse_device
+from .jax import JaxBackend
 from .numpy import NumpyBackend
 from .random import Random
 from .strict import StrictBackend
 from .torch import TorchBackend
 
 _CLASSES: dict[str, type[Backend]] = {cls.name: cls for cls in (
-    NumpyBackend, CupyBackend, TorchBackend, StrictBackend)}
+    NumpyBackend, CupyBackend, TorchBackend, StrictBackend, JaxBackend, DaskBackend)}
 BACKENDS = tuple(_CLASSES)
 ALIASES = {"np": "numpy", "cp": "cupy", "pytorch": "torch", "strict": "array_api_strict",
-           "array-api-strict": "array_api_strict"}
+           "array-api-strict": "array_api_strict", "jnp": "jax", "jax.numpy": "jax",
+           "dask.array": "dask", "da": "dask"}
 _BY_TYPE: dict = {}
 
 
@@ -87,12 +90,17 @@ def resolve_backend(backend: str | None = None, device: Any = "cpu") -> Backend:
         cls = CupyBackend if kind == "gpu" else NumpyBackend
     else:
         cls = backend_class(backend)
-    if kind == "gpu" and cls in (NumpyBackend, StrictBackend):
+    if kind == "gpu" and cls in (NumpyBackend, StrictBackend, DaskBackend):
         raise ConfigError(f"--backend {cls.name} runs on the CPU only; use --backend cupy or "
                           "torch with --device gpu")
     if kind == "cpu" and cls is CupyBackend:
         raise ConfigError("--backend cupy needs a GPU; use --device gpu (or --backend numpy)")
     return cls(device=None if kind == "cpu" else f"gpu:{index}")
+
+
+def compiling_backends() -> list[str]:
+    """Names of the backends whose `Backend.compile` traces a step (jax)."""
+    return [name for name, cls in _CLASSES.items() if cls.compile is not Backend.compile]
 
 
 def out_of_memory(error: BaseException) -> bool:
@@ -133,7 +141,7 @@ def describe_gpus(cupy_status: str) -> str:
 
 
 __all__ = ["BACKENDS", "FLOAT_DTYPES", "Backend", "Random", "available_backends",
-           "backend_class", "backend_class_of", "backend_name_of", "describe_array",
-           "describe_gpus", "device_out_of_memory", "dtype_name", "is_float", "is_integer",
-           "namespace_of", "out_of_memory", "parse_device", "register", "resolve_backend",
-           "to_numpy"]
+           "backend_class", "backend_class_of", "backend_name_of", "compiling_backends",
+           "describe_array", "describe_gpus", "device_out_of_memory", "dtype_name", "is_float",
+           "is_integer", "namespace_of", "out_of_memory", "parse_device", "register",
+           "resolve_backend", "to_numpy"]

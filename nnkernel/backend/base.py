@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import array_api_compat
 import numpy as np
 
-from ..errors import BackendMismatchError, DeviceError, DTypeError
+from ..errors import BackendMismatchError, ConfigError, DeviceError, DTypeError
 from .arrays import dtype_name
 from .random import Random
 
@@ -150,6 +150,10 @@ class Backend:
     def tf32_enabled(self) -> bool:
         return False
 
+    def enable_dtype(self, name: str) -> None:
+        """Let the library compute in ``name`` process-wide, where that is a setting (JAX's
+        64-bit mode); the command line calls it, as its process is nnkernel's own."""
+
     @classmethod
     def tune_allocator(self) -> bool:
         """Process-wide allocator settings that suit this library's training (opt-in)."""
@@ -194,15 +198,91 @@ class Backend:
         return self.xp.asarray(obj, dtype=dtype, device=self.device, copy=copy)
 
     def _from_foreign(self, obj):
-        """Another library's array, as something this one can take (through the host)."""
+        """Another library's array, as something this one can take: through DLPack where it
+        lives on this device (no host copy), else a host copy."""
         if isinstance(obj, (np.ndarray, np.generic, list, tuple, int, float, bool)):
-            return obj
+            return obj  # host data: each library's asarray takes it as it always did
+        shared = self.exchange(obj)
+        if shared is not None:
+            return shared
         from .arrays import to_numpy
 
         return to_numpy(obj)
 
+    # -- DLPack --------------------------------------------------------------------------------
+    def dlpack_device(self) -> tuple[int, int]:
+        """(DLPack device type, index) of this backend's device, e.g. (1, 0) for the CPU."""
+        found = getattr(self, "_dlpack_device", None)
+        if found is None:
+            probe = self.zeros((1,), self.xp.float32)
+            kind, index = probe.__dlpack_device__()
+            found = self._dlpack_device = (int(kind), int(index))
+        return found
+
+    def exchange(self, obj):
+        """``obj`` (another library's array on this device) through ``from_dlpack``, or None.
+
+        The standard lets the consumer share the producer's memory (zero-copy) where both
+        sides can: NumPy, torch and CuPy do for each other; JAX copies what is not aligned
+        its way. None when obj is not a DLPack producer, lives elsewhere, or refuses.
+        """
+        where = getattr(obj, "__dlpack_device__", None)
+        if where is None or not hasattr(obj, "__dlpack__"):
+            return None
+        try:
+            from . import backend_class_of
+
+            if not backend_class_of(obj).exchangeable(obj):
+                return None
+        except Exception:  # noqa: BLE001 - a producer nnkernel has no class for
+            pass
+        try:
+            kind, index = where()
+            if (int(kind), int(index)) != self.dlpack_device():
+                return None
+            with self.activate():
+                shared = self.xp.from_dlpack(obj)
+            return shared if self.same_device(shared) else None
+        except (BufferError, TypeError, ValueError, RuntimeError, NotImplementedError):
+            return None
+
+    @classmethod
+    def exchangeable(cls, x) -> bool:
+        """Whether x may leave its library through DLPack (a fake device may not)."""
+        return True
+
+    def accept(self, x, what: str = "input"):
+        """x itself, or another library's array on this device taken through DLPack without a
+        copy; anything else is refused as `check` refuses it."""
+        if not isinstance(x, self.array_type):
+            shared = self.exchange(x)
+            if shared is not None:
+                return shared
+        self.check(x, what)
+        return x
+
+    # -- compiling a step --------------------------------------------------------------------
+    def compile(self, fn, donate=()):
+        """A traced, compiled version of a pure function of arrays (JAX: jax.jit)."""
+        from . import compiling_backends
+
+        raise ConfigError(f"compile=True traces the training step as a pure function; that "
+                          f"needs a backend that compiles ({', '.join(compiling_backends())}), "
+                          f"and the model is on {self.name}; move it with "
+                          f"model.to(backend='jax') (--backend jax) or train without compile")
+
+    @property
+    def label_dtype(self):
+        """The integer dtype class labels are kept in on the device."""
+        return self.xp.int64
+
     def to_numpy(self, x) -> np.ndarray:
         return type(self).host(x)
+
+    def settle(self, *arrays):
+        """The arrays, made concrete where the library is lazy (Dask persists them together);
+        elsewhere the arrays themselves. One array in, one out; several: a tuple."""
+        return arrays[0] if len(arrays) == 1 else arrays
 
     def zeros(self, shape, dtype):
         with self.activate():

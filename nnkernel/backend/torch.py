@@ -86,7 +86,9 @@ class TorchBackend(Backend):
     def asarray(self, obj, dtype=None, copy=None):
         if isinstance(obj, self.array_type):
             return super().asarray(obj, dtype=dtype, copy=copy)
-        t = self.module.as_tensor(np.asarray(self._from_foreign(obj)), device=self.device)
+        obj = self._from_foreign(obj)  # a tensor already where it lives on our device (DLPack)
+        t = obj if isinstance(obj, self.array_type) else self.module.as_tensor(
+            np.asarray(obj), device=self.device)
         t = t if dtype is None else t.to(dtype)
         return t.clone() if copy else t
 

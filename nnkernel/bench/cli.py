@@ -101,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
                      "(pip install torch==2.13.0 for the comparison)")
         for c in cases:
             c.impls = tuple(i for i in c.impls if SIDES[i] != "torch")
+    if importlib.util.find_spec("jax") is None:
+        notes.append('JAX is not installed: the jax rows are left out (pip install '
+                     '"nnkernel[jax]" for them)')
+        for c in cases:
+            c.impls = tuple(i for i in c.impls if SIDES[i] != "jax")
     env = worker_env(args.unset_openblas_env)
     sides = list(dict.fromkeys(SIDES[i] for c in cases for i in c.impls))
     sides = ["nnkernel"] + [s for s in sides if s != "nnkernel"]  # the ceiling needs it

@@ -57,13 +57,15 @@ def plan(sections, p: dict, dtype: str, device: str) -> list[Case]:
     """The cases of each section, in order, from the size lists ``p`` (FULL or QUICK)."""
     common = {"dtype": dtype, "device": device}
     trio = ("nnkernel", "torch", "numpy-loop")
+    jax = ("jax", "jax-compiled") if device == "cpu" else ()  # no CUDA jaxlib measured here
     cases: list[Case] = []
 
     def mlp_case(section, label, sizes, batch, x, **extra):
         spec = {"kind": "mlp", "sizes": list(sizes), "batch": batch, "activation": "relu",
                 "loss": "ce", "optimizer": "adam", "lr": 1e-3, **common, **extra}
         flops = mlp_flops(sizes, batch)
-        return Case(section, label, spec, trio, ("torch", "numpy-loop"), batch, "samples/s",
+        impls = trio + (jax if section in ("mlp", "tiny") else ())
+        return Case(section, label, spec, impls, ("torch", "numpy-loop"), batch, "samples/s",
                     flops, x)
 
     if "kernels" in sections:
@@ -108,7 +110,7 @@ def plan(sections, p: dict, dtype: str, device: str) -> list[Case]:
                     "activation": "relu", "loss": "ce", "optimizer": "adam", "lr": 1e-3,
                     **common}
             cases.append(Case("ensemble", f"E={E} 64-64-10 N=128", spec,
-                              ("nnkernel", "nnkernel-loop", "torch-func", "torch-loop"),
+                              ("nnkernel", "nnkernel-loop", "torch-func", "torch-loop") + jax,
                               ("torch-func", "torch-loop"), 1, "steps/s",
                               E * mlp_flops((64, 64, 10), 128), E))
     if "conv" in sections:

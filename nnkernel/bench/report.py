@@ -92,8 +92,8 @@ def header_lines(args, infos: dict, env: dict, load: tuple, busy: float | None) 
              f"round ≈ {args.round_seconds} s after a {args.settle} s pause; "
              f"mode: {'quick' if args.quick else 'full'}"]
     for side, info in infos.items():
-        versions = ", ".join(f"{k} {info[k]}" for k in ("nnkernel", "numpy", "torch", "cupy")
-                             if k in info)
+        versions = ", ".join(f"{k} {info[k]}" for k in ("nnkernel", "numpy", "torch", "cupy",
+                                                         "jax") if k in info)
         extra = ""
         if side == "torch":
             extra = (f"; torch threads {info['torch_threads']} (interop "

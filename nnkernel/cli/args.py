@@ -89,7 +89,7 @@ def add_device_flags(parser):
     group = parser.add_argument_group("device")
     group.add_argument("--device", help="cpu (default), gpu (= GPU 0 with CuPy), gpu:1, ...")
     group.add_argument("--backend", help="numpy (default on cpu), cupy (default on gpu), "
-                       "torch, array_api_strict")
+                       "torch, array_api_strict, jax, dask")
     group.add_argument("--dtype", choices=("float32", "float64"))
     group.add_argument("--tf32", action="store_true", default=None,
                        help="allow TF32 matrix products (GPU only)")

@@ -21,6 +21,7 @@ def backend_for(runtime: dict, args):
         limit_blas_threads(args.threads)
     backend = resolve_backend(name, device)
     backend.tune_allocator()  # the command line opts in; a library user calls it themselves
+    backend.enable_dtype(runtime.get("dtype") or "float32")  # JAX: float64 needs x64 mode
     if runtime.get("tf32") or getattr(args, "tf32", None):
         if backend.set_tf32(True):
             say(args, "TF32 matrix products on")

@@ -73,6 +73,10 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
     run.add_argument("--out", help="directory for the checkpoint, config, metrics and curves")
     run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
     distributed.add_flags(run, types)
+    run.add_argument("--compile", action="store_true",
+                     help="run each training step as one compiled program (--backend jax: "
+                     "jax.jit of the same forward, loss, backward and update); faster on "
+                     "the networks bench/RESULTS.md names, same numbers")
     add_output_flags(train)
 
 
@@ -226,7 +230,7 @@ def train_and_report(args, job: Job, dp=None) -> int:
                           validation_data=job.validation, seed=settings["seed"],
                           callbacks=job.callbacks, progress=not args.quiet,
                           initial_epoch=job.epoch, initial_step=job.step, history=job.history,
-                          distributed=dp)
+                          distributed=dp, compile=bool(getattr(args, "compile", False)))
     except TrainingInterrupted as stop:
         if dp is not None and not dp.is_root:  # rank 0 saves the run for every rank
             return 128 + stop.signal if stop.signal else EXIT_INTERRUPTED

@@ -142,7 +142,11 @@ class Kernels(ConvKernels):
         if weight_decay is not None:
             g = g + weight_decay * p
         if momentum:
-            buf = g if first else momentum * buf + (1.0 - dampening) * g
+            later = momentum * buf + (1.0 - dampening) * g
+            if isinstance(first, bool):
+                buf = g if first else later
+            else:  # a traced step count (a compiled step): choose without a Python branch
+                buf = self.xp.where(first, g, later)
             g = g + momentum * buf if nesterov else buf
         return p - lr * g, buf
 
@@ -159,8 +163,13 @@ class Kernels(ConvKernels):
         elif weight_decay is not None:
             g = g + weight_decay * p  # Adam: L2 penalty folded into the gradient
         m = beta1 * m + (1.0 - beta1) * g
-        if flush_subnormals and step % SUBNORMAL_FLUSH_EVERY == 0:
-            m = xp.where(xp.abs(m) < xp.finfo(m.dtype).smallest_normal, 0.0, m)
+        if flush_subnormals:
+            tiny = xp.abs(m) < xp.finfo(m.dtype).smallest_normal
+            due = step % SUBNORMAL_FLUSH_EVERY == 0  # a bool, or a traced one in a compiled step
+            if isinstance(due, bool):
+                m = xp.where(tiny, 0.0, m) if due else m
+            else:
+                m = xp.where(tiny & due, 0.0, m)
         v = beta2 * v + (1.0 - beta2) * (g * g)
         bc1 = 1.0 - beta1**step
         bc2 = 1.0 - beta2**step

@@ -27,7 +27,8 @@ class StateView:
         return self._model.state[self._keys[name]]
 
     def __setitem__(self, name, value):
-        self._model.state[self._keys[name]] = value
+        # settle: on a lazy library (Dask) the statistics are kept as numbers, not as a graph
+        self._model.state[self._keys[name]] = self._model.backend.settle(value)
 
 
 class LayerContext:

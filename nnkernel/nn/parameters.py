@@ -38,6 +38,7 @@ class ParameterStore:
             self.bounds[key] = (start, start + n)
             start += n
         self.size = start  # parameters per member
+        self._parts = self._grad_parts = None  # per-key arrays a compiled step left (`defer`)
         self.flat = backend.zeros(self.lead + (self.size,), dtype)
         self.grad = backend.zeros(self.lead + (self.size,), dtype)
         self.params = Parameters(self)
@@ -47,6 +48,33 @@ class ParameterStore:
         self._rebind_grads()
         self._written: set = set()  # keys of shared parameters written in this backward
         self._pending: dict = {}    # immutable backends: the gradients until end_backward
+        self._stale = False         # views behind flat/grad after `defer` (made by `fresh`)
+
+    # -- the buffers: flat arrays, or per-key arrays joined when first asked for --------------
+    @property
+    def flat(self):
+        if self._parts is not None:
+            self._flat, self._parts = self.join(self._parts), None
+        return self._flat
+
+    @flat.setter
+    def flat(self, value):
+        self._flat, self._parts = value, None
+
+    @property
+    def grad(self):
+        if self._grad_parts is not None:
+            self._grad, self._grad_parts = self.join(self._grad_parts), None
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad, self._grad_parts = value, None
+
+    def join(self, parts: dict):
+        """One flat buffer, (P,) or (E, P), from per-key arrays in store order."""
+        xp = self.xp
+        return xp.concat([xp.reshape(parts[k], self.lead + (-1,)) for k in self.keys], axis=-1)
 
     # -- views -------------------------------------------------------------------------------
     def _views(self, flat) -> dict:
@@ -56,15 +84,19 @@ class ParameterStore:
             out[key] = xp.reshape(flat[..., a:b], self.lead + self.shapes[key])
         return out
 
-    def _rebind_params(self) -> None:
-        views = self._views(self.flat)
+    def views(self, flat) -> dict:
+        """Key -> view of a buffer laid out as ``flat`` (a compiled step makes them itself)."""
+        return self._views(flat)
+
+    def _rebind_params(self, views=None) -> None:
+        views = self._views(self.flat) if views is None else views
         dict.update(self.params, views)
         for names, target in self._listeners:
             for name, key in names.items():
                 target[name] = views[key]
 
-    def _rebind_grads(self) -> None:
-        self._grad_views = self._views(self.grad)
+    def _rebind_grads(self, views=None) -> None:
+        self._grad_views = self._views(self.grad) if views is None else views
         dict.clear(self.grads)
         dict.update(self.grads, self._grad_views)
 
@@ -74,16 +106,56 @@ class ParameterStore:
         for name, key in names.items():
             target[name] = dict.__getitem__(self.params, key)
 
-    def set_flat(self, flat) -> None:
-        """Adopt an updated parameter buffer (a no-op when it was updated in place)."""
-        if flat is not self.flat:
-            self.flat = flat
-            self._rebind_params()
+    def set_flat(self, flat, views=None) -> None:
+        """Adopt an updated parameter buffer (a no-op when it was updated in place).
 
-    def set_grad(self, grad) -> None:
+        ``views``: its per-key views, where the caller has them already.
+        """
+        self.fresh()
+        if flat is not self.flat:
+            self.flat = self.backend.settle(flat)  # a lazy library: the numbers, not a graph
+            self._rebind_params(views)
+
+    def set_grad(self, grad, views=None) -> None:
+        self.fresh()
         if grad is not self.grad:
-            self.grad = grad
-            self._rebind_grads()
+            self.grad = self.backend.settle(grad)
+            self._rebind_grads(views)
+
+    # -- a compiled step's buffers, viewed when next looked at ----------------------------------
+    def defer(self, params, grads=None) -> None:
+        """Adopt a compiled step's new parameters (and gradients): each a flat buffer, or a
+        dict of per-key arrays (joined into ``flat`` only when someone asks for it). Views
+        are made by `fresh`, when the model is next used or looked at: one output per view
+        costs a compiled step more than a small network's whole step."""
+        if isinstance(params, dict):
+            self._parts = params
+        else:
+            self.flat = params
+        if isinstance(grads, dict):
+            self._grad_parts = grads
+        elif grads is not None:
+            self.grad = grads
+        self._stale = True
+
+    def fresh(self) -> None:
+        """Make the views of what `defer` adopted (the model calls it before use)."""
+        if self._stale:
+            self._stale = False
+            self._rebind_params(None if self._parts is None else dict(self._parts))
+            self._rebind_grads(None if self._grad_parts is None else dict(self._grad_parts))
+
+    def snapshot(self) -> tuple:
+        """Everything a trace re-points at tracers (`restore` puts it back as it was); read
+        raw, so that nothing is joined inside the trace."""
+        return (self._flat, self._parts, dict(self.params), self._grad, self._grad_parts,
+                dict(self.grads), self._stale)
+
+    def restore(self, snap: tuple) -> None:
+        self._flat, self._parts, params, self._grad, self._grad_parts, grads, stale = snap
+        self._rebind_params(params)
+        self._rebind_grads(grads)
+        self._pending, self._stale = {}, stale
 
     def assign(self, key, value) -> None:
         """Set one parameter (already of the right backend, dtype and shape)."""

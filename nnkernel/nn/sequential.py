@@ -101,8 +101,11 @@ class Sequential:
                     shapes[self._keys[i][name]] = None
         return shapes
 
-    def _bind(self, backend: Backend, dtype: str, host: dict):
-        """Put the arrays on a backend: a new store, state dict and layer contexts."""
+    def _bind(self, backend: Backend, dtype: str, host: dict, flat=None):
+        """Put the arrays on a backend: a new store, state dict and layer contexts.
+
+        ``flat``: the parameters already on the backend as one buffer (`to` over DLPack).
+        """
         self.backend = backend
         self.xp, self.k = backend.xp, backend.kernels
         self.dtype = backend.dtype(dtype)
@@ -111,8 +114,9 @@ class Sequential:
         lead = 1 if self.ensemble is not None else 0
         shapes = {k: np.shape(host[k])[lead:] for k in keys}
         self.store = ParameterStore(backend, self.dtype, shapes, self.ensemble)
-        self.store.set_flat(backend.asarray(_flat_host(host, shapes, self.ensemble),
-                                            dtype=self.dtype))
+        if flat is None:
+            flat = backend.asarray(_flat_host(host, shapes, self.ensemble), dtype=self.dtype)
+        self.store.set_flat(flat)
         self.state = {k: backend.asarray(v, dtype=self.dtype) for k, v in host.items()
                       if k not in keys}
         self._contexts = []
@@ -127,11 +131,13 @@ class Sequential:
     @property
     def params(self):
         """Parameter key -> array, views of ``store.flat`` (assigning writes into it)."""
+        self.store.fresh()  # after a compiled step (`ParameterStore.defer`)
         return self.store.params
 
     @property
     def grads(self):
         """Parameter key -> dL/dparameter after `backward`, views of ``store.grad``."""
+        self.store.fresh()
         return self.store.grads
 
     @property
@@ -152,6 +158,7 @@ class Sequential:
 
         The layers' backprops are kept for `backward`; ``model(x)`` is forward(x, train=False).
         """
+        self.store.fresh()  # views of buffers a compiled step left (a no-op otherwise)
         backprops = []
         keep = backprops.append
         with self.backend.activate():  # every buffer and launch on the model's device
@@ -166,6 +173,7 @@ class Sequential:
 
     def _evaluate(self, x):
         """Outputs in evaluation mode, keeping nothing for a backward (predict, evaluate)."""
+        self.store.fresh()
         with self.backend.activate():
             for ctx in self._contexts:
                 x, _ = ctx.layer.forward(ctx, x, False)
@@ -197,7 +205,7 @@ class Sequential:
 
     def _check_input(self, x):
         """(x in the model's dtype, the output shape, whether an ensemble's input is shared)."""
-        self.backend.check(x, "input x")
+        x = self.backend.accept(x, "input x")  # another library's array on this device: DLPack
         shape = x.shape
         if (self._flat_io and x.dtype == self.dtype and self.ensemble is None and len(shape) > 1
                 and shape[-1] == self.n_in):  # the common case, checked in a few operations
@@ -278,7 +286,15 @@ class Sequential:
         Optimizers follow: their state moves with the parameters at their next step.
         """
         dt = dtype_name(self.dtype) if dtype is None else dtype_name(dtype)
-        self._bind(self._backend_for(backend, device), dt, self.arrays())
+        target = self._backend_for(backend, device)
+        flat = target.exchange(self.store.flat)  # the same device: DLPack, no host copy
+        if flat is None:
+            self._bind(target, dt, self.arrays())
+            return self
+        if target.mutable:  # the store writes in place: its buffer, not the old model's
+            flat = target.xp.asarray(flat, copy=True)
+        arrays = {**self.params, **self.state}  # shapes; the state moves by `asarray`
+        self._bind(target, dt, arrays, flat=target.asarray(flat, dtype=target.dtype(dt)))
         return self
 
     def config(self) -> dict:

@@ -18,10 +18,35 @@ class FlatState:
     def __init__(self, store, names: tuple):
         self.store = store
         self.names = tuple(names)
+        self._parts = None  # {name: {key: segment}} a compiled step left, joined when asked
         self.arrays = {n: store.backend.zeros(store.flat.shape, store.dtype) for n in names}
         self.uniform: int | None = 0   # the step count of every parameter, while they agree
         self._steps: dict | None = None  # per-key counts, once a step left some out
         self.everything = (tuple(store.keys),)
+
+    @property
+    def arrays(self) -> dict:
+        """State name -> flat array laid out as ``store.flat``."""
+        if self._parts is not None:
+            self._arrays = {n: self.store.join(p) for n, p in self._parts.items()}
+            self._parts = None
+        return self._arrays
+
+    @arrays.setter
+    def arrays(self, value) -> None:
+        self._arrays, self._parts = value, None
+
+    def parts(self) -> dict:
+        """{name: {key: segment}}: the state per parameter, each shaped lead + (size,)."""
+        if self._parts is not None:
+            return self._parts
+        store = self.store
+        return {n: {k: store.segment(a, (k,)) for k in store.keys}
+                for n, a in self._arrays.items()}
+
+    def adopt_parts(self, parts: dict) -> None:
+        """A compiled step's new state, per parameter (`arrays` joins it when asked)."""
+        self._parts = parts
 
     @property
     def steps(self) -> dict:
@@ -79,6 +104,12 @@ class FlatState:
         self.arrays = {n: be.asarray(np.array(to_numpy(a)), dtype=store.dtype)
                        for n, a in self.arrays.items()}
         self.store = store
+
+    def settle(self) -> None:
+        """Keep the state as numbers on a lazy library (see `Backend.settle`)."""
+        be = self.store.backend
+        for name, arr in self.arrays.items():
+            self.arrays[name] = be.settle(arr)
 
     def per_key(self, name, key):
         """State ``name`` of one parameter, shaped like it."""

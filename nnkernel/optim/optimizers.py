@@ -72,20 +72,16 @@ class Optimizer:
 
     def _step_store(self, store, grads, factor) -> None:
         keys = _active_keys(store, grads)
-        fs = self._flat
-        if fs is None or fs.store is not store:
-            fs = self._flat = self._state_for(store)
+        fs = self.flat_state(store)
         k = store.backend.kernels
         segments = fs.segments(keys)
-        lr = self._flat_hyper("lr", self.lr, store, factor)
-        wd = self._flat_hyper("weight_decay", self.weight_decay, store)
-        wd = None if _is_zero(wd) else wd
+        lr, wd = self.step_hypers(store, factor)
         if segments is fs.everything:  # the whole model, every parameter at the same step
-            g = store.grad if self.clip_norm is None else self._clip(k, store, [store.grad])[0]
             step = fs.uniform + 1
-            p = self._update(k, store.flat, g, fs.arrays, lr, wd, step)  # new state into arrays
+            p = self.update_whole(store, fs.arrays, lr, wd, step)  # new state into fs.arrays
             fs.uniform = step
             store.set_flat(p)  # a no-op where the kernels updated in place
+            fs.settle()
             return
         grad_parts = [store.segment(store.grad, s) for s in segments]
         if self.clip_norm is not None:
@@ -106,6 +102,48 @@ class Optimizer:
             store.set_flat(_merge(store, store.flat, new_params))
             for n in fs.names:
                 fs.arrays[n] = _merge(store, fs.arrays[n], new_state[n])
+
+    # -- the whole-model update, also traced by a compiled step (nnkernel.train.compiled) --
+    def flat_state(self, store) -> FlatState:
+        """This optimizer's flat state for ``store`` (made, or moved, on first use)."""
+        fs = self._flat
+        if fs is None or fs.store is not store:
+            fs = self._flat = self._state_for(store)
+        return fs
+
+    def step_hypers(self, store, factor=None):
+        """(lr, weight decay or None) of the next step: floats, or per-member (E, 1) arrays."""
+        if factor is None:
+            factor = 1.0 if self.schedule is None else float(self.schedule(self.t))
+        lr = self._flat_hyper("lr", self.lr, store, factor)
+        wd = self._flat_hyper("weight_decay", self.weight_decay, store)
+        return lr, None if _is_zero(wd) else wd
+
+    def update_whole(self, store, arrays: dict, lr, wd, step):
+        """Every parameter from ``store.grad``: returns the new flat parameters and writes the
+        new state into ``arrays``. A function of arrays only (``step`` may be traced), so a
+        compiled step runs exactly this code."""
+        k = store.backend.kernels
+        g = store.grad if self.clip_norm is None else self._clip(k, store, [store.grad])[0]
+        return self._update(k, store.flat, g, arrays, lr, wd, step)
+
+    def update_parts(self, store, params: dict, grads: dict, states: dict, lr, wd, step):
+        """`update_whole` over per-key arrays (a compiled step's layout for large models):
+        the same element-wise update on each parameter, the clipping norm over all of them.
+        ``states``: {name: {key: segment}}, written with the new state; returns the new
+        parameters, each shaped as in ``params``."""
+        k, xp, lead = store.backend.kernels, store.xp, store.lead
+        gs = [xp.reshape(grads[key], lead + (-1,)) for key in store.keys]
+        if self.clip_norm is not None:
+            gs = self._clip(k, store, gs)
+        new = {}
+        for key, g in zip(store.keys, gs, strict=True):
+            st = {n: states[n][key] for n in self.state_names}
+            p = self._update(k, xp.reshape(params[key], lead + (-1,)), g, st, lr, wd, step)
+            new[key] = xp.reshape(p, tuple(params[key].shape))
+            for n in self.state_names:
+                states[n][key] = st[n]
+        return new
 
     def _state_for(self, store) -> FlatState:
         """This optimizer's state for a store: new, or moved after ``model.to(...)``."""

@@ -93,7 +93,8 @@ def _labels(model, xp, y, what):
         if lo < 0 or hi >= model.n_out:
             raise ShapeError(f"{what}: labels must be in [0, {model.n_out - 1}] for a model "
                              f"with {model.n_out} outputs, found values in [{lo}, {hi}]")
-        return y if name == "int64" else xp.astype(y, xp.int64)
+        want = model.backend.label_dtype  # int64, or int32 where JAX runs without x64
+        return y if y.dtype == want else xp.astype(y, want)
     if y.ndim == 2 and y.shape[1] == model.n_out:  # probabilities (one-hot or soft)
         return y if y.dtype == model.dtype else xp.astype(y, model.dtype)
     raise ShapeError(f"{what}: class labels must be (samples,) integers or (samples, "

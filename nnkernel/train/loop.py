@@ -57,7 +57,7 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
         shuffle: bool = True, seed: int = 0, callbacks=(), progress: bool = True,
         initial_epoch: int = 0, initial_step: int = 0, bootstrap: bool = False,
         history: History | None = None, sample_weight=None, class_weight=None,
-        metrics=(), distributed=None) -> History:
+        metrics=(), distributed=None, compile: bool = False) -> History:
     """Train ``model`` on (X, y); returns the per-epoch History.
 
     ``loss`` is a function of `nnkernel.losses` or its name, ``optimizer`` an
@@ -71,7 +71,8 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
     are computed on the validation data at each epoch end, logged as val_<name>.
     ``distributed=True`` (or a `nnkernel.distributed.DataParallel`) trains
     data-parallel over the MPI ranks: ``batch_size`` is then the global batch
-    (rules: `nnkernel.distributed.parallel`).
+    (rules: `nnkernel.distributed.parallel`). ``compile=True`` runs each step as one
+    compiled program (`nnkernel.train.compiled`; JAX models): the same numbers, traced once.
     """
     loss_fn = get_loss(loss)
     opt = get_optimizer(optimizer)
@@ -125,6 +126,15 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
     stop_on_nan = any(getattr(cb, "stops_on_nan", False) for cb in callbacks)
     for cb in callbacks:
         cb.on_train_begin(run)
+    stepper = None
+    if compile:  # the same step, traced once (refused, with the reason, where it cannot be)
+        from .compiled import CompiledStep
+
+        if dp is not None:  # the allreduce would have to run inside the traced program
+            raise ConfigError("compile=True and distributed training cannot be combined yet; "
+                              "use one of them")
+
+        stepper = CompiledStep(model, loss_fn, opt)
     check_every = CHECK_EVERY_ASYNC if be.asynchronous else 1
     bar = Progress(epochs, steps, enabled=progress)
     model.loss = loss_fn
@@ -147,20 +157,25 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
                     a, b = dp.shard(a, b)
                 idx = order[a:b]
                 xb, yb, wb = take(xp, (X, y, weights), idx, boot)
-                if model.stochastic:
-                    model.reseed((seed, epoch, step))
                 frozen = dict(model.state) if opt.member_mask is not None else None
-                out = model.forward(xb, train=True)
-                value, dy = loss_fn(out, yb, members=members, weights=wb,
-                                    **({"num_check": False} if classify else {}))
-                if dp is None:
-                    model.backward(dy, input_grad=False)
-                else:  # dy weighted by the shard's share, then ONE allreduce of the gradient
-                    dp.backward(model, dy)
-                opt.step(model.params, model.grads)
+                if stepper is not None:
+                    value, correct = stepper(xb, yb, wb, (seed, epoch, step))
+                else:
+                    if model.stochastic:
+                        model.reseed((seed, epoch, step))
+                    out = model.forward(xb, train=True)
+                    value, dy = loss_fn(out, yb, members=members, weights=wb,
+                                        **({"num_check": False} if classify else {}))
+                    if dp is None:
+                        model.backward(dy, input_grad=False)
+                    else:  # dy weighted by the shard's share, then ONE allreduce of the gradient
+                        dp.backward(model, dy)
+                    opt.step(model.params, model.grads)
+                    correct = _correct(xp, out, yb) if classify else None
                 if frozen:
                     _restore_stopped_members(model, opt.member_mask, frozen)
-                totals.add(value, b - a, _correct(xp, out, yb) if classify else None)
+                value, correct = be.settle(value, correct)  # Dask: numbers, in one pass
+                totals.add(value, b - a, correct)
                 pending.append(value)
                 if len(pending) >= check_every or step == steps - 1:
                     bad = _first_nonfinite(xp, pending)

@@ -1,6 +1,6 @@
 """The timed side of `nnkernel bench`: one process per library, driven over a pipe.
 
-    python -m nnkernel.bench.workers nnkernel|numpy|torch
+    python -m nnkernel.bench.workers nnkernel|numpy|torch|jax
 
 Each library runs in its own process because PyTorch's OpenMP threads and
 OpenBLAS's threads spin against each other when they share one. The parent
@@ -20,7 +20,8 @@ A case names a workload ("kind": mlp, matmul, bmm, dense_fwd, dense_fwd_bwd,
 softmax_ce, adam, ensemble, conv) and an implementation ("impl"): "nnkernel" and
 "nnkernel-loop" run through nnkernel's public API, "numpy-loop" is a plain
 hand-written NumPy step (the library-overhead reference), "torch",
-"torch-func" and "torch-loop" are PyTorch eager. `make_step(case)` builds the
+"torch-func" and "torch-loop" are PyTorch eager, "jax" and "jax-compiled" are
+nnkernel on its JAX backend, eager and as one jitted step (`jax_side`). `make_step(case)` builds the
 step function; the pytest-benchmark suite in bench/ calls it in-process too, so
 both measure the same code.
 """
@@ -38,7 +39,8 @@ import numpy as np
 from .common import Step
 
 SIDES = {"nnkernel": "nnkernel", "nnkernel-loop": "nnkernel", "numpy-loop": "numpy",
-         "torch": "torch", "torch-func": "torch", "torch-loop": "torch"}
+         "torch": "torch", "torch-func": "torch", "torch-loop": "torch",
+         "jax": "jax", "jax-compiled": "jax"}
 
 
 def make_step(case: dict) -> Step:
@@ -54,6 +56,8 @@ def make_step(case: dict) -> Step:
         return numpy_mlp(case)
     elif impl in ("torch", "torch-func", "torch-loop"):
         from .torch_side import STEPS
+    elif impl in ("jax", "jax-compiled"):
+        from .jax_side import STEPS
     else:
         raise ValueError(f"unknown implementation {impl!r}; valid: {', '.join(SIDES)}")
     return STEPS[case["kind"]](case)
@@ -88,7 +92,7 @@ def time_round(step: Step, steps: int) -> float:
 
 def gemm_gflops(side: str, n: int, dtype: str, repeats: int, device: str = "cpu") -> list[float]:
     """GFLOP/s of n×n @ n×n matmuls in this process's library (the machine's GEMM ceiling)."""
-    impl = "torch" if side == "torch" else "nnkernel"
+    impl = {"torch": "torch", "jax": "jax"}.get(side, "nnkernel")
     step = make_step({"kind": "matmul", "impl": impl, "n": n, "dtype": dtype, "device": device})
     calibrate(step, 0.0, 0.0)
     return [2.0 * n**3 / time_round(step, 1) / 1e9 for _ in range(repeats)]
@@ -104,7 +108,14 @@ def describe(side: str, device: str = "cpu") -> dict:
             "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                                    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                    "MKL_NUM_THREADS")}}
-    if side == "torch":
+    if side == "jax":
+        import jax
+        import jaxlib
+
+        info["jax"] = f"{jax.__version__} (jaxlib {jaxlib.__version__}, " \
+            f"{', '.join(sorted({d.platform for d in jax.devices()}))})"
+        info["nnkernel"] = __import__("nnkernel").__version__
+    elif side == "torch":
         import torch
 
         info["torch"] = torch.__version__
@@ -208,8 +219,8 @@ class BenchWorker:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("nnkernel", "numpy", "torch"):
-        print("usage: python -m nnkernel.bench.workers nnkernel|numpy|torch [torch threads]",
+    if not argv or argv[0] not in ("nnkernel", "numpy", "torch", "jax"):
+        print("usage: python -m nnkernel.bench.workers nnkernel|numpy|torch|jax [torch threads]",
               file=sys.stderr)
         return 2
     threads = int(argv[1]) if len(argv) > 1 else 2
