@@ -117,6 +117,7 @@ def hand_phases(case, steps):
 
 
 def main(argv=None) -> int:
+    nk.keep_freed_memory()  # as `nnkernel train` and `nnkernel bench` run
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("case", nargs="?", default="tiny", choices=sorted(CASES))
     ap.add_argument("--batch", type=int)
