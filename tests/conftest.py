@@ -62,13 +62,31 @@ def backend_params(names=("numpy", "array_api_strict", "torch", "cupy", "jax", "
     return params
 
 
-BACKENDS = backend_params()
+# The `backend` fixture runs on the four core backends; JAX and Dask (the generic reference
+# again, traced by XLA or built as a graph: seconds per test) join it where a module sets
+# EVERY_BACKEND (True: both; or a tuple of names): the namespace x device x dtype matrix and
+# same-seed fits (test_backends: both), the float64 gradient checks (test_gradients: JAX;
+# Dask's are in test_dask.py), and the torch.optim trajectories (TRAJECTORY_BACKENDS);
+# test_jax.py and test_dask.py test the rest of theirs.
+BACKENDS = backend_params(("numpy", "array_api_strict", "torch", "cupy"))
+EVERY_BACKEND = backend_params()
 # Backends whose optimizer/kernel paths differ: the NumPy twin and the generic reference.
-# JAX runs the reference too, but traced and fused by XLA: it joins these tests. Dask (the
-# reference again, ~1 ms of graph building per operation) joins the `backend` matrix, the
-# torch trajectories (test_optim) and the same-seed fits (test_backends) instead.
-CPU_BACKENDS = backend_params(("numpy", "array_api_strict", "jax"))
+CPU_BACKENDS = backend_params(("numpy", "array_api_strict"))
 TRAJECTORY_BACKENDS = backend_params(("numpy", "array_api_strict", "jax", "dask"))
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrise the `backend` fixture, unless the test names its backends itself."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        names = names.split(",") if isinstance(names, str) else names
+        if "backend" in [n.strip() for n in names]:
+            return
+    extra = getattr(metafunc.module, "EVERY_BACKEND", ())
+    params = EVERY_BACKEND if extra is True else BACKENDS + backend_params(tuple(extra))
+    metafunc.parametrize("backend", params, indirect=True)
 
 
 def torch_or_skip():
@@ -90,9 +108,10 @@ def _jax_in_64_bit_mode(request):
         jax_or_skip()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture
 def backend(request) -> str:
-    """A backend name: numpy, array_api_strict, torch, cupy (skipped where unusable)."""
+    """A backend name: numpy, array_api_strict, torch, cupy (and jax, dask where the module
+    asks for EVERY_BACKEND), skipped with the reason where unusable."""
     if request.param == "torch":
         torch_or_skip()
     if request.param == "jax":

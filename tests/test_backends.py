@@ -16,6 +16,8 @@ from conftest import backend_unavailable, host, make, torch_or_skip
 import nnkernel as nk
 from nnkernel.errors import BackendMismatchError, DeviceError
 
+EVERY_BACKEND = True  # JAX and Dask join this module's backend matrix (conftest.py)
+
 strict = pytest.importorskip("array_api_strict")
 STRICT_ARRAY = type(strict.asarray(0.0))
 

@@ -62,3 +62,15 @@ def test_dask_runs_on_the_cpu_only():
         nk.Backend("dask", "gpu:0")
     with pytest.raises(ConfigError, match="CPU only"):
         nk.backend.resolve_backend("dask", "gpu")
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_float64_gradients_on_dask_equal_finite_differences(loss):
+    """Dask's float64 gradient checks (the backend matrix's test_gradients runs on the core
+    backends and JAX; on Dask each check takes seconds): Dense, tanh, BatchNorm, Dropout."""
+    model = nk.Sequential(nk.Dense(3, 5, "tanh"), nk.BatchNorm(5), nk.Dropout(0.3),
+                          nk.Dense(5, 2), backend="dask", dtype="float64", seed=1)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, 3))
+    t = rng.integers(0, 2, 6) if loss == "cross_entropy" else rng.standard_normal((6, 2))
+    assert nk.gradcheck(model, loss, x, t) < 1e-6

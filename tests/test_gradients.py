@@ -16,6 +16,8 @@ from conftest import host, make
 import nnkernel as nk
 from nnkernel import losses
 
+EVERY_BACKEND = ("jax",)  # JAX joins this module's backend matrix; Dask's: test_dask.py
+
 TOL = 1e-6  # largest relative error |analytic − numeric| / max(|analytic|, |numeric|)
 EPS = 1e-5  # step: truncation error ~ EPS² stays far below TOL, round-off ~ 1e-16/EPS too
 

@@ -10,19 +10,18 @@ The model owns every array: parameters and gradients in its `ParameterStore`
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from ..backend import Backend, dtype_name, is_float, to_numpy
-from ..errors import ConfigError, DTypeError, NnkernelError, ShapeError
+from ..backend import Backend, dtype_name, is_float
+from ..errors import ConfigError, DTypeError, ShapeError
 from .context import LayerContext
-from .layers import Layer, layer_from_config
+from .layers import Layer
+from .model_data import ModelData
 from .parameters import ParameterStore
 from .summary import summary_table
 
 
-class Sequential:
+class Sequential(ModelData):
     """A feed-forward network: ``Sequential(Dense(784, 256), ReLU(), Dense(256, 10))``.
 
     Parameters are initialised from ``seed`` on the host, so the same seed gives
@@ -297,125 +296,12 @@ class Sequential:
         self._bind(target, dt, arrays, flat=target.asarray(flat, dtype=target.dtype(dt)))
         return self
 
-    def config(self) -> dict:
-        """The architecture, JSON-ready: ``Sequential.from_config(model.config())`` rebuilds it."""
-        layers = [layer.config() if self._owners[i] == i else {"type": "Shared",
-                                                                 "same_as": self._owners[i]}
-                  for i, layer in enumerate(self.layers)]
-        cfg = {"layers": layers, "seed": self.seed, "dtype": dtype_name(self.dtype),
-               "ensemble": self.ensemble}
-        if len(self.input_shape) > 1 or self.input_shape != self.layers[0].input_shape():
-            cfg["input_shape"] = list(self.input_shape)
-        return cfg
-
-    @classmethod
-    def from_config(cls, cfg: dict, backend="numpy", device=None, dtype=None) -> Sequential:
-        if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
-            raise ConfigError("a model config is a JSON object with a 'layers' list")
-        layers = []
-        for i, c in enumerate(cfg["layers"]):
-            if isinstance(c, dict) and c.get("type") == "Shared":
-                j = c.get("same_as")
-                if not isinstance(j, int) or not 0 <= j < i:
-                    raise ConfigError(f"layer {i} shares the arrays of layer {j!r}, which does "
-                                      f"not come before it")
-                layers.append(layers[j])
-            else:
-                layers.append(layer_from_config(c))
-        return cls(*layers, seed=cfg.get("seed", 0), dtype=dtype or cfg.get("dtype", "float32"),
-                   backend=backend, device=device, ensemble=cfg.get("ensemble"),
-                   input_shape=cfg.get("input_shape"))
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Parameters and state as host NumPy arrays (copies, for checkpoints)."""
-        return {k: np.array(to_numpy(v)) for k, v in {**self.params, **self.state}.items()}
-
-    def load_arrays(self, arrays: dict) -> None:
-        """Set parameters and state from `arrays()` output; shapes are checked."""
-        missing = [k for k in list(self.params) + list(self.state) if k not in arrays]
-        if missing:
-            raise ShapeError(f"arrays lack {', '.join(missing)}")
-        for k in self.params:  # written into the store: the caller's arrays are not aliased
-            self.params[k] = arrays[k]
-        for k in self.state:
-            value = self.backend.asarray(arrays[k], dtype=self.dtype, copy=True)
-            if tuple(value.shape) != tuple(self.state[k].shape):
-                raise ShapeError(f"state {k!r} must have shape {tuple(self.state[k].shape)}, "
-                                 f"got {tuple(value.shape)}")
-            self.state[k] = value
-
     def _backend_for(self, backend, device) -> Backend:
         if backend is None and device is None:
             return self.backend
         if isinstance(backend, Backend):
             return backend
         return Backend(self.backend.name if backend is None else backend, device)
-
-    def copy(self, backend=None, device=None, dtype=None) -> Sequential:
-        """A new model with the same architecture and arrays (optionally elsewhere)."""
-        twin = Sequential.from_config(self.config(), backend=self._backend_for(backend, device),
-                                      dtype=dtype_name(dtype or self.dtype))
-        twin.load_arrays(self.arrays())
-        return twin
-
-    def __deepcopy__(self, memo) -> Sequential:
-        """``copy.deepcopy(model)``: the same architecture, backend, device, dtype and arrays.
-
-        Rebuilt rather than copied attribute by attribute: backend modules cannot be
-        copied, and the views must stay views of the copy's own buffers. The copy starts
-        its Dropout stream afresh from the seed and has no recorded forward pass.
-        """
-        twin = self.copy()
-        memo[id(self)] = twin
-        return twin
-
-    def __getstate__(self):
-        """Pickling stores the architecture, the arrays and where the model lives."""
-        return {"config": self.config(), "arrays": self.arrays(), "backend": self.backend.name,
-                "device": self.backend.device_name}
-
-    def __setstate__(self, state):
-        try:
-            backend = Backend(state["backend"], state["device"])
-        except NnkernelError as err:  # e.g. pickled on a GPU machine, unpickled on a CPU one
-            warnings.warn(f"unpickling a {state['backend']} model onto numpy: {err}",
-                          RuntimeWarning, stacklevel=2)
-            backend = Backend("numpy")
-        twin = Sequential.from_config(state["config"], backend=backend)
-        twin.load_arrays(state["arrays"])
-        self.__dict__.update(twin.__dict__)
-        for ctx in self._contexts:
-            ctx.model = self
-
-    def member(self, i: int) -> Sequential:
-        """Member i of an ensemble as an ordinary model (a copy)."""
-        if self.ensemble is None:
-            raise ConfigError("member() needs an ensemble model (Sequential(..., ensemble=E))")
-        if not -self.ensemble <= i < self.ensemble:
-            raise IndexError(f"member {i} out of range for an ensemble of {self.ensemble}")
-        cfg = {**self.config(), "ensemble": None}
-        model = Sequential.from_config(cfg, backend=self.backend)
-        model.load_arrays({k: v[i] for k, v in self.arrays().items()})
-        return model
-
-    @classmethod
-    def stack(cls, models: list[Sequential]) -> Sequential:
-        """An ensemble whose member i is models[i] (same architecture, backend and dtype)."""
-        if not models:
-            raise ConfigError("stack() needs at least one model")
-        first = models[0]
-        cfgs = [m.config()["layers"] for m in models]
-        if any(c != cfgs[0] for c in cfgs):
-            raise ConfigError("stack() needs models of one architecture")
-        places = {(m.backend.name, m.backend.device_name, dtype_name(m.dtype)) for m in models}
-        if len(places) > 1:
-            raise ConfigError(f"stack() needs models of one backend, device and dtype; got "
-                              f"{', '.join(sorted(' '.join(p) for p in places))}")
-        ens = Sequential.from_config({**first.config(), "ensemble": len(models)},
-                                     backend=first.backend)
-        host = [m.arrays() for m in models]
-        ens.load_arrays({k: np.stack([h[k] for h in host]) for k in host[0]})
-        return ens
 
     def num_parameters(self) -> int:
         return self.store.size * (self.ensemble or 1)

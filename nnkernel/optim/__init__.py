@@ -1,16 +1,8 @@
 """Optimizers (torch.optim's rules), gradient clipping and learning-rate schedules."""
 
+from .base import Optimizer
 from .clipping import clip_by_global_norm, global_norm
-from .optimizers import (
-    OPTIMIZERS,
-    SGD,
-    Adam,
-    AdamW,
-    Optimizer,
-    RMSprop,
-    get_optimizer,
-    optimizer_class,
-)
+from .optimizers import OPTIMIZERS, SGD, Adam, AdamW, RMSprop, get_optimizer, optimizer_class
 from .schedules import (
     SCHEDULES,
     CosineDecay,
