@@ -6,7 +6,11 @@ Both sides train the same network (784-256-256-10, ReLU, Adam lr 1e-3, batch
 128, cross-entropy) for the same epochs. nnkernel trains through `nnkernel.fit`
 (the loop `nnkernel train` runs); PyTorch through the loop of its tutorials
 (nn.Sequential, randperm-style batch gathers, F.cross_entropy, zero_grad,
-backward, Adam.step, loss.item()). By default both start from the same initial
+backward, Adam.step, loss.item()). nnkernel runs with the two speed options the
+command line turns on (`nk.keep_freed_memory()` and Adam's `flush_subnormals`:
+without it, Adam's second moments sink into subnormal floats over the epochs and
+x86 float units slow down on them); `--library-defaults` leaves both off, as a
+plain `nk.fit` does. By default both start from the same initial
 weights and visit the batches in the same order (nnkernel's shuffle of
 (seed, epoch)), so their accuracy curves agree until float rounding makes them
 drift; --independent-init gives PyTorch its own initialisation and
@@ -61,7 +65,7 @@ def nnkernel_model(seed):
                          nk.Dense(256, 10), seed=seed)
 
 
-def train_nnkernel(data, seed, epochs):
+def train_nnkernel(data, seed, epochs, library_defaults):
     import nnkernel as nk
 
     X, y, Xt, yt = data
@@ -82,7 +86,8 @@ def train_nnkernel(data, seed, epochs):
 
     clock = Clock()
     t_call = time.perf_counter()
-    nk.fit(model, X, y, optimizer=nk.optim.Adam(lr=LR), epochs=epochs, batch_size=BATCH,
+    optimizer = nk.optim.Adam(lr=LR, flush_subnormals=not library_defaults)
+    nk.fit(model, X, y, optimizer=optimizer, epochs=epochs, batch_size=BATCH,
            validation_data=(Xt, yt), seed=seed, callbacks=[clock], progress=False)
     return {"epochs": log, "setup_s": clock.setup_s}
 
@@ -142,8 +147,12 @@ def train_torch(data, seed, epochs, same_init):
 
 
 class TTAWorker:
-    def __init__(self, side, threads):
-        self.side, self.data = side, None
+    def __init__(self, side, threads, library_defaults):
+        self.side, self.data, self.library_defaults = side, None, library_defaults
+        if side == "nnkernel" and not library_defaults:
+            import nnkernel as nk
+
+            nk.keep_freed_memory()  # what `nnkernel train` sets for its process
         if side == "torch":
             import torch
 
@@ -159,7 +168,8 @@ class TTAWorker:
                     "n_test": int(self.data[2].shape[0])}
         if cmd["cmd"] == "train":
             if self.side == "nnkernel":
-                return train_nnkernel(self.data, cmd["seed"], cmd["epochs"])
+                return train_nnkernel(self.data, cmd["seed"], cmd["epochs"],
+                                      self.library_defaults)
             return train_torch(self.data, cmd["seed"], cmd["epochs"], cmd["same_init"])
         raise ValueError(f"unknown command {cmd['cmd']!r}")
 
@@ -188,6 +198,9 @@ def parse_args(argv):
     ap.add_argument("--independent-init", action="store_true",
                     help="PyTorch uses its own initialisation and torch.randperm shuffles")
     ap.add_argument("--torch-threads", type=int, default=2)
+    ap.add_argument("--library-defaults", action="store_true",
+                    help="nnkernel without the command line's speed options (glibc's "
+                         "allocator thresholds, Adam without flush_subnormals)")
     ap.add_argument("--unset-openblas-env", action="store_true",
                     help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for the workers")
     ap.add_argument("--json", metavar="FILE")
@@ -201,11 +214,13 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        serve(TTAWorker(args.worker, args.torch_threads))
+        serve(TTAWorker(args.worker, args.torch_threads, args.library_defaults))
         return 0
     env = worker_env(args.unset_openblas_env)
+    extra = ["--library-defaults"] if args.library_defaults else []
     workers = {side: WorkerProcess(side, [sys.executable, str(HERE), "--worker", side,
-                                          "--torch-threads", str(args.torch_threads)], env)
+                                          "--torch-threads", str(args.torch_threads)] + extra,
+                                   env)
                for side in ("nnkernel", "torch")}
     try:
         return report(args, workers)
@@ -224,7 +239,9 @@ def report(args, workers) -> int:
           f"({loads['nnkernel']['n_train']} training / {loads['nnkernel']['n_test']} test images)")
     init = ("independent (torch default, randperm)" if args.independent_init
             else "the same weights and batch order on both sides")
-    print(f"init: {init}; "
+    options = ("library defaults" if args.library_defaults
+               else "the command line's keep_freed_memory and flush_subnormals")
+    print(f"init: {init}; nnkernel: {options}; "
           f"torch threads {infos['torch']['torch_threads']}; "
           f"OPENBLAS_CORETYPE={env_value(infos, 'OPENBLAS_CORETYPE')}, "
           f"OPENBLAS_L2_SIZE={env_value(infos, 'OPENBLAS_L2_SIZE')} in the workers")

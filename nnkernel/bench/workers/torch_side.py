@@ -50,13 +50,8 @@ def _torch_data(torch, case):
     return cycle(list(zip(xs, ts, strict=True)))
 
 
-def _torch_mlp(case):
-    import torch
-
-    model = _torch_mlp_model(torch, case)
-    opt = _torch_optimizer(torch, case, model.parameters())
-    loss_fn = _torch_loss(torch, case)
-    data = _torch_data(torch, case)
+def _training_step(torch, case, model, opt, loss_fn, data):
+    """The tutorials' step: forward, loss, zero_grad, backward, step."""
 
     def run():
         x, t = data()
@@ -66,6 +61,16 @@ def _torch_mlp(case):
         opt.step()
 
     return Step(run, _torch_sync(torch, case))
+
+
+def _torch_mlp(case):
+    import torch
+
+    model = _torch_mlp_model(torch, case)
+    opt = _torch_optimizer(torch, case, model.parameters())
+    loss_fn = _torch_loss(torch, case)
+    data = _torch_data(torch, case)
+    return _training_step(torch, case, model, opt, loss_fn, data)
 
 
 def _torch_ensemble(case):
@@ -145,15 +150,7 @@ def _torch_conv(case):
     xs, ts = image_inputs(case)
     data = cycle(list(zip(_torch_tensors(torch, case, *xs), _torch_tensors(torch, case, *ts),
                           strict=True)))
-
-    def run():
-        x, t = data()
-        loss = loss_fn(model(x), t)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return Step(run, _torch_sync(torch, case))
+    return _training_step(torch, case, model, opt, loss_fn, data)
 
 
 def _torch_arrays(torch, case, *shapes):
