@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nnkernel.cli.build as build_cli
 import nnkernel.cli.train as train_cli
 import nnkernel.train as train_module
 from nnkernel.cli import main
@@ -154,7 +155,7 @@ def test_plan_batches_merges_only_a_single_last_row_and_only_for_batchnorm():
 def test_an_ensemble_that_cannot_fit_is_refused_with_the_figure_before_allocating(
         capsys, tmp_path, monkeypatch):
     # It allocated for 100 s, ignored two Ctrl-Cs and left an empty run directory.
-    monkeypatch.setattr(train_cli, "_available_memory", lambda: 8 << 30)
+    monkeypatch.setattr(build_cli, "_available_memory", lambda: 8 << 30)
     out = tmp_path / "E"
     code, _, err = run(capsys, "train", "--ensemble", "100000", "--out", out)
     assert code == 2

@@ -28,7 +28,7 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
 
 def run(args) -> int:
     from ..io import run_dir
-    from .train import load_data
+    from .build import load_data
 
     saved = run_dir.load(args.run_dir)
     dataset = dict(saved.config.get("dataset") or {})
