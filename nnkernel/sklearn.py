@@ -57,7 +57,7 @@ class _NNBase(BaseEstimator):
                  batchnorm=False, optimizer="adam", lr=1e-3, weight_decay=None,
                  batch_size="auto", epochs=200, early_stopping=False, validation_fraction=0.1,
                  patience=10, random_state=None, backend="numpy", device=None, dtype="float32",
-                 verbose=False):
+                 warm_start=False, verbose=False):
         # scikit-learn's rule: store the arguments unchanged, validate them in fit
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -75,15 +75,22 @@ class _NNBase(BaseEstimator):
         self.backend = backend
         self.device = device
         self.dtype = dtype
+        self.warm_start = warm_start
         self.verbose = verbose
 
     # -- training -----------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
-        """Train a fresh network for ``epochs`` epochs (fewer with early stopping); returns self."""
+        """Train for ``epochs`` epochs (fewer with early stopping); returns self.
+
+        A fresh network each call, or with ``warm_start=True`` the fitted one, continued
+        with a fresh optimizer (as MLPClassifier's warm_start; partial_fit keeps the
+        optimizer's moments too).
+        """
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _fit(self, X, y, sample_weight, incremental, classes=None):
-        first = not incremental or not hasattr(self, "model_")
+        fitted = hasattr(self, "model_")
+        first = not fitted or not (incremental or self.warm_start)
         sizes, activation = self._check_params()
         X, y = validate_data(self, X, y, reset=first, dtype=_FLOATS, **self._y_checks)
         y, n_out = self._targets(y, first, classes)
@@ -98,9 +105,10 @@ class _NNBase(BaseEstimator):
             seed = _seed(self.random_state)
             model = self._build(X.shape[1], n_out, sizes, activation, seed)
             optimizer, history, done = self._new_optimizer(), None, 0
-        else:  # partial_fit continues; after unpickling, the optimizer's moments start afresh
+        else:  # partial_fit and warm_start continue; after unpickling, fresh optimizer moments
+            self._check_same_network(sizes)
             seed, model, history, done = self._seed, self.model_, self.history_, self.n_iter_
-            optimizer = getattr(self, "_optimizer", None)
+            optimizer = getattr(self, "_optimizer", None) if incremental else None
             optimizer = self._new_optimizer() if optimizer is None else optimizer
 
         callbacks, validation = [], None
@@ -146,6 +154,15 @@ class _NNBase(BaseEstimator):
         # dropout, lr, weight_decay, optimizer, backend, dtype: nnkernel raises ConfigError,
         # a ValueError, naming the valid values
         return sizes, name
+
+    def _check_same_network(self, sizes):
+        """A continued fit needs the architecture it continues (MLPClassifier raises too)."""
+        built = tuple(layer.n_out for layer in self.model_.layers
+                      if isinstance(layer, nk.Dense))[:-1]
+        if built != sizes:
+            raise ValueError(f"hidden_layer_sizes is {sizes}, but the fitted network has hidden "
+                             f"layers {built}; set warm_start=False (or refit) to train a new "
+                             f"network")
 
     def _build(self, n_in, n_out, sizes, activation, seed):
         layers, width = [], n_in
@@ -251,6 +268,11 @@ class NNClassifier(ClassifierMixin, _NNBase):
 
     def _targets(self, y, first, classes):
         check_classification_targets(y)
+        unseen = () if first else np.setdiff1d(np.unique(y), self.classes_)
+        if len(unseen):
+            raise ValueError(f"y has labels {unseen.tolist()} that the fitted classifier does "
+                             f"not know (classes_ = {self.classes_.tolist()}); a continued fit "
+                             f"(warm_start, partial_fit) keeps its classes")
         if first:
             self._encoder = LabelEncoder().fit(y if classes is None else classes)
             self.classes_ = self._encoder.classes_

@@ -169,12 +169,48 @@ def test_partial_fit_continues():
         clf.partial_fit(X, y)
     assert clf.n_iter_ == 10 and len(clf.loss_curve_) == 10
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"labels \[9\].*classes_ = \[0, 1, 2\]"):
         clf.partial_fit(X, np.full(200, 9))  # a label unseen on the first call
     with pytest.raises(ValueError, match="features"):
         clf.partial_fit(X[:, :3], y)
     reg = NNRegressor(hidden_layer_sizes=(8,), random_state=0).partial_fit(X, X[:, 0])
     assert reg.n_iter_ == 1 and reg.predict(X).shape == (200,)
+
+
+def test_warm_start_continues_the_fitted_network_with_a_fresh_optimizer():
+    X, y = blobs(n=200, std=2.0)
+    settings = {"hidden_layer_sizes": (16,), "lr": 0.01, "epochs": 4, "batch_size": 50,
+                "random_state": 0}
+    cold = NNClassifier(**settings).fit(X, y)
+    again = cold.get_params()
+    assert np.array_equal(NNClassifier(**again).fit(X, y).model_.params.flat,
+                          cold.fit(X, y).model_.params.flat)  # warm_start=False: a new network
+    assert cold.n_iter_ == 4
+
+    warm = NNClassifier(**settings, warm_start=True).fit(X, y)
+    first = warm.model_.params.flat.copy()
+    assert np.array_equal(first, cold.model_.params.flat)  # the first fit is the cold one
+    warm.fit(X, y)
+    assert warm.n_iter_ == 8 and len(warm.loss_curve_) == 8
+    # it went on from the fitted weights: its 5th epoch is far below a fresh 1st epoch
+    assert warm.loss_curve_[4] < 0.2 * warm.loss_curve_[0]
+    # the same as continuing by hand: the weights so far, a new Adam, the next shuffles
+    model = nk.Sequential.from_config(cold.model_.config())
+    model.load_arrays({k: np.asarray(v) for k, v in NNClassifier(**settings).fit(X, y)
+                       .model_.arrays().items()})
+    nk.fit(model, X.astype(np.float32), y, optimizer=nk.optim.Adam(lr=0.01), epochs=4,
+           batch_size=50, seed=4, progress=False)
+    np.testing.assert_array_equal(warm.model_.params.flat, model.params.flat)
+
+    with pytest.raises(ValueError, match=r"labels \[7\]"):
+        warm.fit(X, np.where(y == 2, 7, y))
+    with pytest.raises(ValueError, match="features"):
+        warm.fit(X[:, :3], y)
+    with pytest.raises(ValueError, match="hidden_layer_sizes is \\(8,\\).*warm_start=False"):
+        warm.set_params(hidden_layer_sizes=(8,)).fit(X, y)
+    assert warm.n_iter_ == 8  # a refused fit keeps the fitted model
+    reg = NNRegressor(hidden_layer_sizes=(8,), epochs=3, warm_start=True, random_state=0)
+    assert reg.fit(X, X[:, 0]).fit(X, X[:, 0]).n_iter_ == 6
 
 
 def test_clone_get_set_params():
@@ -183,7 +219,7 @@ def test_clone_get_set_params():
     assert set(params) == {
         "hidden_layer_sizes", "activation", "dropout", "batchnorm", "optimizer", "lr",
         "weight_decay", "batch_size", "epochs", "early_stopping", "validation_fraction",
-        "patience", "random_state", "backend", "device", "dtype", "verbose"}
+        "patience", "random_state", "backend", "device", "dtype", "warm_start", "verbose"}
     twin = clone(clf)
     assert twin.get_params() == params and not hasattr(twin, "model_")
     assert clf.set_params(lr=0.5, epochs=3) is clf and clf.lr == 0.5
