@@ -248,8 +248,9 @@ class NNClassifier(ClassifierMixin, _NNBase):
 
     Parameters mirror `sklearn.neural_network.MLPClassifier` where they overlap
     (``hidden_layer_sizes=(100,)``, ``lr`` = ``learning_rate_init``, ``batch_size="auto"``,
-    ``epochs`` = ``max_iter``, ``random_state``); ``dropout``, ``batchnorm``, ``optimizer``
-    ("adam", "adamw", "sgd", "rmsprop"), ``backend``, ``device`` and ``dtype`` are nnkernel's.
+    ``epochs`` = ``max_iter``, ``random_state``, ``warm_start``); ``dropout``, ``batchnorm``,
+    ``optimizer`` ("adam", "adamw", "sgd", "rmsprop"), ``backend``, ``device`` and ``dtype``
+    are nnkernel's.
     Labels may be of any type: they are encoded with a LabelEncoder, and binary problems get
     two logits. After fit: ``classes_``, ``model_`` (the trained nnkernel.Sequential),
     ``history_`` (nk.fit's History), ``loss_curve_``, ``n_iter_``, ``n_features_in_``.
