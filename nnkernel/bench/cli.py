@@ -25,7 +25,7 @@ def parse_args(argv):
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                     help="cpu (NumPy vs torch CPU) or gpu (CuPy vs torch CUDA)")
     ap.add_argument("--quick", action="store_true",
-                    help="fewer sizes and shorter rounds: the whole sweep in under a minute")
+                    help="fewer sizes and shorter rounds: the whole sweep in a minute or two")
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma-separated sections to run (default all): {','.join(SECTIONS)}")
     ap.add_argument("--repeats", type=int, default=None,
