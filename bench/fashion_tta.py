@@ -8,7 +8,7 @@ Both sides train the same network (784-256-256-10, ReLU, Adam lr 1e-3, batch
 (nn.Sequential, randperm-style batch gathers, F.cross_entropy, zero_grad,
 backward, Adam.step, loss.item()). nnkernel runs with the two speed options the
 command line turns on (`nk.keep_freed_memory()` and Adam's `flush_subnormals`:
-without it, Adam's second moments sink into subnormal floats over the epochs and
+without it, Adam's first moment sinks into subnormal floats over the epochs and
 x86 float units slow down on them); `--library-defaults` leaves both off, as a
 plain `nk.fit` does. By default both start from the same initial
 weights and visit the batches in the same order (nnkernel's shuffle of
