@@ -9,7 +9,8 @@ process of its own (XLA's thread pool would fight NumPy's BLAS threads).
 
 from __future__ import annotations
 
-from .common import Step, cycle, inputs
+from .common import Step
+from .nnkernel_side import _nk_data, _nk_optimizer, _nk_train_step
 
 
 def _model(case, ensemble=None, seed=0):
@@ -21,22 +22,6 @@ def _model(case, ensemble=None, seed=0):
                device="gpu" if case.get("device", "cpu") == "gpu" else None, ensemble=ensemble)
 
 
-def _optimizer(nk, case):
-    if case.get("optimizer", "adam") == "adam":
-        return nk.optim.Adam(lr=case.get("lr", 1e-3))
-    return nk.optim.SGD(lr=case.get("lr", 0.01))
-
-
-def _loss(nk, case, members):
-    if case.get("loss", "ce") == "ce":
-        def loss(y, t, **kw):
-            return nk.losses.cross_entropy(y, t, members=members, num_check=False)
-    else:
-        def loss(y, t, **kw):
-            return nk.losses.mse(y, t, members=members)
-    return loss
-
-
 def _step(case, ensemble=None):
     import nnkernel as nk
 
@@ -45,17 +30,11 @@ def _step(case, ensemble=None):
 
         jax.config.update("jax_enable_x64", True)
     model = _model(case, ensemble)
-    opt = _optimizer(nk, case)
-    members = ensemble is not None
-    be = model.backend
-    xs, ts = inputs(case, case["sizes"][0])
-    data = cycle([(be.asarray(x), be.asarray(t)) for x, t in zip(xs, ts, strict=True)])
-
-    def sync():
-        import jax
-
-        jax.block_until_ready(dict(model.params))  # the newest parameters, in either layout
-
+    opt = _nk_optimizer(nk, case)
+    data = _nk_data(model, case)
+    # waits for every live array on the device; reading model.params instead would make the
+    # compiled step's deferred per-key views inside the timed region
+    sync = model.backend.synchronize
     if case["impl"] == "jax-compiled":
         if case.get("loss", "ce") == "ce":
             loss = nk.losses.cross_entropy  # the compiled step passes num_check=False itself
@@ -65,16 +44,8 @@ def _step(case, ensemble=None):
 
         compiled = CompiledStep(model, loss, opt)
         return Step(lambda: compiled(*data()), sync)
-    loss = _loss(nk, case, members)
-
-    def run():
-        x, t = data()
-        out = model.forward(x, train=True)
-        _, dy = loss(out, t)
-        model.backward(dy, input_grad=False)
-        opt.step(model.params, model.grads)
-
-    return Step(run, sync)
+    step = _nk_train_step(nk, model, opt, case)
+    return Step(lambda: step(*data()), sync)
 
 
 def _jax_mlp(case):
