@@ -164,12 +164,12 @@ class Kernels(ConvKernels):
             g = g + weight_decay * p  # Adam: L2 penalty folded into the gradient
         m = beta1 * m + (1.0 - beta1) * g
         if flush_subnormals:
-            tiny = xp.abs(m) < xp.finfo(m.dtype).smallest_normal
             due = step % SUBNORMAL_FLUSH_EVERY == 0  # a bool, or a traced one in a compiled step
-            if isinstance(due, bool):
-                m = xp.where(tiny, 0.0, m) if due else m
-            else:
-                m = xp.where(tiny & due, 0.0, m)
+            smallest = xp.finfo(m.dtype).smallest_normal
+            if not isinstance(due, bool):
+                m = xp.where((xp.abs(m) < smallest) & due, 0.0, m)
+            elif due:  # the |m| pass only on the steps that flush
+                m = xp.where(xp.abs(m) < smallest, 0.0, m)
         v = beta2 * v + (1.0 - beta2) * (g * g)
         bc1 = 1.0 - beta1**step
         bc2 = 1.0 - beta2**step
