@@ -340,6 +340,21 @@ def test_the_kernel_classes_carry_the_conv_kernels():
     assert isinstance(strict_k, ConvKernels) and not isinstance(strict_k, NumpyConvKernels)
 
 
+def test_the_builders_keep_an_activations_parameters():
+    from nnkernel.nn.activations import ELU, LeakyReLU
+    from nnkernel.nn.builders import cnn, mlp
+
+    for model in (cnn((1, 8, 8), [3], [4], 2, activation=LeakyReLU(alpha=0.2)),
+                  cnn((1, 8, 8), [3], [4], 2, activation=LeakyReLU(alpha=0.2), batchnorm=True),
+                  mlp(6, [4, 4], 2, activation=LeakyReLU(alpha=0.2), batchnorm=True)):
+        alphas = {layer.activation.alpha for layer in model.layers
+                  if isinstance(getattr(layer, "activation", None), LeakyReLU)}
+        assert alphas == {0.2}, model
+    model = cnn((1, 8, 8), [3], [4], 2, activation=ELU(alpha=0.5), batchnorm=True)
+    assert {layer.activation.alpha for layer in model.layers
+            if isinstance(getattr(layer, "activation", None), ELU)} == {0.5}
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu", "gelu"])
 def test_the_cli_blocks_equal_conv_activation_pool(activation):
     """nn.builders.cnn puts a monotone activation after the pool: the same outputs and

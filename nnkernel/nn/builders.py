@@ -7,15 +7,23 @@ from .activations import get_activation
 from .sequential import Sequential
 
 
+def activation_layer(activation) -> L.ActivationLayer:
+    """The layer of an activation given by name, class or instance, keeping its parameters
+    (LeakyReLU(alpha=0.2) stays 0.2)."""
+    g = get_activation(activation)
+    layer = L.LAYERS[type(g).__name__]()
+    layer.activation = g
+    return layer
+
+
 def mlp_layers(n_in: int, hidden, n_out: int, *, activation="relu", dropout: float = 0.0,
                batchnorm: bool = False) -> list:
     """Dense layers of the given widths: each hidden one followed by its activation (with
     ``batchnorm``: Dense, BatchNorm, activation), then Dropout if asked; a linear output."""
-    act_layer = L.LAYERS[type(get_activation(activation)).__name__]
     stack, width = [], n_in
     for size in hidden:
         if batchnorm:
-            stack += [L.Dense(width, size), L.BatchNorm(size), act_layer()]
+            stack += [L.Dense(width, size), L.BatchNorm(size), activation_layer(activation)]
         else:
             stack.append(L.Dense(width, size, activation=activation))
         if dropout:
@@ -51,7 +59,6 @@ def cnn_layers(image_shape, channels, hidden, n_out: int, *, activation="relu",
     from .init import default_init
 
     g = get_activation(activation)
-    act_layer = L.LAYERS[type(g).__name__]
     after_pool = g.name in MONOTONE and getattr(g, "alpha", 0.0) >= 0.0  # α < 0: not monotone
     stack, c_in = [], image_shape[0]
     for c in channels:
@@ -60,7 +67,8 @@ def cnn_layers(image_shape, channels, hidden, n_out: int, *, activation="relu",
         else:
             stack.append(Conv2D(c_in, c, 3, padding=1, init=default_init(g.name)))
             stack += [BatchNorm2D(c)] if batchnorm else []
-            stack += [MaxPool2D(2), act_layer()] if after_pool else [act_layer(), MaxPool2D(2)]
+            act = activation_layer(g)
+            stack += [MaxPool2D(2), act] if after_pool else [act, MaxPool2D(2)]
         c_in = c
     stack.append(Flatten())
     shape = tuple(image_shape)
