@@ -57,6 +57,21 @@ def test_the_model_arrays_are_numbers_not_a_growing_graph():
     assert model.predict(X).shape == (48, 3)
 
 
+def test_a_frozen_parameter_leaves_no_growing_graph_in_the_optimizer_state():
+    """Freezing a parameter (leaving it out of the gradients) takes the optimizer's
+    per-segment path; its new state is persisted with the parameters there too."""
+    model = nk.Sequential(nk.Dense(4, 5, "tanh"), nk.Dense(5, 3), backend="dask", seed=0)
+    opt = nk.optim.Adam(lr=0.01)
+    X, y = blobs(8)
+    x, t = model.backend.asarray(X), model.backend.asarray(y)
+    for _ in range(4):
+        _, dy = nk.losses.cross_entropy(model.forward(x, train=True), t)
+        model.backward(dy)
+        opt.step(model.params, {k: g for k, g in model.grads.items() if k != "0.W"})
+    for arr in (model.store.flat, *opt.flat_state(model.store).arrays.values()):
+        assert len(arr.__dask_graph__()) == 1, "not one computed chunk"
+
+
 def test_dask_runs_on_the_cpu_only():
     with pytest.raises(DeviceError, match="CPU only"):
         nk.Backend("dask", "gpu:0")

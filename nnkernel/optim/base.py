@@ -77,8 +77,7 @@ class Optimizer(StateFiles):
             step = fs.uniform + 1
             p = self.update_whole(store, fs.arrays, lr, wd, step)  # new state into fs.arrays
             fs.uniform = step
-            store.set_flat(p)  # a no-op where the kernels updated in place
-            fs.settle()
+            _adopt(store, fs, p)
             return
         grad_parts = [store.segment(store.grad, s) for s in segments]
         if self.clip_norm is not None:
@@ -96,9 +95,9 @@ class Optimizer(StateFiles):
                 for n in fs.names:
                     new_state[n].append((a, b, st[n]))
         if not k.in_place:  # the reference returned new arrays: put them in place
-            store.set_flat(_merge(store, store.flat, new_params))
             for n in fs.names:
                 fs.arrays[n] = _merge(store, fs.arrays[n], new_state[n])
+            _adopt(store, fs, _merge(store, store.flat, new_params))
 
     # -- the whole-model update, also traced by a compiled step (nnkernel.train.compiled) --
     def flat_state(self, store) -> FlatState:
@@ -293,6 +292,16 @@ def _active_keys(store, grads):
     if len(grads) == len(store.keys):
         return store.keys
     return [k for k in store.keys if k in grads]
+
+
+def _adopt(store, fs, p) -> None:
+    """The updated parameters and optimizer state, settled together: a lazy library (Dask)
+    computes them in one pass instead of recomputing the new state once per array, and no
+    state array keeps a growing graph. A no-op where the kernels updated in place."""
+    names = tuple(fs.arrays)
+    p, *state = store.backend.settle(p, *(fs.arrays[n] for n in names)) if names else (p,)
+    fs.arrays = dict(zip(names, state, strict=True))
+    store.set_flat(p)
 
 
 def _merge(store, flat, pieces):

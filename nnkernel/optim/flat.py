@@ -105,12 +105,6 @@ class FlatState:
                        for n, a in self.arrays.items()}
         self.store = store
 
-    def settle(self) -> None:
-        """Keep the state as numbers on a lazy library (see `Backend.settle`)."""
-        be = self.store.backend
-        for name, arr in self.arrays.items():
-            self.arrays[name] = be.settle(arr)
-
     def per_key(self, name, key):
         """State ``name`` of one parameter, shaped like it."""
         store = self.store
