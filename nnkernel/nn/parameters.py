@@ -84,10 +84,6 @@ class ParameterStore:
             out[key] = xp.reshape(flat[..., a:b], self.lead + self.shapes[key])
         return out
 
-    def views(self, flat) -> dict:
-        """Key -> view of a buffer laid out as ``flat`` (a compiled step makes them itself)."""
-        return self._views(flat)
-
     def _rebind_params(self, views=None) -> None:
         views = self._views(self.flat) if views is None else views
         dict.update(self.params, views)
@@ -116,11 +112,11 @@ class ParameterStore:
             self.flat = self.backend.settle(flat)  # a lazy library: the numbers, not a graph
             self._rebind_params(views)
 
-    def set_grad(self, grad, views=None) -> None:
+    def set_grad(self, grad) -> None:
         self.fresh()
         if grad is not self.grad:
             self.grad = self.backend.settle(grad)
-            self._rebind_grads(views)
+            self._rebind_grads()
 
     # -- a compiled step's buffers, viewed when next looked at ----------------------------------
     def defer(self, params, grads=None) -> None:

@@ -290,10 +290,10 @@ class Sequential(ModelData):
         if flat is None:
             self._bind(target, dt, self.arrays())
             return self
-        if target.mutable:  # the store writes in place: its buffer, not the old model's
-            flat = target.xp.asarray(flat, copy=True)
+        # the store writes in place: its own buffer, not the old model's (one copy, or the cast)
+        flat = target.asarray(flat, dtype=target.dtype(dt), copy=True if target.mutable else None)
         arrays = {**self.params, **self.state}  # shapes; the state moves by `asarray`
-        self._bind(target, dt, arrays, flat=target.asarray(flat, dtype=target.dtype(dt)))
+        self._bind(target, dt, arrays, flat=flat)
         return self
 
     def _backend_for(self, backend, device) -> Backend:
