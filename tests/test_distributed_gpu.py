@@ -128,6 +128,25 @@ def test_cuda_aware_transport_syncs_the_stream_then_hands_mpi_the_device_array()
     assert be.synced == 1 and world.log == [("allreduce", grad)]
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_host_transport_reduces_the_buffer_itself_in_place(backend):
+    if backend == "torch":
+        pytest.importorskip("torch")
+
+    class Doubling:
+        def allreduce_(self, a, what):
+            a *= 2.0
+
+        def bcast_(self, a, root, what):
+            a += 1.0
+
+    be = nk.Backend(backend)
+    buf = be.asarray(np.ones(4, np.float32))
+    t = transport._make(Doubling(), be, None)
+    assert t.name == "host" and t.allreduce(buf, "g") is buf and t.bcast(buf, 0, "p") is buf
+    np.testing.assert_array_equal(nk.backend.to_numpy(buf), np.full(4, 3.0, np.float32))
+
+
 def test_transport_choice_per_backend(monkeypatch):
     world = FakeWorld()
     monkeypatch.delenv("NNKERNEL_GPU_ALLREDUCE", raising=False)

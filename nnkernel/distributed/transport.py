@@ -34,14 +34,13 @@ class HostTransport:
 
     def __init__(self, world, backend):
         self.world = world
-        self._view = (lambda a: a.numpy()) if backend.name == "torch" else (lambda a: a)
 
     def allreduce(self, arr, what):
-        self.world.allreduce_(self._view(arr), what)
+        self.world.allreduce_(to_numpy(arr), what)  # a view of the buffer: reduced in place
         return arr
 
     def bcast(self, arr, root, what):
-        self.world.bcast_(self._view(arr), root, what)
+        self.world.bcast_(to_numpy(arr), root, what)
         return arr
 
 

@@ -274,13 +274,13 @@ def class_scores(loss_fn, out, y):
     (1 − σ, σ), labels y > 0.5. Any other loss: the targets and outputs as given.
     """
     from ..losses import binary_cross_entropy, cross_entropy
+    from ..nn.activations import sigmoid, softmax
 
     if loss_fn is cross_entropy:
-        e = np.exp(out - out.max(axis=-1, keepdims=True))
         labels = y if y.ndim == 1 else np.argmax(y, axis=-1)
-        return labels, e / e.sum(axis=-1, keepdims=True)
+        return labels, softmax(np, out)
     if loss_fn is binary_cross_entropy:
-        p = 0.5 * (np.tanh(0.5 * out) + 1.0)
+        p = sigmoid(np, out)
         if out.shape[-1] == 1:
             return (y.reshape(-1) > 0.5).astype(np.int64), np.concatenate([1.0 - p, p], -1)
         if not np.allclose(y.sum(axis=-1), 1.0):
