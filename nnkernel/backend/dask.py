@@ -27,7 +27,6 @@ import numpy as np
 
 from ..errors import DeviceError
 from .base import Backend
-from .random import Random
 
 SCHEDULER = "synchronous"
 
@@ -68,12 +67,7 @@ class DaskBackend(Backend):
 
     def exchange(self, obj):
         # dask.array has no from_dlpack; a NumPy array is wrapped as it is (no copy)
-        if isinstance(obj, np.ndarray):
-            return self.module.from_array(obj, chunks=-1 if obj.ndim else ())
-        return None
-
-    def dlpack_device(self):
-        return (1, 0)
+        return self.asarray(obj) if isinstance(obj, np.ndarray) else None
 
     def settle(self, *arrays):
         """Compute the arrays now (in one pass) and keep the results in memory: later graphs
@@ -93,17 +87,3 @@ class DaskBackend(Backend):
 
     def zeros(self, shape, dtype):
         return self.module.zeros(shape, dtype=dtype, chunks=-1)
-
-    def random(self, seed) -> Random:
-        return DaskRandom(self, seed)
-
-
-class DaskRandom(Random):
-    """NumPy's host streams (as the NumPy backend draws them), as single-chunk Dask arrays."""
-
-    def uniform(self, shape, dtype):
-        host = self.rng.random(tuple(shape), dtype=self._host_dtype(dtype))
-        return self.backend.module.from_array(host, chunks=-1)
-
-    def permutation(self, n):
-        return self.backend.module.from_array(self.rng.permutation(n), chunks=-1)
