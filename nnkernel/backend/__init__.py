@@ -103,22 +103,23 @@ def compiling_backends() -> list[str]:
     return [name for name, cls in _CLASSES.items() if cls.compile is not Backend.compile]
 
 
+def _loaded_classes():
+    # only libraries already imported can have raised an error: importing one would be slow
+    return (cls for cls in _CLASSES.values()
+            if cls._module is not None or cls.module_name in sys.modules)
+
+
 def out_of_memory(error: BaseException) -> bool:
     """Whether an exception is an out-of-memory error of any library in use."""
-    if isinstance(error, MemoryError):
-        return True
-    # only libraries already imported can have raised it: importing one here would be slow
-    return any(cls.is_out_of_memory(error) for cls in _CLASSES.values()
-               if cls._module is not None or cls.module_name in sys.modules)
+    return isinstance(error, MemoryError) or any(
+        cls.is_out_of_memory(error) for cls in _loaded_classes())
 
 
 def device_out_of_memory(error: BaseException) -> bool:
     """Whether an exception says a GPU ran out of memory (CuPy's subclasses MemoryError)."""
-    if not out_of_memory(error):
-        return False
-    return not isinstance(error, MemoryError) or any(
-        cls.is_device_out_of_memory(error) for cls in _CLASSES.values()
-        if cls._module is not None or cls.module_name in sys.modules)
+    if isinstance(error, MemoryError):
+        return any(cls.is_device_out_of_memory(error) for cls in _loaded_classes())
+    return out_of_memory(error)
 
 
 def available_backends() -> dict[str, str]:

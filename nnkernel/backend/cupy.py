@@ -83,10 +83,6 @@ class CupyBackend(Backend):
         return tf32_enabled()
 
     @classmethod
-    def is_out_of_memory(cls, error) -> bool:
-        return isinstance(error, MemoryError) or cls.is_device_out_of_memory(error)
-
-    @classmethod
     def is_device_out_of_memory(cls, error) -> bool:
         # cupy.cuda.memory.OutOfMemoryError subclasses MemoryError: tell it from the host's
         return isinstance(error, cls.load().cuda.memory.OutOfMemoryError)
