@@ -218,7 +218,7 @@ def prepare(args, dp=None) -> Job | None:
 def train_and_report(args, job: Job, dp=None) -> int:
     """Train, save and print the test metrics (the run directory, if any, is held)."""
     from ..io import run_dir
-    from ..train import EarlyStopping, TrainingInterrupted, fit
+    from ..train import TrainingInterrupted, fit
 
     out, settings, hyper, model, optimizer = (job.out, job.settings, job.hyper, job.model,
                                               job.optimizer)
@@ -256,7 +256,7 @@ def train_and_report(args, job: Job, dp=None) -> int:
         return EXIT_OK
 
     if out is not None:
-        early = next((cb for cb in job.callbacks if isinstance(cb, EarlyStopping)), None)
+        early = _early(job)
         settings["finished"] = True
         settings["stopped_early_at_epoch"] = (early.stopped_epoch + 1 if early and
                                               early.stopped_epoch is not None else None)
