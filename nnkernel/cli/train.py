@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, NonFiniteError
+from ..io.labels import TASKS
 from . import distributed
 from .build import build_model, build_optimizer, load_data, member_lrs
 from .results import as_model_input, print_result, test_metrics
@@ -36,7 +37,7 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
                       "spirals, moons, linear, or a .csv/.npz path")
     data.add_argument("--data-dir", help="where to look for (or download) IDX files")
     data.add_argument("--target", help="the label column of a CSV (default: label)")
-    data.add_argument("--task", choices=("classification", "regression"),
+    data.add_argument("--task", choices=TASKS,
                       help="what the target of a .csv/.npz is (default: class labels 0..K-1 "
                       "when it holds few distinct whole numbers, else regression; see "
                       "nnkernel.io.labels)")

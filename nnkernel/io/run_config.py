@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from .labels import TASKS
 from .safe_read import max_checkpoint_bytes
 from .validate import model_bytes
 
@@ -22,7 +23,6 @@ BIG = 2 ** 63  # every integer must fit the int64 of the checkpoint's progress a
 MAX_LAYERS = 10_000
 DTYPES = ("float16", "float32", "float64")
 RUNTIME_DTYPES = ("float32", "float64")  # what --dtype offers
-TASKS = ("classification", "regression")
 
 
 def _show(value) -> str:

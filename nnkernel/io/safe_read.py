@@ -39,15 +39,22 @@ def max_checkpoint_bytes(max_bytes: int | None = None) -> int:
     """
     if max_bytes is not None:
         return int(max_bytes)
-    text = os.environ.get(MAX_CHECKPOINT_BYTES_ENV, "").strip()
+    limit = bytes_from_env(MAX_CHECKPOINT_BYTES_ENV, CheckpointError)
+    return DEFAULT_MAX_CHECKPOINT_BYTES if limit is None else limit
+
+
+def bytes_from_env(name: str, error: type[Exception]) -> int | None:
+    """A positive byte count from $name (K, M, G, T suffixes: powers of 1024), None if unset;
+    anything else raises ``error`` naming the variable."""
+    text = os.environ.get(name, "").strip()
     if not text:
-        return DEFAULT_MAX_CHECKPOINT_BYTES
+        return None
     suffix = text[-1].upper() if text[-1].isalpha() else ""
     number = text[:-1] if suffix else text
     if suffix in _SUFFIXES and number.strip().isdigit() and int(number) > 0:
         return int(number) * _SUFFIXES[suffix]
-    raise CheckpointError(f"${MAX_CHECKPOINT_BYTES_ENV} must be a positive number of bytes "
-                          f"such as 8000000000 or 8G, got {text!r}")
+    raise error(f"${name} must be a positive number of bytes such as 8000000000 or 8G, "
+                f"got {text!r}")
 
 
 def describe_limit(limit: int, parameter: str = "max_bytes") -> str:

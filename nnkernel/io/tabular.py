@@ -23,7 +23,7 @@ import numpy as np
 from nnkernel.errors import CheckpointError, DatasetError, NonFiniteError
 
 from . import labels
-from .safe_read import open_regular
+from .safe_read import bytes_from_env, open_regular
 
 if TYPE_CHECKING:  # datasets imports this module; this one imports it back only when called
     from .datasets import Dataset
@@ -33,17 +33,8 @@ MAX_DATA_BYTES_ENV = "NNKERNEL_MAX_DATA_BYTES"
 
 def max_data_bytes() -> int | None:
     """$NNKERNEL_MAX_DATA_BYTES (bytes; K, M, G, T suffixes), else the available memory."""
-    from .safe_read import _SUFFIXES
-
-    text = os.environ.get(MAX_DATA_BYTES_ENV, "").strip()
-    if text:
-        suffix = text[-1].upper() if text[-1].isalpha() else ""
-        number = text[:-1] if suffix else text
-        if suffix in _SUFFIXES and number.strip().isdigit() and int(number) > 0:
-            return int(number) * _SUFFIXES[suffix]
-        raise DatasetError(f"${MAX_DATA_BYTES_ENV} must be a positive number of bytes such as "
-                           f"8000000000 or 8G, got {text!r}")
-    return available_memory()
+    limit = bytes_from_env(MAX_DATA_BYTES_ENV, DatasetError)
+    return available_memory() if limit is None else limit
 
 
 def available_memory() -> int | None:
