@@ -109,12 +109,6 @@ def torch_mlp_step(sizes, batch, activation="relu", loss="cross_entropy", seed=0
     return step
 
 
-def mlp_flops(sizes, batch) -> float:
-    """Matmul FLOPs of a training step: 6·B·K·M per layer, less the first layer's dx."""
-    total = sum(6.0 * batch * a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    return total - 2.0 * batch * sizes[0] * sizes[1]
-
-
 def set_tf32(enabled: bool, have_torch: bool) -> None:
     from nnkernel.backend.cupy import set_tf32 as cupy_tf32
 
@@ -262,6 +256,8 @@ def bench_fused(args, have_torch):
 
 def bench_gemm(args, mlp_rows):
     import cupy
+
+    from nnkernel.bench.plan import mlp_flops
 
     rows = []
     for n in (4096, 8192):

@@ -38,9 +38,10 @@ def params(widths):
 
 
 def train_flops_per_row(widths):
-    """2 FLOPs per multiply-add: forward, dW and dX of each matmul, no dX for the first layer."""
-    macs = [a * b for a, b in zip(widths, widths[1:], strict=False)]
-    return 2 * (3 * sum(macs) - macs[0])
+    """The step's matmul FLOPs per row, as `nnkernel bench` counts them (no dX for layer 1)."""
+    from nnkernel.bench.plan import mlp_flops
+
+    return mlp_flops(widths, 1)
 
 
 # -- measuring ----------------------------------------------------------------------------------
