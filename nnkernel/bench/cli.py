@@ -15,6 +15,13 @@ from .report import plot as plot_rows
 from .runner import BenchError, measure, spread, start_workers, summarize, worker_env
 from .workers import SIDES
 
+# the library sides a sweep leaves out, saying so, where the library is not installed
+OPTIONAL_SIDES = {
+    "torch": "PyTorch is not installed: the torch columns are left out "
+             "(pip install torch==2.13.0 for the comparison)",
+    "jax": 'JAX is not installed: the jax rows are left out (pip install "nnkernel[jax]" '
+           "for them)",
+}
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(
@@ -93,19 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         print("nnkernel bench: --device gpu runs nnkernel on CuPy, which is not installed "
               '(pip install "nnkernel[gpu]"); use --device cpu', file=sys.stderr)
         return 2
-    have_torch = importlib.util.find_spec("torch") is not None
     cases = plan(args.sections, args.params, args.dtype, args.device)
     notes = []
-    if not have_torch:
-        notes.append("PyTorch is not installed: the torch columns are left out "
-                     "(pip install torch==2.13.0 for the comparison)")
-        for c in cases:
-            c.impls = tuple(i for i in c.impls if SIDES[i] != "torch")
-    if importlib.util.find_spec("jax") is None:
-        notes.append('JAX is not installed: the jax rows are left out (pip install '
-                     '"nnkernel[jax]" for them)')
-        for c in cases:
-            c.impls = tuple(i for i in c.impls if SIDES[i] != "jax")
+    for side, note in OPTIONAL_SIDES.items():
+        if importlib.util.find_spec(side) is None:
+            notes.append(note)
+            for c in cases:
+                c.impls = tuple(i for i in c.impls if SIDES[i] != side)
     env = worker_env(args.unset_openblas_env)
     sides = list(dict.fromkeys(SIDES[i] for c in cases for i in c.impls))
     sides = ["nnkernel"] + [s for s in sides if s != "nnkernel"]  # the ceiling needs it
