@@ -55,7 +55,7 @@ class Optimizer(StateFiles):
     def step(self, params: dict, grads: dict) -> None:
         if not grads:
             return
-        factor = 1.0 if self.schedule is None else float(self.schedule(self.t))
+        factor = self._factor()
         store = getattr(params, "store", None)
         if store is not None:
             if self._members:
@@ -110,7 +110,7 @@ class Optimizer(StateFiles):
     def step_hypers(self, store, factor=None):
         """(lr, weight decay or None) of the next step: floats, or per-member (E, 1) arrays."""
         if factor is None:
-            factor = 1.0 if self.schedule is None else float(self.schedule(self.t))
+            factor = self._factor()
         lr = self._flat_hyper("lr", self.lr, store, factor)
         wd = self._flat_hyper("weight_decay", self.weight_decay, store)
         return lr, None if _is_zero(wd) else wd
@@ -205,8 +205,11 @@ class Optimizer(StateFiles):
     @property
     def current_lr(self):
         """The learning rate the next step will use (after the schedule)."""
-        factor = 1.0 if self.schedule is None else float(self.schedule(self.t))
-        return self.lr * factor
+        return self.lr * self._factor()
+
+    def _factor(self) -> float:
+        """The schedule's multiplier of the base rate at the next step (1 without one)."""
+        return 1.0 if self.schedule is None else float(self.schedule(self.t))
 
     # -- per-member hyperparameters ------------------------------------------------------------
     def _check_members(self, ensemble, known=True):
