@@ -25,8 +25,6 @@ a wait for a dead rank: `.watchdog`. Install: ``pip install "nnkernel[mpi]"``.
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import transport as _transport
 from .comm import (
     DEFAULT_TIMEOUT,
@@ -83,16 +81,11 @@ def reduce_metrics(values, op: str = "mean"):
     w = world()
     single = not isinstance(values, dict)
     items = {"_": values} if single else dict(values)
-    host = {k: np.asarray(v, dtype=np.float64) for k, v in items.items()}
-    flat = w.sum(np.concatenate([h.reshape(-1) for h in host.values()]) if host else [],
-                 "the metrics reduction")
-    if op == "mean":
-        flat = flat / w.size
-    out, at = {}, 0
-    for k, h in host.items():
-        part = flat[at:at + h.size].reshape(h.shape)
-        out[k] = float(part) if h.ndim == 0 else part
-        at += h.size
+    out = {}
+    for k, part in zip(items, w.sum_arrays(items.values(), "the metrics reduction"),
+                       strict=True):
+        part = part / w.size if op == "mean" else part
+        out[k] = float(part) if part.ndim == 0 else part
     return out["_"] if single else out
 
 

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 
+from ..backend import to_numpy
 from ..errors import ConfigError, NnkernelError
 from .watchdog import Watchdog
 
@@ -134,6 +135,17 @@ class World:
         """The elementwise sum over the ranks of a host vector, in float64."""
         arr = np.array(values, dtype=np.float64).reshape(-1)
         return self.allreduce_(arr, what)
+
+    def sum_arrays(self, arrays, what) -> list[np.ndarray]:
+        """The elementwise sums over the ranks of numbers or arrays of any shape and backend,
+        in float64 host arrays of their shapes: packed into one vector, one allreduce."""
+        host = [np.asarray(to_numpy(a), dtype=np.float64) for a in arrays]
+        flat = self.sum(np.concatenate([h.reshape(-1) for h in host]) if host else [], what)
+        out, at = [], 0
+        for h in host:
+            out.append(flat[at:at + h.size].reshape(h.shape))
+            at += h.size
+        return out
 
     def allgather(self, obj, what) -> list:
         if self.size == 1:

@@ -178,32 +178,20 @@ class DataParallel:
         """Global sums of the epoch's loss, hits and rows; the ranks' mean BatchNorm averages."""
         if self.size == 1:
             return
-        parts = [np.asarray(_host(totals.loss), dtype=np.float64),
-                 np.asarray(_host(totals.correct), dtype=np.float64)]
-        sizes = [p.size for p in parts]
-        flat = self.world.sum(np.concatenate([p.reshape(-1) for p in parts]
-                                             + [np.asarray([totals.seen], np.float64)]),
-                              self._where("reduction of the epoch's metrics"))
-        out, at = [], 0
-        for p, n in zip(parts, sizes, strict=True):
-            out.append(flat[at:at + n].reshape(p.shape))
-            at += n
-        totals.loss, totals.correct, totals.seen = out[0], out[1], int(round(flat[-1]))
+        loss, correct, seen = self.world.sum_arrays(
+            [totals.loss, totals.correct, totals.seen],
+            self._where("reduction of the epoch's metrics"))
+        totals.loss, totals.correct, totals.seen = loss, correct, int(round(float(seen)))
         self.average_state(model)
 
     def average_state(self, model) -> None:
         if not model.state or self.size == 1:
             return
         keys = list(model.state)
-        host = {k: np.asarray(to_numpy(model.state[k]), dtype=np.float64) for k in keys}
-        flat = self.world.sum(np.concatenate([host[k].reshape(-1) for k in keys]),
-                              "the BatchNorm statistics average") / self.size
-        at = 0
-        for k in keys:
-            n = host[k].size
-            model.state[k] = model.backend.asarray(flat[at:at + n].reshape(host[k].shape),
-                                                   dtype=model.dtype)
-            at += n
+        sums = self.world.sum_arrays([model.state[k] for k in keys],
+                                     "the BatchNorm statistics average")
+        for k, total in zip(keys, sums, strict=True):
+            model.state[k] = model.backend.asarray(total / self.size, dtype=model.dtype)
 
     def evaluate(self, evaluate, model, X, y, *, loss, batch_size):
         """``evaluate`` over this rank's contiguous share of (X, y), combined over the ranks."""
@@ -250,10 +238,6 @@ def broadcast(world_, via, model, optimizer=None, root: int = 0) -> None:
         if state and not mine:
             optimizer.load_state_arrays(state, model.params)
         optimizer.t = world_.bcast_obj(optimizer.t, root, "the optimizer step count")
-
-
-def _host(v):
-    return v if isinstance(v, float) else np.asarray(to_numpy(v), dtype=np.float64)
 
 
 def _digest(obj) -> str:
