@@ -10,7 +10,7 @@
 
 import sys as _sys
 
-from . import distributed, kernels, losses, optim  # distributed: mpi4py only on init()
+from . import kernels, losses, optim
 from .backend import Backend, available_backends
 from .backend.malloc import keep_freed_memory
 from .errors import (
@@ -63,6 +63,17 @@ for _old, _module in {"activations": activations, "init": init, "layers": layers
                       "checkpoint": checkpoint, "datasets": datasets, "run_dir": run_dir}.items():
     _sys.modules[f"{__name__}.{_old}"] = _module
 del _old, _module
+
+
+
+def __getattr__(name):
+    # nk.distributed is imported when first used: most programs never train over MPI
+    if name == "distributed":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.distributed")  # binds nnkernel.distributed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AvgPool2D", "BackendMismatchError", "Backend", "BatchNorm", "BatchNorm2D", "Callback",
