@@ -40,13 +40,6 @@ def _library(y):
     return found[0], found[1], found[2].array_is_asynchronous(y)
 
 
-def _reduce(xp, k, elementwise, members: bool, count: int):
-    """Mean over everything, or over all but axis 0 (members), as sum / count."""
-    if not members:
-        return k.total(elementwise) / float(count)
-    return xp.sum(elementwise, axis=tuple(range(1, elementwise.ndim))) / float(count)
-
-
 def _count(y, members: bool, per_row: bool = False) -> int:
     """Number of terms averaged per member: the normaliser of the gradient."""
     shape = tuple(y.shape)
@@ -99,7 +92,7 @@ def mse(y, target, *, members: bool = False, weights=None):
     diff = y - _regression_target(xp, y, target, "mse", members)
     n = _count(y, members)
     sq, dy = _weighted(xp, diff * diff, diff * (2.0 / n), weights, y, "mse")
-    return _reduce(xp, k, sq, members, n), dy
+    return k.mean(sq, members, n), dy
 
 
 def mae(y, target, *, members: bool = False, weights=None):
@@ -108,7 +101,7 @@ def mae(y, target, *, members: bool = False, weights=None):
     diff = y - _regression_target(xp, y, target, "mae", members)
     n = _count(y, members)
     ad, dy = _weighted(xp, xp.abs(diff), xp.sign(diff) * (1.0 / n), weights, y, "mae")
-    return _reduce(xp, k, ad, members, n), dy
+    return k.mean(ad, members, n), dy
 
 
 def huber(y, target, delta: float = 1.0, *, members: bool = False, weights=None):
@@ -122,7 +115,7 @@ def huber(y, target, delta: float = 1.0, *, members: bool = False, weights=None)
     # min/max, not xp.clip: array-api-compat's clip reads a count back from a GPU
     dy = xp.minimum(xp.maximum(d, -delta), delta) * (1.0 / n)
     elementwise, dy = _weighted(xp, elementwise, dy, weights, y, "huber")
-    return _reduce(xp, k, elementwise, members, n), dy
+    return k.mean(elementwise, members, n), dy
 
 
 def binary_cross_entropy(y, target, *, members: bool = False, weights=None,
@@ -141,7 +134,7 @@ def binary_cross_entropy(y, target, *, members: bool = False, weights=None,
     n = _count(y, members)
     elementwise, dy = _weighted(xp, elementwise, (sigmoid(xp, y) - t) * (1.0 / n), weights, y,
                                 "binary_cross_entropy")
-    return _reduce(xp, k, elementwise, members, n), dy
+    return k.mean(elementwise, members, n), dy
 
 
 def cross_entropy(y, target, *, members: bool = False, weights=None,
@@ -161,7 +154,7 @@ def cross_entropy(y, target, *, members: bool = False, weights=None,
     losses, dy = (k.softmax_cross_entropy_labels(y, t, count) if labels
                   else k.softmax_cross_entropy(y, t, count))
     losses, dy = _weighted(xp, losses, dy, weights, y, "cross_entropy", per_row=True)
-    return _reduce(xp, k, losses, members, count), dy
+    return k.mean(losses, members, count), dy
 
 
 def _class_target(xp, k, y, target, check):

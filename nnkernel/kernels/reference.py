@@ -127,9 +127,13 @@ class Kernels(ConvKernels):
         """
         fn = self.softmax_cross_entropy_labels if labels else self.softmax_cross_entropy
         losses, dz = fn(z, target, count)
+        return self.mean(losses, members, count), dz
+
+    def mean(self, x, members: bool, count: int):
+        """Mean over everything, or over all but axis 0 (per member), as sum / count."""
         if not members:
-            return self.total(losses) / float(count), dz
-        return self.xp.sum(losses, axis=tuple(range(1, losses.ndim))) / float(count), dz
+            return self.total(x) / float(count)
+        return self.xp.sum(x, axis=tuple(range(1, x.ndim))) / float(count)
 
     def labels_outside(self, labels, n_classes: int) -> tuple[int, int] | None:
         """None when every label is in 0..n_classes-1, else (min, max) for the message."""
