@@ -103,6 +103,34 @@ def test_only_rank_0_runs_callbacks_that_write_files(tmp_path):
     assert fake_parallel(rank=1).callbacks(everyone) == [early]
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_an_error_every_rank_raises_ends_the_job_normally_with_rank_0s_line(rank, capsys):
+    # MPI_Abort can drop the line in transit; an error no rank waits out needs no abort
+    from nnkernel.cli import distributed as cli_distributed
+
+    dp = fake_parallel(rank=rank)
+    dp.world = SimpleNamespace(abort=lambda code: pytest.fail(f"aborted with {code}"))
+    with pytest.raises(SystemExit) as ended:
+        with cli_distributed.one_rank_fails_all(dp):
+            raise comm.RanksDisagreeError("the ranks disagree: rank(s) 1 have ...")
+    assert ended.value.code == 2
+    printed = capsys.readouterr().err
+    assert printed == ("nnkernel: error: the ranks disagree: rank(s) 1 have ...\n"
+                       if rank == 0 else "")
+
+
+def test_an_error_on_one_rank_aborts_every_rank_naming_it(capsys):
+    from nnkernel.cli import distributed as cli_distributed
+
+    dp, aborted = fake_parallel(rank=0), []
+    dp.world = SimpleNamespace(abort=aborted.append)
+    with cli_distributed.one_rank_fails_all(dp):
+        raise OSError(28, "No space left on device", "runs/a/model.npz")
+    assert aborted == [1]
+    assert capsys.readouterr().err == ("nnkernel: error: (rank 0 of 2) runs/a/model.npz: "
+                                       "No space left on device\n")
+
+
 def test_data_fingerprint_sees_a_different_split_or_label():
     X = np.arange(600.0).reshape(300, 2)
     y = np.arange(300) % 3

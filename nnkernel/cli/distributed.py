@@ -10,7 +10,9 @@ BLAS unless --threads or OMP/OPENBLAS/MKL_NUM_THREADS say otherwise: P ranks
 with a BLAS thread per core each would oversubscribe the machine P times.
 
 An error on one rank ends every rank at once (MPI_Abort), with the error line
-naming the rank: the others would otherwise wait in their next collective.
+naming the rank: the others would otherwise wait in their next collective. An
+error every rank raises together (ranks that disagree on the model) ends the job
+normally, with rank 0's line.
 """
 
 from __future__ import annotations
@@ -104,8 +106,6 @@ def one_rank_fails_all(dp, debug: bool = False):
             raise
         from . import EXIT_INTERRUPTED, report
 
-        if not dp.is_root:
-            time.sleep(GRACE)  # the same error on rank 0 ends the job with one message
         if isinstance(error, KeyboardInterrupt):
             status, line = EXIT_INTERRUPTED, "nnkernel: interrupted"
         else:
@@ -117,6 +117,14 @@ def one_rank_fails_all(dp, debug: bool = False):
             import traceback
 
             traceback.print_exc()
+        if getattr(error, "on_every_rank", False):
+            # No rank waits on another: end normally, so the launcher forwards rank 0's line
+            # (an abort can kill it in transit)
+            if dp.is_root:
+                print(line, file=sys.stderr, flush=True)
+            raise SystemExit(status) from None
+        if not dp.is_root:
+            time.sleep(GRACE)  # the same error on rank 0 ends the job with one message
         prefix = "nnkernel: error: "
         if line.startswith(prefix):
             line = prefix + f"(rank {dp.rank} of {dp.size}) " + line[len(prefix):]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from .watchdog import Watchdog
 
 DEFAULT_TIMEOUT = 300.0  # s; long enough for rank 0's checkpoint writes and a slow data load
 EXIT_TIMEOUT = 3         # the exit status of a job aborted by the watchdog
+DRAIN = 0.2              # s an aborting rank leaves the launcher to forward its last lines
 # Set by MPI launchers (MPICH/hydra, Intel MPI, Open MPI, MVAPICH, PMIx-based ones such as
 # srun --mpi=pmix); a plain `python` has none of them. SLURM_PROCID is not one: an sbatch
 # script has it without any MPI launcher.
@@ -29,9 +31,15 @@ INSTALL_HINT = 'pip install "nnkernel[mpi]" (mpi4py and the mpich wheel)'
 class DistributedError(NnkernelError):
     """MPI is missing, the job was not started by an MPI launcher, or a collective failed."""
 
+    # True for an error every rank raises at the same point, from the same shared data: no
+    # rank is left waiting in a collective, so the job can end without MPI_Abort
+    on_every_rank = False
+
 
 class RanksDisagreeError(DistributedError, ConfigError):
     """The ranks were started with different models, settings or data."""
+
+    on_every_rank = True  # every rank compares the same allgathered fingerprints
 
 
 def launched() -> bool:
@@ -101,8 +109,10 @@ class World:
 
     def abort(self, code: int = 1) -> None:
         """End every rank now (MPI_Abort): what a rank does when it cannot go on alone."""
+        sys.stdout.flush()
         sys.stderr.flush()
         if self._abort_ok:
+            time.sleep(DRAIN)  # the launcher forwards output asynchronously; Abort drops it
             self.comm.Abort(code)
         os._exit(code)
 
