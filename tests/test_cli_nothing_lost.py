@@ -308,6 +308,29 @@ def test_early_stopping_stops_alike_after_an_interruption(capsys, tmp_path, monk
     capsys.readouterr()
 
 
+def test_an_early_stopped_run_given_more_epochs_trains_on_counting_patience_afresh(capsys, tmp_path):
+    # A finished run is a model: --epochs N trains on from its saved (best) weights as a new
+    # fit, early stopping counting afresh (Keras's fit again), not as the longer run would
+    out = tmp_path / "es"
+    flags = ["--hidden", "16", "--batch-size", "64", "--lr", "3e-2", "--early-stopping", "2",
+             "--quiet"]
+    assert main(["train", *flags, "--epochs", "60", "--out", str(out)]) == 0
+    stopped = json.loads((out / "config.json").read_text())["stopped_early_at_epoch"]
+    assert stopped is not None and stopped < 58
+    saved = run_dir.load(out)
+    assert saved.early_stopping == {}  # the best weights are the model now
+    best = saved.build_model().arrays()
+    code, _, err = run(capsys, "train", "--resume", out)  # no --epochs: nothing left
+    assert code == 0 and "nothing left to train" in err
+    assert main(["train", "--resume", str(out), "--epochs", str(stopped + 10), "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["epoch"] >= stopped + 3  # a fresh best, then 2 epochs of patience
+    history = json.loads((out / "metrics.json").read_text())
+    assert len(history["loss"]) == config["epoch"]
+    after = run_dir.load(out).build_model().arrays()
+    assert any(not np.array_equal(best[k], after[k]) for k in best)
+
+
 def test_early_stopping_state_is_checked_against_the_layout(capsys, tmp_path, monkeypatch):
     from nnkernel.io.validate import expected_run_arrays
 
