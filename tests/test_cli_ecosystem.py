@@ -140,16 +140,26 @@ def test_evaluate_prints_the_confusion_matrix_and_f1(capsys, trained):
         assert [int(v) for v in row.split()] == [i, *want[i]]
 
 
-def test_evaluate_an_ensemble_counts_its_mean_probabilities(capsys, tmp_path):
+def test_evaluate_an_ensemble_counts_its_mean_probabilities(capsys, tmp_path,
+                                                            monkeypatch):
     out = tmp_path / "ens"
     assert main(["train", *SMALL, "--ensemble", "3", "--out", str(out), "--quiet"]) == 0
     data = datasets.load("digits")
     probs = nk.mean_probabilities(run_dir.load(out).build_model()(data.X_test))
     want = sk.confusion_matrix(data.y_test, probs.argmax(1), labels=np.arange(10))
+    rows = []
+    original = nk.Sequential._evaluate
+
+    def counted(self, x):
+        rows.append(x.shape[-2])
+        return original(self, x)
+
+    monkeypatch.setattr(nk.Sequential, "_evaluate", counted)
     code, text, _ = run(capsys, "evaluate", out, "--json")
     result = json.loads(text)
     assert result["confusion_matrix"] == want.tolist()
     assert result["test_accuracy"] == pytest.approx(np.trace(want) / want.sum())
+    assert sum(rows) == result["n_test"] == len(data.y_test)  # one pass over the test rows
 
 
 def test_a_regression_run_has_no_confusion_matrix(capsys, tmp_path):

@@ -51,9 +51,7 @@ def run(args) -> int:
         X = np.concatenate([data.X_train, data.X_test])
         y = np.concatenate([data.y_train, data.y_test])
     X = as_model_input(model, X, f"dataset {data.name}", saved.directory)
-    result = test_metrics(model, X, y, loss, data, args.batch_size)
-    if data.task == "classification":
-        result.update(class_metrics(model, X, y, args.batch_size))
+    result = test_metrics(model, X, y, loss, data, args.batch_size, classes=True)
     result.update(run=str(saved.directory), dataset=data.name, epoch=saved.epoch,
                   backend=backend.name, device=backend.device_name,
                   dtype=str(model.config()["dtype"]))
@@ -62,21 +60,6 @@ def run(args) -> int:
         print(f"F1 macro {result['f1_macro']:.4f}")
         print(confusion_text(result["confusion_matrix"]))
     return 0
-
-
-def class_metrics(model, X, y, batch_size) -> dict:
-    """F1 macro and the confusion matrix of the model's class predictions for (X, y)."""
-    from ..backend import to_numpy
-    from ..nn.ensemble import mean_probabilities
-    from ..train.metrics import confusion_matrix, f1_macro
-
-    out = model.predict(model.backend.asarray(X, dtype=model.dtype), batch_size=batch_size)
-    if model.ensemble is not None:
-        out = mean_probabilities(out)
-    predicted = np.argmax(to_numpy(out), axis=-1)
-    labels = np.argmax(y, axis=-1) if y.ndim == 2 else y
-    counts = confusion_matrix(labels, predicted, model.n_out)
-    return {"f1_macro": f1_macro(labels, predicted), "confusion_matrix": counts.tolist()}
 
 
 def confusion_text(counts) -> str:

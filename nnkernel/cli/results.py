@@ -7,39 +7,53 @@ import json
 import numpy as np
 
 
-def test_metrics(model, X, y, loss, data, batch_size) -> dict:
-    """Test loss and accuracy; for an ensemble also per member and of the mean probabilities."""
+def test_metrics(model, X, y, loss, data, batch_size, *, classes: bool = False) -> dict:
+    """Test loss and accuracy from one pass of the model over X.
+
+    An ensemble gets them per member and of its mean probabilities (its mean output for a
+    regression). With ``classes`` a classifier also gets the F1 macro and confusion matrix of
+    the prediction its accuracy counts.
+    """
     from ..backend import to_numpy
     from ..losses import cross_entropy, get_loss
     from ..nn.ensemble import ensemble_log_loss, mean_probabilities
-    from ..train import evaluate
+    from ..train.loop import evaluation_pass
 
     loss_fn = get_loss(loss)
     classify = data.task == "classification"
-    test_loss, test_acc = evaluate(model, X, y, loss=loss_fn, batch_size=batch_size)
+    test_loss, test_acc, out, _ = evaluation_pass(model, X, y, loss_fn, batch_size=batch_size,
+                                                  keep_outputs=True)
+    out = to_numpy(out)
     labels = np.argmax(y, axis=-1) if (classify and y.ndim == 2) else y
     result = {"n_test": int(X.shape[0])}
-    if model.ensemble is None and (test_acc is not None or not classify):
+    if model.ensemble is None:
+        if classify and test_acc is None:  # a classifier trained with another loss (one-hot)
+            test_acc = float(np.mean(np.argmax(out, axis=-1) == labels))
         result.update(test_loss=test_loss, test_accuracy=test_acc)
-        return result
-    out = to_numpy(model.predict(model.backend.asarray(X, dtype=model.dtype),
-                                 batch_size=batch_size))
-    if model.ensemble is None:  # a classifier trained with another loss (one-hot targets)
-        result.update(test_loss=test_loss,
-                      test_accuracy=float(np.mean(np.argmax(out, axis=-1) == labels)))
-        return result
-    result.update(member_test_loss=test_loss, member_test_accuracy=test_acc)
-    if classify:
+        scores = out
+    elif classify:
         if test_acc is None:
-            result["member_test_accuracy"] = np.mean(np.argmax(out, -1) == labels, axis=1).tolist()
-        probs = to_numpy(mean_probabilities(model.backend.asarray(out)))
-        result["test_accuracy"] = float(np.mean(np.argmax(probs, axis=-1) == labels))
-        result["test_loss"] = (ensemble_log_loss(probs, labels) if loss_fn is cross_entropy
-                               else float(np.mean(test_loss)))
-    else:
-        result["test_accuracy"] = None  # the ensemble's prediction is its members' mean
-        result["test_loss"] = float(loss_fn(out.mean(axis=0), y.reshape(out.shape[1:]))[0])
+            test_acc = np.mean(np.argmax(out, -1) == labels, axis=1).tolist()
+        scores = to_numpy(mean_probabilities(model.backend.asarray(out)))
+        result.update(member_test_loss=test_loss, member_test_accuracy=test_acc,
+                      test_accuracy=float(np.mean(np.argmax(scores, axis=-1) == labels)),
+                      test_loss=(ensemble_log_loss(scores, labels) if loss_fn is cross_entropy
+                                 else float(np.mean(test_loss))))
+    else:  # the ensemble's prediction is its members' mean
+        result.update(member_test_loss=test_loss, member_test_accuracy=test_acc,
+                      test_accuracy=None,
+                      test_loss=float(loss_fn(out.mean(axis=0), y.reshape(out.shape[1:]))[0]))
+    if classes and classify:
+        result.update(class_metrics(np.argmax(scores, axis=-1), labels, model.n_out))
     return result
+
+
+def class_metrics(predicted, labels, n_classes) -> dict:
+    """F1 macro and the confusion matrix of class predictions."""
+    from ..train.metrics import confusion_matrix, f1_macro
+
+    counts = confusion_matrix(labels, predicted, n_classes)
+    return {"f1_macro": f1_macro(labels, predicted), "confusion_matrix": counts.tolist()}
 
 
 def print_result(args, result, model) -> None:

@@ -28,8 +28,8 @@ from ..nn.layers import BatchNorm
 from ..optim import get_optimizer
 from .data import plan_batches, prepare, sample_weights, split_indices, take
 from .history import History
-from .metrics import Scorer
 from .metrics import resolve as resolve_metrics
+from .metrics import score
 from .progress import Progress
 from .signals import InterruptFlag
 
@@ -296,7 +296,27 @@ def evaluate(model, X, y, *, loss="cross_entropy", batch_size: int = 1024, sampl
     only) and each metric by name.
     """
     loss_fn = get_loss(loss)
-    scorer = Scorer(resolve_metrics(metrics, loss_fn), loss_fn, model.ensemble is not None)
+    chosen = resolve_metrics(metrics, loss_fn)
+    loss_value, accuracy, out, y = evaluation_pass(model, X, y, loss_fn, batch_size=batch_size,
+                                                   sample_weight=sample_weight,
+                                                   keep_outputs=bool(chosen))
+    if not (chosen or return_dict):
+        return loss_value, accuracy
+    values = score(chosen, loss_fn, out, y, members=model.ensemble is not None)
+    if not return_dict:
+        return (loss_value, accuracy, *values.values())
+    return {"loss": loss_value, **({"accuracy": accuracy} if loss_fn is cross_entropy else {}),
+            **values}
+
+
+def evaluation_pass(model, X, y, loss_fn, *, batch_size: int = 1024, sample_weight=None,
+                    keep_outputs: bool = False):
+    """One pass over (X, y) in evaluation mode: (mean loss, accuracy or None, outputs, y).
+
+    The loss and accuracy are per member for an ensemble. With ``keep_outputs``
+    the outputs, (N, C) or per member (M, N, C), stay on the device for whatever
+    else is scored from them (else None); y is the targets as checked and moved.
+    """
     batch_size = integer("batch_size", batch_size)
     classify = loss_fn is cross_entropy
     X, y = prepare(model, X, y, classify, "evaluation data")
@@ -304,26 +324,24 @@ def evaluate(model, X, y, *, loss="cross_entropy", batch_size: int = 1024, sampl
     members = model.ensemble is not None
     n = X.shape[0]
     weights = sample_weights(model, y, n, sample_weight, None, classify)
-    loss_sum, correct = 0.0, 0.0
+    loss_sum, correct, parts = 0.0, 0.0, []
     with model.backend.activate():
         for i in range(0, n, batch_size):
             j = min(i + batch_size, n)  # array-api-strict refuses stops past the end
             xb, yb = X[i:j, ...], y[i:j, ...]
             wb = None if weights is None else weights[i:j]
             out = model._evaluate(xb)
-            scorer.add(out)
+            if keep_outputs:
+                parts.append(out)
             value, _ = loss_fn(out, yb, members=members, weights=wb,
                                **({"num_check": False} if classify else {}))
             loss_sum = loss_sum + value * float(j - i)
             if classify:
                 correct = correct + _correct(xp, out, yb)
+        out = (None if not parts else parts[0] if len(parts) == 1
+               else xp.concat(parts, axis=1 if members else 0))
     loss_value, accuracy = _host(loss_sum, n), (_host(correct, n) if classify else None)
-    if not (scorer or return_dict):
-        return loss_value, accuracy
-    values = scorer.result(xp, y)
-    if not return_dict:
-        return (loss_value, accuracy, *values.values())
-    return {"loss": loss_value, **({"accuracy": accuracy} if classify else {}), **values}
+    return loss_value, accuracy, out, y
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -233,38 +233,21 @@ def resolve(metrics, loss_fn) -> list[Metric]:
     return out
 
 
-class Scorer:
-    """Keeps a dataset's outputs on the device, batch by batch, and scores them once.
+def score(metrics: list[Metric], loss_fn, out, y, *, members: bool) -> dict:
+    """{name: value} of every metric, from a dataset's outputs and targets (on any device).
 
     For an ensemble each metric is computed per member: a list, one value each.
     """
-
-    def __init__(self, metrics: list[Metric], loss_fn, members: bool):
-        self.metrics, self.loss_fn, self.members = metrics, loss_fn, members
-        self.parts: list = []
-
-    def __bool__(self) -> bool:
-        return bool(self.metrics)
-
-    def add(self, out) -> None:
-        if self.metrics:
-            self.parts.append(out)
-
-    def result(self, xp, y) -> dict:
-        """{name: value} of every metric, from the outputs added and the targets ``y``."""
-        if not self.metrics:
-            return {}
-        out = self.parts[0] if len(self.parts) == 1 else xp.concat(
-            self.parts, axis=1 if self.members else 0)
-        self.parts = []
-        out = np.asarray(to_numpy(out), dtype=np.float64)
-        y_true, scores = class_scores(self.loss_fn, out, np.asarray(to_numpy(y)))
-        members = list(scores) if self.members else [scores]
-        values = {}
-        for metric in self.metrics:
-            per = [metric(y_true, s) for s in members]
-            values[metric.name] = per if self.members else per[0]
-        return values
+    if not metrics:
+        return {}
+    out = np.asarray(to_numpy(out), dtype=np.float64)
+    y_true, scores = class_scores(loss_fn, out, np.asarray(to_numpy(y)))
+    each = list(scores) if members else [scores]
+    values = {}
+    for metric in metrics:
+        per = [metric(y_true, s) for s in each]
+        values[metric.name] = per if members else per[0]
+    return values
 
 
 def class_scores(loss_fn, out, y):
