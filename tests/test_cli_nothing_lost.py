@@ -308,7 +308,7 @@ def test_early_stopping_stops_alike_after_an_interruption(capsys, tmp_path, monk
     capsys.readouterr()
 
 
-def test_an_early_stopped_run_given_more_epochs_trains_on_counting_patience_afresh(capsys, tmp_path):
+def test_an_early_stopped_run_given_more_epochs_trains_on_with_patience_afresh(capsys, tmp_path):
     # A finished run is a model: --epochs N trains on from its saved (best) weights as a new
     # fit, early stopping counting afresh (Keras's fit again), not as the longer run would
     out = tmp_path / "es"

@@ -257,8 +257,9 @@ def fingerprints(model, optimizer, settings: dict, data) -> dict:
 
 
 def data_fingerprint(arrays) -> str:
-    """Shapes, dtypes, every 1-D array (labels, weights) and 257 rows spread over the others.
+    """Shapes, dtypes, every 1-D array (labels, weights) and the others' sampled rows.
 
+    The rows are those a run's own data fingerprint samples (`io.fingerprint.sampled_rows`).
     Cheap even on a GPU (one gather), and only exact bytes, no float sums: ranks on
     different GPU models may round a sum differently and would be refused for nothing.
     """
@@ -268,18 +269,19 @@ def data_fingerprint(arrays) -> str:
             h.update(b"none")
             continue
         h.update(repr((tuple(a.shape), str(a.dtype))).encode())
-        host = to_numpy(a) if a.ndim == 1 or a.shape[0] <= 257 else _sampled_rows(a)
+        host = to_numpy(a) if a.ndim == 1 else _sampled_rows(a)
         h.update(np.ascontiguousarray(host).tobytes())
     return h.hexdigest()
 
 
 def _sampled_rows(a):
-    """257 rows of a device array, evenly spread, as a host array (one gather, one copy)."""
+    """The sampled rows of a device array as a host array (one gather, one copy)."""
     import array_api_compat
 
     from ..backend import backend_class_of
+    from ..io.fingerprint import sampled_rows
 
     xp = backend_class_of(a).namespace()
-    idx = np.unique(np.linspace(0, a.shape[0] - 1, 257).astype(np.int64))
+    idx = np.asarray(sampled_rows(a.shape[0]), dtype=np.int64)
     rows = xp.take(a, xp.asarray(idx, device=array_api_compat.device(a)), axis=0)
     return np.asarray(to_numpy(rows))
