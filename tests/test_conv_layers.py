@@ -357,6 +357,22 @@ def test_the_builders_keep_an_activations_parameters():
             if isinstance(getattr(layer, "activation", None), ELU)} == {0.5}
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_the_builders_initialise_a_block_for_its_activation(activation, batchnorm):
+    """He for ReLU, Glorot for tanh, with a BatchNorm between the linear map and the
+    activation or not, in the MLP (whose Dense took Glorot before a BatchNorm) and the CNN."""
+    from nnkernel.nn.builders import cnn, mlp
+
+    def std(fan_in, fan_out):
+        return np.sqrt(2.0 / fan_in) if activation == "relu" else np.sqrt(2.0 / (fan_in + fan_out))
+
+    W = mlp(400, [400], 2, activation=activation, batchnorm=batchnorm).arrays()["0.W"]
+    assert np.std(W) == pytest.approx(std(400, 400), rel=0.03)
+    W = cnn((1, 8, 8), [64], [4], 2, activation=activation, batchnorm=batchnorm).arrays()["0.W"]
+    assert np.std(W) == pytest.approx(std(9, 64 * 9), rel=0.1)
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu", "gelu"])
 def test_the_cli_blocks_equal_conv_activation_pool(activation):
     """nn.builders.cnn puts a monotone activation after the pool: the same outputs and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import layers as L
 from .activations import get_activation
+from .init import default_init
 from .sequential import Sequential
 
 
@@ -22,8 +23,10 @@ def mlp_layers(n_in: int, hidden, n_out: int, *, activation="relu", dropout: flo
     ``batchnorm``: Dense, BatchNorm, activation), then Dropout if asked; a linear output."""
     stack, width = [], n_in
     for size in hidden:
-        if batchnorm:
-            stack += [L.Dense(width, size), L.BatchNorm(size), activation_layer(activation)]
+        if batchnorm:  # initialised for the activation after the BatchNorm, as cnn_layers' convs
+            g = get_activation(activation)
+            stack += [L.Dense(width, size, init=default_init(g.name)), L.BatchNorm(size),
+                      activation_layer(g)]
         else:
             stack.append(L.Dense(width, size, activation=activation))
         if dropout:
@@ -56,7 +59,6 @@ def cnn_layers(image_shape, channels, hidden, n_out: int, *, activation="relu",
     """
     from .conv import Conv2D, Flatten, MaxPool2D
     from .conv_norm import BatchNorm2D
-    from .init import default_init
 
     g = get_activation(activation)
     after_pool = g.name in MONOTONE and getattr(g, "alpha", 0.0) >= 0.0  # α < 0: not monotone
