@@ -89,3 +89,25 @@ def test_float64_gradients_on_dask_equal_finite_differences(loss):
     x = rng.standard_normal((6, 3))
     t = rng.integers(0, 2, 6) if loss == "cross_entropy" else rng.standard_normal((6, 2))
     assert nk.gradcheck(model, loss, x, t) < 1e-6
+
+
+def test_batchnorm_statistics_are_computed_in_one_pass_each_step(monkeypatch):
+    # persisting running_mean and running_var apart computed the forward up to them twice
+    import dask
+
+    model = nk.Sequential(nk.Dense(4, 12, "relu"), nk.BatchNorm(12), nk.Dense(12, 3),
+                          nk.BatchNorm(3), backend="dask", dtype="float64", seed=5)
+    passes, original = [], dask.persist
+
+    def counted(*arrays, **kw):
+        passes.append(len(arrays))
+        return original(*arrays, **kw)
+
+    monkeypatch.setattr(dask, "persist", counted)
+    out = model.forward(model.backend.asarray(blobs()[0]), train=True)
+    assert passes == [2, 2]  # one pass per BatchNorm, both statistics together
+    reference = nk.Sequential(*model.layers, backend="numpy", dtype="float64", seed=5)
+    np.testing.assert_allclose(np.asarray(out), reference.forward(blobs()[0], train=True),
+                               rtol=1e-12)
+    for key, value in reference.state.items():
+        np.testing.assert_allclose(np.asarray(model.state[key]), value, rtol=1e-12)

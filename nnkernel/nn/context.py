@@ -7,7 +7,8 @@ places (or several models). The model gives it a `LayerContext` per position:
     ctx.ensemble        None, or the number of members E (arrays gain a leading E axis)
     ctx.sample_ndim     the number of per-sample axes of this position's input
     ctx.params[name]    this position's parameters (views of the model's store)
-    ctx.state[name]     non-learned buffers (BatchNorm's running statistics); assignable
+    ctx.state[name]     non-learned buffers (BatchNorm's running statistics); assignable,
+                        several at once with ctx.state.update({...})
     ctx.random          the model's random source (Dropout masks)
     ctx.grads           where backprop puts dL/dparameter:
                           ctx.grads.out(name)        a buffer to fill in place, or None
@@ -27,8 +28,15 @@ class StateView:
         return self._model.state[self._keys[name]]
 
     def __setitem__(self, name, value):
-        # settle: on a lazy library (Dask) the statistics are kept as numbers, not as a graph
-        self._model.state[self._keys[name]] = self._model.backend.settle(value)
+        self.update({name: value})
+
+    def update(self, values: dict) -> None:
+        """Assign several entries; on a lazy library (Dask) they are computed together and
+        kept as numbers, not as a graph (one pass over the shared forward, not one each)."""
+        settled = self._model.backend.settle(*values.values())
+        settled = settled if len(values) > 1 else (settled,)
+        for name, value in zip(values, settled, strict=True):
+            self._model.state[self._keys[name]] = value
 
 
 class LayerContext:

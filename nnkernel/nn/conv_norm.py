@@ -83,9 +83,11 @@ class BatchNorm2D(Layer):
             mean = xp.mean(x, axis=axes)
             var = xp.var(x, axis=axes)
             m = self.momentum
-            ctx.state["running_mean"] = (1.0 - m) * ctx.state["running_mean"] + m * mean
-            ctx.state["running_var"] = ((1.0 - m) * ctx.state["running_var"]
-                                        + m * var * (count / (count - 1)))
+            unbiased = var * (count / (count - 1))
+            ctx.state.update({
+                "running_mean": (1.0 - m) * ctx.state["running_mean"] + m * mean,
+                "running_var": (1.0 - m) * ctx.state["running_var"] + m * unbiased,
+            })
         else:
             mean, var = ctx.state["running_mean"], ctx.state["running_var"]
         inv_std = _channels(ctx, 1.0 / xp.sqrt(var + self.eps))

@@ -310,9 +310,11 @@ class BatchNorm(_Normalization):
             mean = xp.mean(x, axis=axes)
             var = xp.var(x, axis=axes)
             m = self.momentum
-            ctx.state["running_mean"] = (1.0 - m) * ctx.state["running_mean"] + m * mean
-            ctx.state["running_var"] = ((1.0 - m) * ctx.state["running_var"]
-                                        + m * var * (n_rows / (n_rows - 1)))
+            unbiased = var * (n_rows / (n_rows - 1))
+            ctx.state.update({
+                "running_mean": (1.0 - m) * ctx.state["running_mean"] + m * mean,
+                "running_var": (1.0 - m) * ctx.state["running_var"] + m * unbiased,
+            })
         else:
             mean, var = ctx.state["running_mean"], ctx.state["running_var"]
         inv_std = rows(ctx, 1.0 / xp.sqrt(var + self.eps))
