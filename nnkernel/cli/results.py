@@ -21,9 +21,9 @@ def test_metrics(model, X, y, loss, data, batch_size, *, classes: bool = False) 
 
     loss_fn = get_loss(loss)
     classify = data.task == "classification"
-    test_loss, test_acc, out, _ = evaluation_pass(model, X, y, loss_fn, batch_size=batch_size,
-                                                  keep_outputs=True)
-    out = to_numpy(out)
+    test_loss, test_acc, on_device, _ = evaluation_pass(model, X, y, loss_fn,
+                                                        batch_size=batch_size, keep_outputs=True)
+    out = to_numpy(on_device)
     labels = np.argmax(y, axis=-1) if (classify and y.ndim == 2) else y
     result = {"n_test": int(X.shape[0])}
     if model.ensemble is None:
@@ -34,7 +34,7 @@ def test_metrics(model, X, y, loss, data, batch_size, *, classes: bool = False) 
     elif classify:
         if test_acc is None:
             test_acc = np.mean(np.argmax(out, -1) == labels, axis=1).tolist()
-        scores = to_numpy(mean_probabilities(model.backend.asarray(out)))
+        scores = to_numpy(mean_probabilities(on_device))
         result.update(member_test_loss=test_loss, member_test_accuracy=test_acc,
                       test_accuracy=float(np.mean(np.argmax(scores, axis=-1) == labels)),
                       test_loss=(ensemble_log_loss(scores, labels) if loss_fn is cross_entropy

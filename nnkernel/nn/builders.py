@@ -21,10 +21,10 @@ def mlp_layers(n_in: int, hidden, n_out: int, *, activation="relu", dropout: flo
                batchnorm: bool = False) -> list:
     """Dense layers of the given widths: each hidden one followed by its activation (with
     ``batchnorm``: Dense, BatchNorm, activation), then Dropout if asked; a linear output."""
+    g = get_activation(activation)
     stack, width = [], n_in
     for size in hidden:
         if batchnorm:  # initialised for the activation after the BatchNorm, as cnn_layers' convs
-            g = get_activation(activation)
             stack += [L.Dense(width, size, init=default_init(g.name)), L.BatchNorm(size),
                       activation_layer(g)]
         else:
