@@ -172,7 +172,7 @@ def bench_fused(args, have_torch):
     import array_api_compat
     import cupy
 
-    from nnkernel.kernels.cupy_twin import CupyKernels
+    from nnkernel.kernels.cupy import CupyKernels
     from nnkernel.kernels.reference import Kernels
     from nnkernel.nn.activations import get_activation
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from nnkernel.bench.plan import CONV_NET, conv_flops  # noqa: E402
 from nnkernel.bench.workers import make_step  # noqa: E402
-from nnkernel.kernels.numpy_twin import NumpyKernels  # noqa: E402
+from nnkernel.kernels.numpy import NumpyKernels  # noqa: E402
 from nnkernel.nn.activations import ReLU  # noqa: E402
 
 RELU = ReLU()

@@ -28,16 +28,11 @@ from .checks import in_range
 from .errors import ConfigError, DTypeError, ShapeError
 from .nn.activations import sigmoid
 
-_LIBRARY: dict = {}  # array type -> (namespace, kernels, its Backend class)
-
 
 def _library(y):
     """(namespace, kernels, whether reading a value waits for a device) of y's library."""
-    found = _LIBRARY.get(type(y))
-    if found is None:
-        cls = backend_class_of(y)
-        found = _LIBRARY[type(y)] = (cls.namespace(), cls.get_kernels(), cls)
-    return found[0], found[1], found[2].array_is_asynchronous(y)
+    cls = backend_class_of(y)
+    return cls.namespace(), cls.get_kernels(), cls.array_is_asynchronous(y)
 
 
 def _count(y, members: bool, per_row: bool = False) -> int:

@@ -399,6 +399,7 @@ def fake_cupy(monkeypatch):
     import array_api_compat
 
     from nnkernel.backend import CupyBackend
+    from nnkernel.kernels import Kernels
 
     if not _MODULES:
         _MODULES.update(build())
@@ -414,7 +415,7 @@ def fake_cupy(monkeypatch):
     else:
         del array_api_compat.cupy
     for attr, value in (("_module", None), ("_xp", None), ("_kernels", None),
-                        ("kernels_class", "reference")):
+                        ("make_kernels", classmethod(lambda cls: Kernels(cls.namespace())))):
         monkeypatch.setattr(CupyBackend, attr, value)
     monkeypatch.delenv("CUPY_TF32", raising=False)
     before = set(sys.modules)
@@ -427,4 +428,4 @@ def fake_cupy(monkeypatch):
         del sys.modules[name]
         parent, _, child = name.rpartition(".")
         if parent.startswith("nnkernel") and hasattr(sys.modules[parent], child):
-            delattr(sys.modules[parent], child)  # nnkernel.kernels.cupy_twin, ...
+            delattr(sys.modules[parent], child)  # nnkernel.kernels.cupy, ...

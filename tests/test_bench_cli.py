@@ -169,7 +169,7 @@ def test_twin_adam_in_slices_gives_the_same_numbers(weight_decay, decoupled):
     """The NumPy twin updates a large flat buffer slice by slice (for the cache): same bits."""
     import numpy as np
 
-    from nnkernel.kernels.numpy_twin import NumpyKernels
+    from nnkernel.kernels.numpy import NumpyKernels
 
     sliced, whole = NumpyKernels(np), NumpyKernels(np)
     sliced.adam_chunk_bytes = 64  # 16 float32 per slice: 101 elements take 7 slices
@@ -195,7 +195,7 @@ def test_twin_row_max_by_columns_is_exact(shape):
     """The twin's column-wise row maximum (softmax-CE of many short rows) equals z.max."""
     import numpy as np
 
-    from nnkernel.kernels.numpy_twin import _row_max
+    from nnkernel.kernels.numpy.losses import _row_max
 
     z = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     z.reshape(-1)[::37] = -np.inf
@@ -211,7 +211,7 @@ def test_flush_subnormals_is_opt_in_and_flushes_first_moments_only(dtype):
     nothing is flushed."""
     import numpy as np
 
-    from nnkernel.kernels import numpy_twin
+    from nnkernel.kernels import numpy as numpy_twin
     from nnkernel.kernels.reference import SUBNORMAL_FLUSH_EVERY, Kernels
 
     info = np.finfo(dtype)

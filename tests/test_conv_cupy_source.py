@@ -20,9 +20,9 @@ import array_api_compat.numpy as np_compat
 import numpy as np
 import pytest
 
-from nnkernel.kernels.conv_reference import ConvKernels
+from nnkernel.kernels.reference.conv import ConvKernels
 
-MODULE = Path(__file__).resolve().parents[1] / "nnkernel" / "kernels" / "conv_cupy.py"
+MODULE = Path(__file__).resolve().parents[1] / "nnkernel" / "kernels" / "cupy" / "conv.py"
 CXX = shutil.which("g++") or shutil.which("c++")
 HOST_STANDINS = """
 struct dim3 { unsigned x; };

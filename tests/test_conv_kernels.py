@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import host, torch_or_skip
 
-from nnkernel.kernels.conv_numpy import NumpyConvKernels
-from nnkernel.kernels.conv_reference import ConvKernels
+from nnkernel.kernels.numpy.conv import NumpyConvKernels
+from nnkernel.kernels.reference.conv import ConvKernels
 
 torch = torch_or_skip()
 F = torch.nn.functional

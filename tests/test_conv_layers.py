@@ -331,8 +331,8 @@ def test_dropout_works_element_wise_and_dropout2d_by_channel():
 
 
 def test_the_kernel_classes_carry_the_conv_kernels():
-    from nnkernel.kernels.conv_numpy import NumpyConvKernels
-    from nnkernel.kernels.conv_reference import ConvKernels
+    from nnkernel.kernels.numpy.conv import NumpyConvKernels
+    from nnkernel.kernels.reference.conv import ConvKernels
 
     numpy_k = nk.Backend("numpy").kernels
     assert isinstance(numpy_k, NumpyConvKernels)

@@ -203,7 +203,7 @@ def test_deepcopy_member_stack_and_pickle_stay_on_gpu1():
 
 # -- the twin's Python side, up to its first kernel launch ---------------------------------
 def test_twin_affine_backward_writes_into_the_gradient_views():
-    from nnkernel.kernels.cupy_twin import CupyKernels
+    from nnkernel.kernels.cupy import CupyKernels
 
     twin = CupyKernels(nk.Backend("cupy").xp)
     for ens in (None, 3):
@@ -219,7 +219,7 @@ def test_twin_affine_backward_writes_into_the_gradient_views():
 
 @pytest.mark.parametrize("C,per_block", [(10, False), (1023, False), (1024, True)])
 def test_twin_softmax_xent_launch(C, per_block):
-    from nnkernel.kernels import cupy_xent
+    from nnkernel.kernels.cupy import losses as cupy_xent
 
     xp = nk.Backend("cupy").xp
     z = xp.zeros((3, 20, C), dtype=xp.float32)

@@ -23,7 +23,7 @@ import pytest
 
 from nnkernel.nn.activations import get_activation
 
-MODULE = Path(__file__).resolve().parents[1] / "nnkernel" / "kernels" / "cupy_twin.py"
+MODULE = Path(__file__).resolve().parents[1] / "nnkernel" / "kernels" / "cupy" / "dense.py"
 CXX = shutil.which("g++") or shutil.which("c++")
 
 

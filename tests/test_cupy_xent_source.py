@@ -6,7 +6,7 @@ built-ins, and every CUDA thread of a block is a real thread, so warp shuffles
 keep their meaning. This checks what such kernels get wrong: the row and lane
 arithmetic, the warp and block reductions, label gathers, members sharing targets
 by index, a label out of range. Launching through CuPy is tested where a GPU is
-(tests/test_cupy_twin.py). CuPy is never imported.
+(tests/test_cupy_twin.py). CuPy is never called.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import array_api_compat.numpy as np_compat
 import numpy as np
 import pytest
 
-from nnkernel.kernels import cupy_xent
+from nnkernel.kernels.cupy import losses as cupy_xent
 from nnkernel.kernels.reference import Kernels
 
 CXX = shutil.which("g++") or shutil.which("c++")

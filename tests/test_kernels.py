@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nnkernel as nk
-from nnkernel.kernels import Kernels, kernels_for
-from nnkernel.kernels.numpy_twin import NumpyKernels
+from nnkernel.backend import kernels_for
+from nnkernel.kernels import Kernels
+from nnkernel.kernels.numpy import NumpyKernels
 
 REFERENCE = Kernels(np_compat)
 TWIN = NumpyKernels(np_compat)

@@ -75,6 +75,21 @@ def backend_class_of(x) -> type[Backend]:
     return cls
 
 
+def kernels_for_array(x):
+    """The kernels of the library an array belongs to (its twin, or the reference)."""
+    return backend_class_of(x).get_kernels()
+
+
+def kernels_for_namespace(xp):
+    """The kernels of the library a namespace module belongs to."""
+    return backend_class(xp).get_kernels()
+
+
+def kernels_for(backend: Backend):
+    """The kernels of a Backend (the same as ``backend.kernels``)."""
+    return backend.kernels
+
+
 def backend_name_of(namespace_or_array: Any) -> str:
     """The backend name ("numpy", "torch", ...) of an array or namespace module."""
     return backend_class(namespace_or_array).name
@@ -141,8 +156,10 @@ def describe_gpus(cupy_status: str) -> str:
     return "; ".join(CupyBackend.describe_devices())
 
 
-__all__ = ["BACKENDS", "FLOAT_DTYPES", "Backend", "Random", "available_backends",
-           "backend_class", "backend_class_of", "backend_name_of", "compiling_backends",
-           "describe_array", "describe_gpus", "device_out_of_memory", "dtype_name", "is_float",
-           "is_integer", "namespace_of", "out_of_memory", "parse_device", "register",
-           "resolve_backend", "to_numpy"]
+__all__ = [
+    "BACKENDS", "FLOAT_DTYPES", "Backend", "Random", "available_backends", "backend_class",
+    "backend_class_of", "backend_name_of", "compiling_backends", "describe_array",
+    "describe_gpus", "device_out_of_memory", "dtype_name", "is_float", "is_integer",
+    "kernels_for", "kernels_for_array", "kernels_for_namespace", "namespace_of",
+    "out_of_memory", "parse_device", "register", "resolve_backend", "to_numpy"
+]

@@ -30,6 +30,7 @@ import array_api_compat
 import numpy as np
 
 from ..errors import BackendMismatchError, ConfigError, DeviceError, DTypeError
+from ..kernels.reference import Kernels
 from .arrays import dtype_name
 from .random import Random
 
@@ -55,7 +56,6 @@ class Backend:
     namespaces: ClassVar[tuple] = ()        # namespace module names that mean this library
     type_modules: ClassVar[tuple] = ()      # top-level modules of its array types
     mutable: ClassVar[bool] = True          # arrays support in-place writes
-    kernels_class: ClassVar[str] = "reference"
     _module = None                          # the imported library, per class
     _xp = None
     _kernels = None
@@ -102,12 +102,15 @@ class Backend:
         return type(cls.probe())
 
     @classmethod
-    def get_kernels(cls):
-        """The library's kernels, made once: its fast twin, or the generic reference."""
-        if cls._kernels is None:
-            from ..kernels import make_kernels
+    def make_kernels(cls) -> Kernels:
+        """This library's kernels: the generic reference, unless the library has a twin."""
+        return Kernels(cls.namespace())
 
-            cls._kernels = make_kernels(cls.kernels_class, cls.namespace())
+    @classmethod
+    def get_kernels(cls) -> Kernels:
+        """The library's kernels, made once per class."""
+        if cls._kernels is None:
+            cls._kernels = cls.make_kernels()
         return cls._kernels
 
     @staticmethod

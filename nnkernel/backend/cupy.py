@@ -27,7 +27,12 @@ class CupyBackend(Backend):
     install_hint = 'pip install "nnkernel[gpu]" (cupy-cuda12x)'
     namespaces = ("cupy", "array_api_compat.cupy")
     type_modules = ("cupy",)
-    kernels_class = "cupy"
+
+    @classmethod
+    def make_kernels(cls):
+        from ..kernels.cupy import CupyKernels  # imports CuPy: only once a model is on it
+
+        return CupyKernels(cls.namespace())
 
     @classmethod
     def probe(cls):

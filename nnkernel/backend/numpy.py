@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DeviceError
+from ..kernels.numpy import NumpyKernels
 from .base import Backend
 
 
@@ -13,7 +14,10 @@ class NumpyBackend(Backend):
     module_name = "numpy"
     namespaces = ("numpy", "array_api_compat.numpy")
     type_modules = ("numpy",)
-    kernels_class = "numpy"
+
+    @classmethod
+    def make_kernels(cls) -> NumpyKernels:
+        return NumpyKernels(cls.namespace())
 
     def _resolve_device(self, device):
         if device not in (None, "cpu", "CPU") and str(device).lower() != "cpu":

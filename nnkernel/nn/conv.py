@@ -3,7 +3,7 @@
 Images are (N, C, H, W), an ensemble's (E, N, C, H, W), or (N, C, H, W) shared by
 all members; Conv2D's weights are (C_out, C_in, kH, kW) and its bias (C_out,), as
 `torch.nn.Conv2d`, so weights move between the two unchanged. The arithmetic is
-in the kernels (`nnkernel.kernels.conv_reference`):
+in the kernels (`nnkernel.kernels.reference.conv`):
 
     X̂ = im2col(x),  Z = W̄ X̂ + b             forward, one (stacked) matrix product
     dW = δ X̂ᵀ,  db = Σ δ,  dX̂ = W̄ᵀ δ,  dx = col2im(dX̂)
@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
-from ..kernels.conv_reference import conv_out_size
+from ..kernels.reference.conv import conv_out_size
 from . import activations as _act
 from .init import default_init, get_initializer
 from .layers import (

@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 
+from ..backend import kernels_for_array
 from ..checks import in_range
 from ..errors import ConfigError
-from ..kernels import kernels_for_array
 from ..nn.parameters import Gradients
 from .clipping import clip_by_global_norm, clip_scale
 from .flat import FlatState, splice

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from ..backend import namespace_of
+from ..backend import kernels_for_array, namespace_of
 
 
 def global_norm(grads: dict, members: bool = False):
     """√(Σ g²) over all gradients (per member when ``members``), a backend array."""
-    from ..kernels import kernels_for_array
-
     gs = list(grads.values())
     k = kernels_for_array(gs[0])
     total = k.sum_of_squares(gs[0], members)

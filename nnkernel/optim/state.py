@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import to_numpy
+from ..backend import kernels_for_array, to_numpy
 from ..errors import ConfigError
-from ..kernels import kernels_for_array
 from .flat import FlatState
 
 

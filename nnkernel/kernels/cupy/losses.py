@@ -1,6 +1,6 @@
-"""Softmax + cross-entropy on CuPy: one raw kernel for the losses and the gradient.
+"""CuPy twin of the loss kernels: softmax + cross-entropy as one raw kernel (losses and gradient).
 
-Part of the CuPy twin (`cupy_twin.CupyKernels` calls `softmax_xent`). One launch
+Part of the CuPy twin (`CupyLossKernels` calls `softmax_xent`). One launch
 computes, for every row of logits z (C classes), the row maximum, Σ exp, the
 loss and δ = (softmax(z) − t) / count, where the reference takes ~12 launches
 (~6 more for integer labels: arange, ==, astype and a rows×C one-hot).
@@ -27,6 +27,11 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
+try:
+    import cupy
+except ImportError:  # the CUDA sources stay readable, and compile-testable, without CuPy
+    cupy = None
 
 _SOURCE = r"""
 typedef %(ctype)s T;
@@ -138,15 +143,11 @@ def source(ctype: str, labels: bool, per_block: bool) -> tuple[str, str]:
 
 @functools.cache
 def _kernel(ctype: str, labels: bool, per_block: bool):
-    import cupy
-
     return cupy.RawKernel(*source(ctype, labels, per_block))
 
 
 def softmax_xent(z, t, count: int, labels: bool, mean: bool = False):
     """(losses, dz) for logits z (..., C) and targets t; losses ×1/count when ``mean``."""
-    import cupy  # here, not at the top: the CUDA source above is read (and tested) without it
-
     if z.dtype not in (np.float32, np.float64):
         raise TypeError(f"the CuPy softmax cross-entropy takes float32 or float64, got {z.dtype}")
     z = cupy.ascontiguousarray(z)  # a raw kernel indexes memory directly
@@ -174,3 +175,18 @@ def softmax_xent(z, t, count: int, labels: bool, mean: bool = False):
                                    np.int64(t_rows), scalar(1.0 / count if mean else 1.0),
                                    scalar(1.0 / count)))
     return losses, dz
+
+
+class CupyLossKernels:
+    def softmax_cross_entropy(self, z, target, count):
+        return softmax_xent(z, target, count, labels=False)
+
+    def softmax_cross_entropy_labels(self, z, labels, count):
+        return softmax_xent(z, labels, count, labels=True)
+
+    def softmax_cross_entropy_mean(self, z, target, count, members, labels):
+        # the kernel scales each row's loss by 1/count: one sum gives the mean
+        losses, dz = softmax_xent(z, target, count, labels=labels, mean=True)
+        if not members:
+            return losses.sum(), dz
+        return losses.reshape(losses.shape[0], -1).sum(axis=1), dz

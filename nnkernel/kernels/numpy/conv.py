@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .conv_reference import ConvKernels, check_conv_shapes, conv_out_size, window_slice
+from ..reference.conv import ConvKernels, check_conv_shapes, conv_out_size, window_slice
 
 
 def _clipped(i: int, stride: int, padding: int, n: int, n_out: int):
