@@ -8,7 +8,7 @@
     nk.optim.Adam(lr=1e-3).step(model.params, model.grads)
 """
 
-import sys as _sys
+import importlib as _importlib
 
 from . import kernels, losses, optim
 from .backend import Backend, available_backends
@@ -25,6 +25,7 @@ from .errors import (
     ShapeError,
 )
 from .nn import activations, init
+from .nn.combinators import Residual
 from .nn.conv import AvgPool2D, Conv2D, Flatten, MaxPool2D
 from .nn.conv_norm import BatchNorm2D, Dropout2D
 from .nn.ensemble import ensemble_mean, ensemble_variance, mean_probabilities
@@ -51,40 +52,32 @@ from .train import Callback, EarlyStopping, History, TrainingInterrupted, evalua
 
 __version__ = "0.1.0"
 
-# The module paths of nnkernel 0.1's flat layout keep working (``import nnkernel.layers``).
-from .io import checkpoint, datasets, run_dir  # noqa: E402
-from .io.onnx_export import export_onnx  # noqa: E402
-from .io.saving import load, save  # noqa: E402
-from .nn import ensemble, layers, sequential  # noqa: E402
-from .nn import gradcheck as _gradcheck_module
-
-for _old, _module in {"activations": activations, "init": init, "layers": layers,
-                      "model": sequential, "ensemble": ensemble, "gradcheck": _gradcheck_module,
-                      "checkpoint": checkpoint, "datasets": datasets, "run_dir": run_dir}.items():
-    _sys.modules[f"{__name__}.{_old}"] = _module
-del _old, _module
-
+# File formats, ONNX and MPI load when first used: most programs need none of them.
+_LAZY = {"save": ("io.saving", "save"), "load": ("io.saving", "load"),
+         "export_onnx": ("io.onnx_export", "export_onnx"), "checkpoint": ("io.checkpoint", None),
+         "datasets": ("io.datasets", None), "run_dir": ("io.run_dir", None),
+         "distributed": ("distributed", None)}
 
 
 def __getattr__(name):
-    # nk.distributed is imported when first used: most programs never train over MPI
-    if name == "distributed":
-        import importlib
-
-        return importlib.import_module(f"{__name__}.distributed")  # binds nnkernel.distributed
+    if name in _LAZY:
+        module_name, attr = _LAZY[name]
+        module = _importlib.import_module(f"{__name__}.{module_name}")
+        value = module if attr is None else getattr(module, attr)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "AvgPool2D", "BackendMismatchError", "Backend", "BatchNorm", "BatchNorm2D", "Callback",
-    "CheckpointError", "ConfigError", "Conv2D", "distributed",
-    "DTypeError", "DatasetError", "Dense", "DeviceError", "Dropout", "Dropout2D", "ELU",
-    "EarlyStopping", "Flatten", "MaxPool2D",
-    "GELU", "History", "Identity", "Layer", "LayerNorm", "LeakyReLU", "NnkernelError",
-    "NonFiniteError", "ReLU", "Sequential", "ShapeError", "SiLU", "Sigmoid", "Softmax", "Swish",
-    "Tanh", "TrainingInterrupted", "activations", "available_backends", "ensemble_mean",
-    "ensemble_variance", "evaluate", "fit", "gradcheck", "init", "keep_freed_memory", "kernels",
-    "losses",
-    "mean_probabilities", "optim", "__version__",
-    "export_onnx", "load", "save",
+    "__version__", "activations", "available_backends", "AvgPool2D", "Backend",
+    "BackendMismatchError", "BatchNorm", "BatchNorm2D", "Callback", "checkpoint",
+    "CheckpointError", "ConfigError", "Conv2D", "DatasetError", "datasets", "Dense",
+    "DeviceError", "distributed", "Dropout", "Dropout2D", "DTypeError", "EarlyStopping", "ELU",
+    "ensemble_mean", "ensemble_variance", "evaluate", "export_onnx", "fit", "Flatten", "GELU",
+    "gradcheck", "History", "Identity", "init", "keep_freed_memory", "kernels", "Layer",
+    "LayerNorm", "LeakyReLU", "load", "losses", "MaxPool2D", "mean_probabilities",
+    "NnkernelError", "NonFiniteError", "optim", "ReLU", "Residual", "run_dir", "save",
+    "Sequential", "ShapeError", "Sigmoid", "SiLU", "Softmax", "Swish", "Tanh",
+    "TrainingInterrupted",
 ]

@@ -7,16 +7,16 @@ import zipfile
 
 import numpy as np
 import pytest
-from nnkernel.checkpoint import (
+
+from nnkernel import checkpoint
+from nnkernel.errors import CheckpointError, DTypeError
+from nnkernel.io.checkpoint import (
     atomic_write_bytes,
     atomic_write_json,
     load_arrays,
     read_json,
     save_arrays,
 )
-
-from nnkernel import checkpoint
-from nnkernel.errors import CheckpointError, DTypeError
 
 
 def _arrays():

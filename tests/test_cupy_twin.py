@@ -24,10 +24,10 @@ import array_api_compat.numpy as np_xp
 import numpy as np
 import pytest
 from conftest import backend_unavailable
-from nnkernel.activations import get_activation
 
 import nnkernel as nk
 from nnkernel.kernels.reference import Kernels
+from nnkernel.nn.activations import get_activation
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_GPU = backend_unavailable("cupy")

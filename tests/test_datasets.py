@@ -22,7 +22,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nnkernel.datasets import (
+
+from nnkernel import datasets
+from nnkernel.errors import ConfigError, DatasetError, DTypeError, NonFiniteError
+from nnkernel.io.datasets import (
     DATASETS,
     DEFAULT_DATASET,
     Dataset,
@@ -36,9 +39,6 @@ from nnkernel.datasets import (
     one_hot,
     train_val_split,
 )
-
-from nnkernel import datasets
-from nnkernel.errors import ConfigError, DatasetError, DTypeError, NonFiniteError
 
 REAL_SYSTEM_DIRS = list(datasets.SYSTEM_DATA_DIRS)
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -112,7 +112,7 @@ def test_digits_is_the_default_and_loads_offline(monkeypatch):
 def test_digits_needs_only_numpy():
     code = ("import sys\n"
             "for m in ('sklearn', 'torch', 'scipy', 'requests'): sys.modules[m] = None\n"
-            "from nnkernel.datasets import load\n"
+            "from nnkernel.io.datasets import load\n"
             "print(load('digits').X_train.shape)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)

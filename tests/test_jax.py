@@ -8,6 +8,7 @@ running statistics, Dropout masks, a schedule, clipping, an ensemble.
 
 from __future__ import annotations
 
+import functools
 import types
 
 import numpy as np
@@ -17,6 +18,7 @@ from conftest import host, jax_or_skip
 import nnkernel as nk
 from nnkernel.errors import ConfigError, DeviceError, DTypeError
 from nnkernel.train.compiled import CompiledStep
+from nnkernel.train.loop import correct_count
 
 jax = jax_or_skip()
 jnp = jax.numpy
@@ -105,12 +107,12 @@ def test_tracers_pass_the_checks_and_parameter_assignment():
 
     @jax.jit
     def forward_with(w):
-        saved, views = model.store.flat, dict(model.params)
+        saved = model.store.flat
         try:
             model.params["0.W"] = w  # a tracer: converted and spliced into the flat buffer
             return model.forward(x)
         finally:  # views made here would be tracers too: put the concrete ones back
-            model.store.set_flat(saved, views)
+            model.store.set_flat(saved)
 
     w = jnp.full((4, 16), 0.1)
     expected = model.copy()
@@ -174,11 +176,12 @@ def test_compiled_adam_steps_equal_eager_steps_with_batchnorm_and_dropout(layout
 def test_the_step_is_traced_once_per_batch_shape(layout):
     X, y = blobs(90)
     model, opt = net(), nk.optim.Adam(lr=0.01)
-    step = CompiledStep(model, nk.losses.cross_entropy, opt)
+    step = CompiledStep(model, nk.losses.cross_entropy, opt,
+                        score=functools.partial(correct_count, model.xp, False))
     be = model.backend
     for i in range(6):  # five full batches, then a shorter one
         rows = slice(16 * i, 16 * i + 16) if i < 5 else slice(80, 90)
-        value, correct = step(be.asarray(X[rows]), be.asarray(y[rows]), seed=(0, 0, i))
+        value, correct = step((be.asarray(X[rows]), be.asarray(y[rows])), seed=(0, 0, i))
     assert step.traces == 2 and step.per_key == (layout == "per_key")
     assert opt.t == 6 and opt.flat_state(model.store).uniform == 6
     assert 0 <= float(correct) <= 10 and np.isfinite(float(value))
@@ -255,5 +258,5 @@ def test_a_compiled_step_needs_every_parameter_at_one_step_count():
     del grads["1.b"]  # a frozen parameter: its count falls behind
     opt.step(model.params, grads)
     with pytest.raises(ConfigError, match="different steps"):
-        CompiledStep(model, nk.losses.cross_entropy, opt)(model.backend.asarray(X),
-                                                          model.backend.asarray(y))
+        CompiledStep(model, nk.losses.cross_entropy, opt)((model.backend.asarray(X),
+                                                           model.backend.asarray(y)))

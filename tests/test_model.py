@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 from conftest import host, make
-from nnkernel.init import INITIALIZERS
 
 import nnkernel as nk
 from nnkernel.errors import BackendMismatchError, ConfigError, DTypeError, ShapeError
+from nnkernel.nn.init import INITIALIZERS
 
 
 def small(backend="numpy", **kw):

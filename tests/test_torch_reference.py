@@ -144,7 +144,7 @@ def _torch_pair(model, module):
 
 def _compare_step(model, module, W, x, probe, train):
     """One forward and backward of both with the loss Σ y ⊙ probe; compare everything."""
-    y = model.forward(x, train=train)
+    y = model.forward(x, train=train, record=True)
     dx = model.backward(probe)
     tx = as_torch(x, grad=True)
     ty = module(torch.tanh(tx @ W["0.W"] + W["0.b"]))

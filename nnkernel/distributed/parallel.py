@@ -29,6 +29,7 @@ The rules (the docs' "Data parallelism" section says the same):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
@@ -37,6 +38,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..errors import ConfigError
 from ..train.signals import InterruptFlag
+from ..train.step import train_step
 from . import transport
 from .comm import RanksDisagreeError, world
 
@@ -141,12 +143,15 @@ class DataParallel:
         self._share = (hi - lo) / (b - a)
         return lo, hi
 
-    def backward(self, model, dy) -> None:
-        """This shard's gradient, weighted by its share of the batch, summed over the ranks."""
-        if self.size > 1:
-            dy = dy * self._share
-        model.backward(dy, input_grad=False)
-        self.reduce_gradients(model)
+    def step_for(self, model, loss, optimizer, score=None):
+        """`train_step` as this rank runs it: its shard's dL/dy weighted by the shard's share
+        of the global batch, then ONE allreduce (sum) of the gradient before the update."""
+        def weighted(out, y, **options):
+            value, dy = loss(out, y, **options)
+            return value, (dy * self._share if self.size > 1 else dy)
+
+        return functools.partial(train_step, model, weighted, optimizer, score=score,
+                                 gradients=self.reduce_gradients)
 
     def reduce_gradients(self, model) -> None:
         """ONE allreduce (sum) of the model's whole flat gradient buffer."""

@@ -8,7 +8,7 @@
     metrics.json  History.to_dict(): per-epoch loss, accuracy, validation metrics
     curves.png    loss and accuracy against epoch (when matplotlib is installed)
 
-Every file is replaced atomically (nnkernel.checkpoint). The position that a
+Every file is replaced atomically (nnkernel.io.checkpoint). The position that a
 resume continues from is read from model.npz, the one file that also holds the
 weights, so a crash between two file writes can never pair weights with the
 wrong epoch. model.npz is written last: a save cut short (disk full, kill -9)

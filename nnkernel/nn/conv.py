@@ -23,16 +23,8 @@ from ..errors import ConfigError, ShapeError
 from ..kernels.reference.conv import conv_out_size
 from . import activations as _act
 from .init import default_init, get_initializer
-from .layers import (
-    ActivationLayer,
-    Layer,
-    _activation_config,
-    _pass_through,
-    per_member,
-    positive_int,
-    register_layer,
-    stacked,
-)
+from .layer import Layer, pass_through, per_member, positive_int, register_layer, stacked
+from .layers import ActivationLayer, activation_config
 
 
 def image_shape(layer, shape) -> tuple:
@@ -157,7 +149,7 @@ class Conv2D(Layer):
         return {"type": "Conv2D", "in_channels": self.in_channels,
                 "out_channels": self.out_channels, "kernel_size": self.kernel_size,
                 "stride": self.stride, "padding": self.padding,
-                **_activation_config(self.activation),
+                **activation_config(self.activation),
                 "init": self.init if isinstance(self.init, str) or self.init is None else None}
 
 
@@ -230,7 +222,7 @@ class Flatten(Layer):
     def forward(self, ctx, x, train):
         k = ctx.sample_ndim
         if k == 1:
-            return x, _pass_through
+            return x, pass_through
         xp = ctx.xp
         sample = tuple(x.shape[x.ndim - k:])
         y = xp.reshape(x, (*x.shape[:x.ndim - k], math.prod(sample)))

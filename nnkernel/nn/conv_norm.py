@@ -15,7 +15,8 @@ import numpy as np
 
 from ..errors import ConfigError, ShapeError
 from .conv import image_shape
-from .layers import Dropout, Layer, per_member, positive_int, register_layer, stacked
+from .layer import Layer, per_member, positive_int, register_layer, stacked
+from .layers import Dropout
 
 
 def _channels(ctx, v):

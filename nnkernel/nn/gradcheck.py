@@ -36,7 +36,7 @@ def gradcheck(model, loss_fn, x, t, *, eps: float = 1e-6, train: bool = True,
     def total_loss(xin):
         model.state = dict(state0)
         model.reseed((seed, 12345))
-        value, dy = loss_fn(model.forward(xin, train=train), t, members=members)
+        value, dy = loss_fn(model.forward(xin, train=train, record=True), t, members=members)
         return float(xp.sum(value)), dy
 
     _, dy = total_loss(x)

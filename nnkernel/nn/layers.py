@@ -1,17 +1,8 @@
-"""Layers: a forward that returns its output and the backprop that undoes it.
+"""Dense layers, activations, dropout and normalisation: each a forward and its backprop.
 
-    y, backprop = layer.forward(ctx, x, train)
-    dx = backprop(dy, need_dx)          # and dL/dθ into ctx.grads
-
-A layer object holds only its configuration: everything backward needs is
-captured by the `backprop` closure of one call (thinc's ``(Y, backprop)``), so
-the same object can be used twice and nothing depends on "the last forward".
-Parameters live in the model's store and reach the layer as ``ctx.params``
-(see `nnkernel.nn.context`); their keys are "<position>.<name>".
-
-For an ensemble of E models (``ctx.ensemble = E``) every parameter has a
-leading axis of length E and activations are (E, N, features); per-feature
-vectors (b, gamma, beta) broadcast over the rows through `_rows`.
+Every layer here follows `nnkernel.nn.layer.Layer`: ``forward(ctx, x, train)``
+returns the output and the ``backprop`` closure that undoes it, with the
+formulas written beside the lines that compute them.
 """
 
 from __future__ import annotations
@@ -23,79 +14,18 @@ import numpy as np
 from ..errors import ConfigError, ShapeError
 from . import activations as _act
 from .init import default_init, get_initializer
-
-
-class Layer:
-    param_names: tuple[str, ...] = ()
-    state_names: tuple[str, ...] = ()
-    stochastic = False  # draws random numbers in training (Dropout)
-
-    def input_shape(self) -> tuple | None:
-        """The per-sample input shape this layer fixes (None: it takes any)."""
-        return None
-
-    def output_shape(self, shape: tuple) -> tuple:
-        """The per-sample output shape for a per-sample input shape (None entries: unknown)."""
-        return shape
-
-    def param_shapes(self) -> dict[str, tuple]:
-        """Each parameter's shape (of one member), known without allocating anything."""
-        return {}
-
-    def state_shapes(self) -> dict[str, tuple]:
-        return {}
-
-    def init_params(self, rng, ensemble=None, next_layer=None) -> dict[str, np.ndarray]:
-        """Initial parameters as float64 host arrays (with a leading E axis for an ensemble)."""
-        return {}
-
-    def init_state(self, ensemble=None) -> dict[str, np.ndarray]:
-        return {}
-
-    def forward(self, ctx, x, train: bool):
-        """(y, backprop): the output and a function dy, need_dx -> dx."""
-        raise NotImplementedError
-
-    def config(self) -> dict:
-        """The constructor arguments, for checkpoints (`layer_from_config` inverts it)."""
-        return {"type": type(self).__name__}
-
-    def __repr__(self):
-        hidden = {"type", "activation"} if isinstance(self, ActivationLayer) else {"type"}
-        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items()
-                         if k not in hidden and v is not None and v != "identity")
-        return f"{type(self).__name__}({args})"
-
-
-# -- helpers for ensembles ---------------------------------------------------------------
-def stacked(shape, ensemble):
-    return tuple(shape) if ensemble is None else (ensemble, *shape)
-
-
-def rows(ctx, v):
-    """A per-feature vector, shaped to broadcast over rows: (E, D) -> (E, 1, D)."""
-    return v if ctx.ensemble is None else ctx.xp.expand_dims(v, axis=-2)
-
-
-def row_axes(ctx, x) -> tuple[int, ...]:
-    """The axes a per-feature gradient sums over: all but the member and feature axes."""
-    start = 0 if ctx.ensemble is None else 1
-    return tuple(range(start, x.ndim - 1))
-
-
-def per_member(ctx, x):
-    """Give a shared input (N, ...) its member axis, so each member gets its own draw or
-    statistics; ``ctx.sample_ndim`` is the number of per-sample axes at this position."""
-    if ctx.ensemble is not None and x.ndim == ctx.sample_ndim + 1:
-        return ctx.xp.broadcast_to(x, (ctx.ensemble, *x.shape))
-    return x
-
-
-def positive_int(name, value) -> int:
-    """An int > 0 (not a bool, not 64.5), or a ConfigError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+from .layer import (  # noqa: F401 - Layer and its helpers, where nnkernel 0.1 had them
+    LAYERS,
+    Layer,
+    layer_from_config,
+    pass_through,
+    per_member,
+    positive_int,
+    register_layer,
+    row_axes,
+    rows,
+    stacked,
+)
 
 
 class Dense(Layer):
@@ -155,8 +85,18 @@ class Dense(Layer):
 
     def config(self):
         return {"type": "Dense", "n_in": self.n_in, "n_out": self.n_out,
-                **_activation_config(self.activation),
+                **activation_config(self.activation),
                 "init": self.init if isinstance(self.init, str) or self.init is None else None}
+
+    @classmethod
+    def from_config(cls, cfg):
+        cfg = dict(cfg)
+        act = _act.get_activation(cfg.pop("activation", None))
+        alpha = cfg.pop("alpha", None)
+        if alpha is not None:
+            act = type(act)(alpha)
+        return cls(cfg.pop("n_in"), cfg.pop("n_out"), activation=act, init=cfg.pop("init", None),
+                   **cfg)
 
 
 class ActivationLayer(Layer):
@@ -175,7 +115,16 @@ class ActivationLayer(Layer):
         return a, backprop
 
     def config(self):
-        return _activation_config(self.activation) | {"type": type(self).__name__}
+        return activation_config(self.activation) | {"type": type(self).__name__}
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(**{k: v for k, v in cfg.items() if k != "activation"})
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items()
+                         if k not in ("type", "activation"))
+        return f"{type(self).__name__}({args})"
 
 
 def _activation_layer(activation_cls, doc):
@@ -215,7 +164,7 @@ class Dropout(Layer):
 
     def forward(self, ctx, x, train):
         if not train or self.p == 0.0:
-            return x, _pass_through
+            return x, pass_through
         x = per_member(ctx, x)
         y, mask = ctx.k.dropout(x, self.p, ctx.random)  # one fused launch on the CuPy twin
 
@@ -226,10 +175,6 @@ class Dropout(Layer):
 
     def config(self):
         return {"type": "Dropout", "p": self.p}
-
-
-def _pass_through(dy, need_dx=True):
-    return dy
 
 
 class _Normalization(Layer):
@@ -354,41 +299,13 @@ class LayerNorm(_Normalization):
         return self._affine_out(ctx, xhat), backprop
 
 
-def _activation_config(activation) -> dict:
+def activation_config(activation) -> dict:
     cfg = {"activation": activation.name}
     if hasattr(activation, "alpha"):
         cfg["alpha"] = activation.alpha
     return cfg
 
 
-LAYERS = {cls.__name__: cls for cls in (Dense, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU,
-                                         Swish, GELU, Softmax, Dropout, BatchNorm, LayerNorm)}
-
-
-def register_layer(cls):
-    """Make a Layer subclass known to `layer_from_config` (checkpoints) by its class name."""
-    LAYERS[cls.__name__] = cls
-    return cls
-
-
-def layer_from_config(cfg: dict) -> Layer:
-    """Rebuild a layer from `Layer.config()` (used when loading checkpoints)."""
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"a layer config is a JSON object, got {type(cfg).__name__}")
-    cfg = dict(cfg)
-    kind = cfg.pop("type", None)
-    if kind not in LAYERS:
-        raise ConfigError(f"unknown layer type {kind!r}; valid: {', '.join(sorted(LAYERS))}")
-    try:
-        if kind == "Dense":
-            act = _act.get_activation(cfg.pop("activation", None))
-            alpha = cfg.pop("alpha", None)
-            if alpha is not None:
-                act = type(act)(alpha)
-            return Dense(cfg.pop("n_in"), cfg.pop("n_out"), activation=act,
-                         init=cfg.pop("init", None), **cfg)
-        if issubclass(LAYERS[kind], ActivationLayer):
-            cfg.pop("activation", None)
-        return LAYERS[kind](**cfg)
-    except (TypeError, KeyError) as e:
-        raise ConfigError(f"invalid {kind} layer config {cfg}: {e}") from None
+for _cls in (Dense, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, Swish, GELU, Softmax,
+             Dropout, BatchNorm, LayerNorm):
+    register_layer(_cls)

@@ -14,17 +14,20 @@ import numpy as np
 
 from ..backend import Backend, dtype_name, to_numpy
 from ..errors import ConfigError, NnkernelError, ShapeError
-from .layers import layer_from_config
+from .layer import layer_from_config
+from .plan import find_path
 
 
 class ModelData:
     def config(self) -> dict:
-        """The architecture, JSON-ready: ``Sequential.from_config(model.config())`` rebuilds it."""
-        layers = [layer.config() if self._owners[i] == i else {"type": "Shared",
-                                                                 "same_as": self._owners[i]}
-                  for i, layer in enumerate(self.layers)]
-        cfg = {"layers": layers, "seed": self.seed, "dtype": dtype_name(self.dtype),
-               "ensemble": self.ensemble}
+        """The architecture, JSON-ready: ``Sequential.from_config(model.config())`` rebuilds it.
+
+        A position that repeats an earlier layer is {"type": "Shared", "same_as": path}; a
+        combinator lists its own layers under "layers"; a tied layer names the layer it ties
+        to under "tied_to" (paths: "3", or "3.0" inside position 3; top-level ones as ints).
+        """
+        cfg = {"layers": [_position_config(pos, self.plan) for pos in self.plan.positions],
+               "seed": self.seed, "dtype": dtype_name(self.dtype), "ensemble": self.ensemble}
         if len(self.input_shape) > 1 or self.input_shape != self.layers[0].input_shape():
             cfg["input_shape"] = list(self.input_shape)
         return cfg
@@ -33,16 +36,8 @@ class ModelData:
     def from_config(cls, cfg: dict, backend="numpy", device=None, dtype=None) -> ModelData:
         if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
             raise ConfigError("a model config is a JSON object with a 'layers' list")
-        layers = []
-        for i, c in enumerate(cfg["layers"]):
-            if isinstance(c, dict) and c.get("type") == "Shared":
-                j = c.get("same_as")
-                if not isinstance(j, int) or not 0 <= j < i:
-                    raise ConfigError(f"layer {i} shares the arrays of layer {j!r}, which does "
-                                      f"not come before it")
-                layers.append(layers[j])
-            else:
-                layers.append(layer_from_config(c))
+        built: dict = {}  # path -> layer object, in forward order
+        layers = [_layer_of(c, str(i), built) for i, c in enumerate(cfg["layers"])]
         return cls(*layers, seed=cfg.get("seed", 0), dtype=dtype or cfg.get("dtype", "float32"),
                    backend=backend, device=device, ensemble=cfg.get("ensemble"),
                    input_shape=cfg.get("input_shape"))
@@ -98,8 +93,6 @@ class ModelData:
         twin = type(self).from_config(state["config"], backend=backend)
         twin.load_arrays(state["arrays"])
         self.__dict__.update(twin.__dict__)
-        for ctx in self._contexts:
-            ctx.model = self
 
     def member(self, i: int) -> ModelData:
         """Member i of an ensemble as an ordinary model (a copy)."""
@@ -131,3 +124,52 @@ class ModelData:
         ens.load_arrays({k: np.stack([h[k] for h in host]) for k in host[0]})
         return ens
 
+
+
+def _path_text(path: str):
+    return int(path) if "." not in path else path
+
+
+def _position_config(pos, the_plan) -> dict:
+    if not pos.owns:
+        return {"type": "Shared", "same_as": _path_text(pos.owner.path)}
+    cfg = pos.layer.config()
+    if pos.children:
+        cfg["layers"] = [_position_config(child, the_plan) for child in pos.children]
+    ties = pos.layer.ties
+    if ties:
+        (source, _), = ties.values()  # one tied layer per tying layer
+        cfg["tied_to"] = _path_text(find_path(the_plan, source))
+    return cfg
+
+
+def _layer_of(c, path: str, built: dict):
+    """The layer object of one position's config, resolving shared and tied references to
+    layers built before it (``built``: path -> layer)."""
+    if not isinstance(c, dict):
+        raise ConfigError(f"layer {path}: a layer config is a JSON object, got "
+                          f"{type(c).__name__}")
+    c = dict(c)
+    if c.get("type") == "Shared":
+        ref = str(c.get("same_as"))
+        if ref not in built:
+            raise ConfigError(f"layer {path} shares the arrays of layer {c.get('same_as')!r}, "
+                              f"which does not come before it")
+        layer = built[ref]
+        built[path] = layer
+        return layer
+    if "layers" in c:
+        if not isinstance(c["layers"], list):
+            raise ConfigError(f"layer {path}: 'layers' must be a list of layer configs")
+        built[path] = None  # its place in forward order comes before its own layers
+        c["layers"] = [_layer_of(child, f"{path}.{j}", built)
+                       for j, child in enumerate(c["layers"])]
+    if "tied_to" in c:
+        ref = str(c["tied_to"])
+        if built.get(ref) is None:
+            raise ConfigError(f"layer {path} ties to layer {c['tied_to']!r}, which does not "
+                              f"come before it")
+        c["tied_to"] = built[ref]
+    layer = layer_from_config(c)
+    built[path] = layer
+    return layer

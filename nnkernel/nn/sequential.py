@@ -5,19 +5,22 @@
 
 The model owns every array: parameters and gradients in its `ParameterStore`
 (one flat buffer each), non-learned buffers (BatchNorm statistics) in
-``model.state``. Layers hold only their configuration.
+``model.state``. Layers hold only their configuration; where each one sits and
+which arrays it uses is the model's plan (`nnkernel.nn.plan`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..backend import Backend, dtype_name, is_float
+from ..backend import Backend, dtype_name, is_float, is_integer
 from ..errors import ConfigError, DTypeError, ShapeError
-from .context import LayerContext
-from .layers import Layer
+from .context import Cell, LayerContext, Pass
+from .layer import Layer
+from .mappings import Gradients, Parameters, State
 from .model_data import ModelData
-from .parameters import ParameterStore
+from .parameters import Gathered, ParameterStore
+from .plan import initial_arrays, plan
 from .summary import summary_table
 
 
@@ -30,6 +33,7 @@ class Sequential(ModelData):
     device of it. ``input_shape`` is the per-sample input shape, needed only where
     the first layers do not fix it (convolutions: (channels, height, width)).
     The same layer object placed twice shares its parameters (their gradients add).
+    ``model.layers`` is a tuple: the architecture is fixed once built.
     """
 
     def __init__(self, *layers: Layer, seed: int = 0, dtype="float32", backend="numpy",
@@ -46,62 +50,34 @@ class Sequential(ModelData):
             raise ConfigError(f"ensemble must be a positive number of members, got {ensemble!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
-        self.layers = list(layers)
+        self.layers = tuple(layers)
         self.seed = int(seed)
+        self.identity = object()  # kept by `to`: an optimizer's state belongs to this model
         self.ensemble = None if ensemble is None else int(ensemble)
-        self._plan(input_shape)
-        host = self._initial_arrays(np.random.default_rng(self.seed))
+        self._plan_shapes(input_shape)
+        host = initial_arrays(self.plan, np.random.default_rng(self.seed), self.ensemble)
         self._bind(backend if isinstance(backend, Backend) else Backend(backend, device),
                    dtype_name(dtype), host)
 
     # -- construction -------------------------------------------------------------------------
-    def _plan(self, input_shape):
-        """Keys, shapes and weight sharing of every position, from the layers alone."""
+    def _plan_shapes(self, input_shape):
         shape = tuple(input_shape) if input_shape is not None else next(
             (layer.input_shape() for layer in self.layers if layer.input_shape() is not None),
             None)
         if shape is None:
             raise ConfigError("the model cannot tell its input shape; pass input_shape=")
         self.input_shape = shape
-        self._keys, self._sample_ndim, first_at = [], [], {}
-        for i, layer in enumerate(self.layers):
-            self._sample_ndim.append(len(shape))
-            try:
-                shape = tuple(layer.output_shape(shape))
-            except ShapeError as e:
-                raise ShapeError(f"layer {i} {type(layer).__name__}: {e}") from None
-            owner = first_at.setdefault(id(layer), i)  # a repeated object shares its arrays
-            names = layer.param_names + layer.state_names
-            self._keys.append({name: f"{owner}.{name}" for name in names})
-        self.output_shape = shape
+        self.plan = plan(self.layers, shape)
+        self.output_shape = self.plan.output_shape
         self._shapes: dict = {}  # per-sample input shape -> output shape, for the input check
-        self._flat_io = len(self.input_shape) == 1 and len(shape) == 1  # (..., n) -> (..., m)
+        self._flat_io = len(self.input_shape) == 1 and len(self.output_shape) == 1
         self.n_in = self.input_shape[-1] if len(self.input_shape) == 1 else None
-        self.n_out = shape[-1]
-        self._owners = [first_at[id(layer)] for layer in self.layers]
-
-    def _initial_arrays(self, rng) -> dict:
-        host = {}
-        for i, layer in enumerate(self.layers):
-            if self._owners[i] != i:
-                continue
-            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            for name, value in layer.init_params(rng, self.ensemble, nxt).items():
-                host[self._keys[i][name]] = value
-            for name, value in layer.init_state(self.ensemble).items():
-                host[self._keys[i][name]] = value
-        return host
-
-    def _param_shapes(self) -> dict:
-        shapes = {}
-        for i, layer in enumerate(self.layers):
-            if self._owners[i] == i:
-                for name in layer.param_names:
-                    shapes[self._keys[i][name]] = None
-        return shapes
+        self.n_out = self.output_shape[-1]
+        self.integer_input = self.layers[0].integer_input
+        self.side_inputs = frozenset(n for pos in self.plan.walk() for n in pos.layer.side_inputs)
 
     def _bind(self, backend: Backend, dtype: str, host: dict, flat=None):
-        """Put the arrays on a backend: a new store, state dict and layer contexts.
+        """Put the arrays on a backend: a new store, state and layer contexts.
 
         ``flat``: the parameters already on the backend as one buffer (`to` over DLPack).
         """
@@ -109,35 +85,51 @@ class Sequential(ModelData):
         self.xp, self.k = backend.xp, backend.kernels
         self.dtype = backend.dtype(dtype)
         self.random = backend.random(self.seed)
-        keys = self._param_shapes()
+        keys = self.plan.param_keys
         lead = 1 if self.ensemble is not None else 0
         shapes = {k: np.shape(host[k])[lead:] for k in keys}
-        self.store = ParameterStore(backend, self.dtype, shapes, self.ensemble)
+        self.store = ParameterStore(backend, self.dtype, shapes, self.ensemble,
+                                    self.plan.shared_keys, owner=self.identity)
         if flat is None:
             flat = backend.asarray(_flat_host(host, shapes, self.ensemble), dtype=self.dtype)
         self.store.set_flat(flat)
-        self.state = {k: backend.asarray(v, dtype=self.dtype) for k, v in host.items()
-                      if k not in keys}
-        self._contexts = []
-        for i, layer in enumerate(self.layers):
-            params = {n: k for n, k in self._keys[i].items() if n in layer.param_names}
-            states = {n: k for n, k in self._keys[i].items() if n in layer.state_names}
-            shared = self._owners.count(self._owners[i]) > 1
-            self._contexts.append(LayerContext(self, i, layer, params, states,
-                                               self._sample_ndim[i], shared))
-        self._backprops = None
+        self._state = {k: backend.asarray(host[k], dtype=self.dtype) for k in self.plan.state_keys}
+        self._params, self._grads = Parameters(self.store), Gradients(self.store)
+        self._own_pass = Pass(self.store.views, self.store.collector(), self._state,
+                              self.random)
+        self._cell = Cell(self._own_pass)
+        self._contexts = [self._context(pos) for pos in self.plan.positions]
+        self._recorded = None
+
+    def _context(self, pos) -> LayerContext:
+        return LayerContext(self._cell, pos.layer, pos.path, pos.keys, backend=self.backend,
+                            ensemble=self.ensemble, sample_ndim=pos.sample_ndim,
+                            children=[self._context(c) for c in pos.children])
 
     @property
-    def params(self):
-        """Parameter key -> array, views of ``store.flat`` (assigning writes into it)."""
-        self.store.fresh()  # after a compiled step (`ParameterStore.defer`)
-        return self.store.params
+    def params(self) -> Parameters:
+        """Parameter key -> array, views of ``store.flat``, in forward order (assigning
+        writes into the store; every write is checked, see `nnkernel.nn.mappings`)."""
+        return self._params
 
     @property
-    def grads(self):
+    def grads(self) -> Gradients:
         """Parameter key -> dL/dparameter after `backward`, views of ``store.grad``."""
-        self.store.fresh()
-        return self.store.grads
+        return self._grads
+
+    @property
+    def state(self) -> State:
+        """Non-learned arrays by key (BatchNorm's running statistics); writes are checked."""
+        return State(self, self._state)
+
+    @state.setter
+    def state(self, values) -> None:
+        checked = State(self, dict(self._state))
+        if set(values) != set(self._state):
+            raise ConfigError(f"model.state must have the keys {', '.join(self._state)}, got "
+                              f"{', '.join(map(str, values))}")
+        checked.update(values)
+        self._state.update(dict(checked))
 
     @property
     def device(self):
@@ -145,62 +137,108 @@ class Sequential(ModelData):
 
     @property
     def stochastic(self) -> bool:
-        return any(layer.stochastic for layer in self.layers)
+        return any(pos.layer.stochastic for pos in self.plan.walk())
 
     def reseed(self, seed) -> None:
         """Restart the random stream of Dropout masks (an int or a tuple like (seed, epoch))."""
         self.random.reseed(seed)
 
     # -- the chain rule -----------------------------------------------------------------------
-    def forward(self, x, train: bool = False):
+    def forward(self, x, train: bool = False, *, record: bool | None = None, **inputs):
         """y = f(x). With train=True, Dropout draws masks and BatchNorm uses batch statistics.
 
-        The layers' backprops are kept for `backward`; ``model(x)`` is forward(x, train=False).
+        A training pass is recorded for `backward`; an evaluation pass is not, unless
+        ``record=True`` (to differentiate the evaluation-mode function, as a gradient
+        check of BatchNorm's running statistics does). ``model(x)`` and `predict` never
+        record. ``inputs`` are side inputs of layers that take them (``lengths=`` of a
+        recurrent layer).
         """
-        self.store.fresh()  # views of buffers a compiled step left (a no-op otherwise)
-        backprops = []
-        keep = backprops.append
+        self.store.fresh()  # views of what a rebinding update or a compiled step left
         with self.backend.activate():  # every buffer and launch on the model's device
             x, out_shape, shared = self._check_input(x)
+            y, backprops = self.run(self._own_pass, x, train, self._side(inputs) if inputs
+                                    else None)
+        if train if record is None else record:
+            self._recorded = (backprops, out_shape, shared)
+        return y
+
+    def __call__(self, x, train: bool = False, **inputs):
+        """y = f(x), evaluation mode by default; nothing is recorded for a backward."""
+        return self.forward(x, train, record=False, **inputs)
+
+    def run(self, run: Pass, x, train: bool, side=None):
+        """(y, backprops) of one pass over the arrays of ``run`` (the model's own `Pass`, or
+        one over other arrays: a compiled step's). ``x`` is already checked."""
+        cell = self._cell
+        if cell.run is not run:  # another pass (a compiled step's): for this call only
+            previous, cell.run = cell.run, run
+            try:
+                return self.run(run, x, train, side)
+            finally:
+                cell.run = previous
+        backprops = []
+        keep = backprops.append
+        if not side:
             for ctx in self._contexts:
                 x, backprop = ctx.layer.forward(ctx, x, train)
                 keep(backprop)
-        self._backprops, self._out_shape, self._shared_input = backprops, out_shape, shared
-        return x
-
-    __call__ = forward
-
-    def _evaluate(self, x):
-        """Outputs in evaluation mode, keeping nothing for a backward (predict, evaluate)."""
-        self.store.fresh()
-        with self.backend.activate():
+        else:
             for ctx in self._contexts:
-                x, _ = ctx.layer.forward(ctx, x, False)
-        return x
+                wanted = {k: v for k, v in side.items() if k in ctx.layer.side_inputs}
+                x, backprop = ctx.layer.forward(ctx, x, train, **wanted)
+                keep(backprop)
+        return x, backprops
 
     def backward(self, dy, input_grad: bool = True):
-        """Backpropagate dL/dy through the last forward; fills ``grads``, returns dL/dx.
+        """Backpropagate dL/dy through the last recorded pass; fills ``grads``, returns dL/dx.
 
         With input_grad=False the first layer skips dx (its matmul is a large share
         of the step's work) and None is returned.
         """
-        if self._backprops is None:
-            raise RuntimeError("backward() needs a forward() first")
+        if self._recorded is None:
+            raise RuntimeError("backward() needs a recorded pass: call forward(x, train=True) "
+                               "first (a new, copied, loaded or moved model has none, and "
+                               "model(x) and predict do not record)")
+        backprops, out_shape, shared = self._recorded
         self.backend.check(dy, "dy")
-        if tuple(dy.shape) != self._out_shape:
-            raise ShapeError(f"dy has shape {tuple(dy.shape)}, but the last forward returned "
-                             f"{self._out_shape}")
-        store = self.store
+        if tuple(dy.shape) != out_shape:
+            raise ShapeError(f"dy has shape {tuple(dy.shape)}, but the recorded forward "
+                             f"returned {out_shape}")
+        self._grads.left_out.clear()
         with self.backend.activate():
-            store.begin_backward()
-            for i in range(len(self._backprops) - 1, -1, -1):
-                dy = self._backprops[i](dy, input_grad or i > 0)
-            store.end_backward()
-            if not input_grad:
-                return None
-            if self.ensemble is not None and self._shared_input:
+            dy = self.backprop(self._own_pass, backprops, dy, input_grad)
+            if dy is not None and self.ensemble is not None and shared:
                 dy = self.xp.sum(dy, axis=0)  # one input feeds every member
         return dy
+
+    def backprop(self, run: Pass, backprops, dy, input_grad: bool = True):
+        """The backprops of one pass, last to first, collecting gradients in ``run.grads``."""
+        cell = self._cell
+        if cell.run is not run:
+            previous, cell.run = cell.run, run
+            try:
+                return self.backprop(run, backprops, dy, input_grad)
+            finally:
+                cell.run = previous
+        grads = run.grads
+        grads.begin()
+        for i in range(len(backprops) - 1, -1, -1):
+            dy = backprops[i](dy, input_grad or i > 0)
+        grads.end()
+        return dy if input_grad else None
+
+    def traced_pass(self, params: dict, state: dict, random) -> Pass:
+        """A pass over other arrays (per-key ``params``, ``state``), whose gradients are
+        gathered (`Gathered.parts`) instead of written into the store."""
+        return Pass(params, Gathered(self.store, adopt=False), dict(state), random)
+
+    def _side(self, inputs: dict) -> dict:
+        unknown = sorted(set(inputs) - self.side_inputs)
+        if unknown:
+            takes = ", ".join(sorted(self.side_inputs)) or "none"
+            raise ConfigError(f"unknown input(s) {', '.join(unknown)} for this model (its layers "
+                              f"take: {takes})")
+        return inputs
 
     def _check_input(self, x):
         """(x in the model's dtype, the output shape, whether an ensemble's input is shared)."""
@@ -209,7 +247,11 @@ class Sequential(ModelData):
         if (self._flat_io and x.dtype == self.dtype and self.ensemble is None and len(shape) > 1
                 and shape[-1] == self.n_in):  # the common case, checked in a few operations
             return x, (*shape[:-1], self.n_out), False
-        if x.dtype != self.dtype:
+        if self.integer_input:
+            if not is_integer(x.dtype):
+                raise DTypeError(f"input x has dtype {dtype_name(x.dtype)}; this model's first "
+                                 f"layer ({type(self.layers[0]).__name__}) takes integer ids")
+        elif x.dtype != self.dtype:
             if not is_float(x.dtype):
                 raise DTypeError(f"input x has dtype {dtype_name(x.dtype)}; nnkernel models "
                                  f"take floating-point inputs (convert with "
@@ -220,7 +262,7 @@ class Sequential(ModelData):
                                  for got, want in zip(shape[-k:], self.input_shape, strict=True)):
             raise ShapeError(f"input x has shape {shape}, but the model expects "
                              f"(..., {', '.join(str(d) for d in self.input_shape)})"
-                             + (" features" if k == 1 else ""))
+                             + (" features" if k == 1 and not self.integer_input else ""))
         lead, shared = shape[:-k], False
         if self.ensemble is not None:
             if len(lead) == 2 and lead[0] != self.ensemble:
@@ -248,12 +290,13 @@ class Sequential(ModelData):
             self._shapes[sample] = out
         return out
 
-    def predict(self, x, batch_size: int | None = None):
+    def predict(self, x, batch_size: int | None = None, **inputs):
         """Outputs in evaluation mode, computed in batches of ``batch_size`` rows."""
         with self.backend.activate():
-            return self._predict(x, batch_size)
+            return self._predict(x, batch_size, self._side(inputs))
 
-    def _predict(self, x, batch_size):
+    def _predict(self, x, batch_size, side):
+        self.store.fresh()
         x, _, shared = self._check_input(x)
         k = len(self.input_shape)
         axis = x.ndim - k - 1  # the rows axis: 0, or 1 for a per-member ensemble input
@@ -262,19 +305,23 @@ class Sequential(ModelData):
                 batch_size, (int, np.integer)) or batch_size <= 0):
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if batch_size is None or batch_size >= n:
-            return self._evaluate(x)
+            return self.run(self._own_pass, x, False, side)[0]
         index = (slice(None),) * axis
-        parts = [self._evaluate(x[(*index, slice(i, min(i + batch_size, n)), ...)])
-                 for i in range(0, n, batch_size)]
+        parts = []
+        for i in range(0, n, batch_size):
+            rows = (*index, slice(i, min(i + batch_size, n)), ...)
+            part_side = {k: v[i:i + batch_size, ...] for k, v in side.items()}
+            parts.append(self.run(self._own_pass, x[rows], False, part_side)[0])
         out_axis = axis if self.ensemble is None or not shared else 1
         return self.xp.concat(parts, axis=out_axis)
 
-    def predict_proba(self, x, batch_size: int | None = None, loss: str = "cross_entropy"):
+    def predict_proba(self, x, batch_size: int | None = None, loss: str = "cross_entropy",
+                      **inputs):
         """Class probabilities: softmax of the outputs (sigmoid for binary_cross_entropy)."""
         from .activations import sigmoid, softmax
 
         with self.backend.activate():
-            out = self._predict(x, batch_size)
+            out = self._predict(x, batch_size, self._side(inputs))
             return sigmoid(self.xp, out) if loss in ("binary_cross_entropy", "bce") else \
                 softmax(self.xp, out)
 
@@ -292,7 +339,7 @@ class Sequential(ModelData):
             return self
         # the store writes in place: its own buffer, not the old model's (one copy, or the cast)
         flat = target.asarray(flat, dtype=target.dtype(dt), copy=True if target.mutable else None)
-        arrays = {**self.params, **self.state}  # shapes; the state moves by `asarray`
+        arrays = {**self.params, **self._state}  # shapes; the state moves by `asarray`
         self._bind(target, dt, arrays, flat=flat)
         return self
 
@@ -311,9 +358,12 @@ class Sequential(ModelData):
         return summary_table(self)
 
     def __repr__(self):
-        lines = [f"  ({i}) {layer!r}" + (f"  [shares layer {self._owners[i]}]"
-                                        if self._owners[i] != i else "")
-                 for i, layer in enumerate(self.layers)]
+        lines = []
+        for pos in self.plan.walk():
+            depth = pos.path.count(".")
+            share = f"  [shares layer {pos.owner.path}]" if not pos.owns else ""
+            text = type(pos.layer).__name__ if pos.children else repr(pos.layer)
+            lines.append(f"  {'  ' * depth}({pos.path}) {text}{share}")
         ens = f", ensemble={self.ensemble}" if self.ensemble else ""
         return ("Sequential(\n" + "\n".join(lines) + f"\n) on {self.backend.name} "
                 f"({self.backend.device_name}), {dtype_name(self.dtype)}{ens}, "
@@ -327,4 +377,3 @@ def _flat_host(host: dict, shapes: dict, ensemble) -> np.ndarray:
     if ensemble is None:
         return np.concatenate([np.reshape(host[k], -1) for k in shapes])
     return np.concatenate([np.reshape(host[k], (ensemble, -1)) for k in shapes], axis=1)
-

@@ -10,13 +10,17 @@ def summary_table(model) -> str:
     rows, shape = [], model.input_shape
     if any(d is None for d in shape) and model._shapes:  # fixed by the first input's shape
         shape = next(iter(model._shapes))
-    for i, layer in enumerate(model.layers):
-        shape = tuple(layer.output_shape(shape))
-        owner = model._owners[i]
-        n = 0 if owner != i else sum(
-            math.prod(model.params[model._keys[i][name]].shape) for name in layer.param_names)
-        kind = type(layer).__name__ + (f" (shares {owner})" if owner != i else "")
-        rows.append((f"{i}", kind, _shape_text(lead + shape), f"{n:,}"))
+    shapes = {}
+    for pos in model.plan.walk():
+        top = "." not in pos.path
+        if top:
+            shape = tuple(pos.layer.output_shape(shape))
+        n = 0 if not pos.owns else sum(
+            math.prod(model.params[pos.keys[name]].shape) for name in pos.layer.param_names)
+        kind = "  " * pos.path.count(".") + type(pos.layer).__name__ + (
+            f" (shares {pos.owner.path})" if not pos.owns else "")
+        shapes[pos.path] = _shape_text(lead + shape) if top else ""
+        rows.append((pos.path, kind, shapes[pos.path], f"{n:,}"))
     header = ("#", "layer", "output shape", "parameters")
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(4)]
     line = "  ".join

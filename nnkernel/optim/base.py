@@ -1,17 +1,25 @@
-"""The machinery every optimizer shares: one update over a model's flat parameter store.
+"""What every optimizer shares: one update over a model's flat buffers.
 
-For a model's parameters an optimizer works on the model's parameter store: the
-whole model is one flat buffer, the gradients another and the optimizer's state
-more of the same layout (`flat.FlatState`), so an update is a few whole-buffer
-kernel calls (in place on NumPy and CuPy; new arrays, rebound by the store, on
-array-api-strict and JAX). Any other dict of arrays is updated entry by entry with
-the same kernels. A subclass (`optimizers.py`) names its state and writes `_update`.
+    opt.step(model.params, model.grads)
+
+An optimizer names its state and writes one function,
+
+    update(k, p, g, state, lr, wd, step) -> (p, state)
+
+the formula over arrays, through the kernels (``k.adam``, ``k.sgd``, ...). `step`
+runs it once over the whole model (the store's flat parameter and gradient
+buffers, and flat state of the same layout), and a compiled step
+(`nnkernel.train.compiled`) runs the same function under ``jax.jit``. Clipping
+(`clip`), the schedule (`factor`) and per-member hyperparameters are small pieces
+around it. A parameter left out of ``grads`` is frozen: its entries are masked
+out of the update and its step count stays (torch skips a parameter without a
+gradient). Any other dict of arrays is updated entry by entry with the same
+function, the dict's entries rebound to new arrays.
 
 Hyperparameters that are scalars in an update (``lr``, ``weight_decay``) may be
 a sequence of E values for an ensemble of E members: member i then trains with
 the i-th value, so a learning-rate sweep is one run.
 """
-
 
 from __future__ import annotations
 
@@ -20,16 +28,18 @@ import math
 import numpy as np
 
 from ..backend import kernels_for_array
-from ..checks import in_range
+from ..checks import finite_positive, in_range
 from ..errors import ConfigError
-from ..nn.parameters import Gradients
+from ..nn.mappings import Gradients, Parameters
 from .clipping import clip_by_global_norm, clip_scale
-from .flat import FlatState, splice
+from .flat import FlatState
 from .state import StateFiles
 
 
 class Optimizer(StateFiles):
-    """Shared machinery; a subclass names its state and writes `_update`."""
+    """Shared machinery; a subclass names its state and writes `update`."""
+
+    state_names: tuple[str, ...] = ()  # the state arrays kept per parameter
 
     def __init__(self, lr, *, weight_decay=0.0, clip_norm: float | None = None, schedule=None):
         self.lr = _check_hyper("lr", lr)
@@ -42,174 +52,158 @@ class Optimizer(StateFiles):
         self.schedule = schedule
         self.t = 0                  # steps taken
         self.member_mask = None     # ensemble: 0/1 per member, 0 freezes a stopped member
-        self._flat: FlatState | None = None  # state for a model's parameter store
+        self._flat: FlatState | None = None  # state for one model's parameter store
         self._per_key: dict = {}    # state for plain dicts: key -> {"step": int, name: array}
         self._hyper_cache: dict = {}
+        self._unbound = None        # state arrays of a copied or unpickled optimizer
 
-    @property
-    def state_names(self) -> tuple[str, ...]:
-        """The state arrays this optimizer keeps per parameter (with its settings)."""
-        return ()
+    def update(self, k, p, g, state: dict, lr, wd, step):
+        """One update of p from g: returns (new p, new state); ``k`` are the kernels of p's
+        library (a twin may update in place and return the same arrays)."""
+        raise NotImplementedError
 
     # -- the public step -----------------------------------------------------------------------
-    def step(self, params: dict, grads: dict) -> None:
+    def step(self, params, grads) -> None:
+        """Update ``params`` (``model.params``, or a dict of arrays) from ``grads``."""
         if not grads:
             return
-        factor = self._factor()
-        store = getattr(params, "store", None)
-        if store is not None:
-            if self._members:
-                self._check_members(store.ensemble)
+        factor = self.factor()
+        if isinstance(params, Parameters):
+            store = params.store
             with store.backend.activate():
-                self._step_store(store, grads, factor)
+                fs = self.flat_state(store)
+                keys = _active_keys(store, grads)
+                lr, wd = self.step_hypers(store, factor)
+                k, g = store.backend.kernels, store.grad
+                if len(keys) == len(store.keys) and fs.uniform is not None:
+                    if self.clip_norm is not None:
+                        g = self.clip(k, [g], store.ensemble is not None, store.mutable)[0]
+                    p, state = self.update(k, store.flat, g, fs.arrays, lr, wd, fs.uniform + 1)
+                    fs.adopt(p, state)
+                    fs.advance(keys)
+                else:
+                    self._step_masked(store, fs, keys, g, lr, wd)
+        elif isinstance(grads, Gradients):
+            raise ConfigError("opt.step got a model's gradients with parameters that are not "
+                              "the model's (a copy such as dict(model.params) is not "
+                              "updated); pass model.params itself")
         else:
             self._check_members(getattr(params, "ensemble", None), known=False)
             self._step_arrays(params, grads, factor)
         self.t += 1
 
-    def _step_store(self, store, grads, factor) -> None:
-        keys = _active_keys(store, grads)
-        fs = self.flat_state(store)
-        k = store.backend.kernels
-        segments = fs.segments(keys)
-        lr, wd = self.step_hypers(store, factor)
-        if segments is fs.everything:  # the whole model, every parameter at the same step
-            step = fs.uniform + 1
-            p = self.update_whole(store, fs.arrays, lr, wd, step)  # new state into fs.arrays
-            fs.uniform = step
-            _adopt(store, fs, p)
-            return
-        grad_parts = [store.segment(store.grad, s) for s in segments]
+    def _step_masked(self, store, fs, keys, g, lr, wd) -> None:
+        """Some parameters left out (frozen), or at different step counts: one update per
+        step count, each kept only where its parameters live (a mask over the flat buffer)."""
+        k, xp = store.backend.kernels, store.xp
+        active = store.mask(keys)
+        g = xp.where(active, g, 0.0)  # a frozen gradient takes no part in the clipping norm
         if self.clip_norm is not None:
-            grad_parts = self._clip(k, store, grad_parts)
-        new_params, new_state = [], {n: [] for n in fs.names}
-        for seg, g in zip(segments, grad_parts, strict=True):
-            p = store.segment(store.flat, seg)
-            st = {n: fs.view(n, seg) for n in fs.names}
-            step = fs.step_of(seg[0]) + 1
-            p = self._update(k, p, g, st, lr, wd, step)
-            fs.set_steps(seg, step)
-            if not k.in_place:
-                a, b = store.bounds[seg[0]][0], store.bounds[seg[-1]][1]
-                new_params.append((a, b, p))
-                for n in fs.names:
-                    new_state[n].append((a, b, st[n]))
-        if not k.in_place:  # the reference returned new arrays: put them in place
-            for n in fs.names:
-                fs.arrays[n] = _merge(store, fs.arrays[n], new_state[n])
-            _adopt(store, fs, _merge(store, store.flat, new_params))
+            g = self.clip(k, [g], store.ensemble is not None, False)[0]
+        p, state = store.flat, fs.arrays
+        for count in sorted({fs.step_of(key) for key in keys}):
+            group = store.mask([key for key in keys if fs.step_of(key) == count])
+            copies = {n: xp.asarray(a, copy=True) for n, a in state.items()}  # a twin writes
+            new_p, new = self.update(k, xp.asarray(p, copy=True), g, copies, lr, wd, count + 1)
+            p = xp.where(group, new_p, p)
+            state = {n: xp.where(group, new[n], state[n]) for n in state}
+        fs.adopt(p, state)
+        fs.advance(keys)
 
-    # -- the whole-model update, also traced by a compiled step (nnkernel.train.compiled) --
+    def _step_arrays(self, params, grads, factor) -> None:
+        """The update for a plain dict of arrays: entry by entry, rebinding the dict (the
+        arrays passed in are not written, whatever the library)."""
+        if self.clip_norm is not None:
+            per_member = self._members or getattr(params, "ensemble", None) is not None
+            grads = clip_by_global_norm(grads, self.clip_norm, members=per_member)
+        for key, g in grads.items():
+            if key not in params:
+                raise KeyError(f"gradient {key!r} has no parameter; "
+                               f"parameters: {', '.join(map(str, params))}")
+            p = params[key]
+            k = kernels_for_array(p)
+            xp = k.xp
+            st = self._per_key.get(key)
+            if st is None:
+                st = self._per_key[key] = {"step": 0, **{n: xp.zeros_like(p)
+                                                         for n in self.state_names}}
+            st["step"] += 1
+            lr = self._hyper("lr", self.lr, p, factor)
+            wd = self._hyper("weight_decay", self.weight_decay, p)
+            own = xp.asarray(p, copy=True) if k.in_place else p
+            new, arrays = self.update(k, own, g, {n: st[n] for n in self.state_names}, lr,
+                                      None if _is_zero(wd) else wd, st["step"])
+            st.update(arrays)
+            params[key] = new
+
+    # -- pieces around `update`, also used by a compiled step ------------------------------------
     def flat_state(self, store) -> FlatState:
-        """This optimizer's flat state for ``store`` (made, or moved, on first use)."""
+        """This optimizer's flat state for ``store``: made on first use, moved after
+        ``model.to(...)``; another model's store is refused (its state is not this one's)."""
         fs = self._flat
-        if fs is None or fs.store is not store:
-            fs = self._flat = self._state_for(store)
-        return fs
-
-    def step_hypers(self, store, factor=None):
-        """(lr, weight decay or None) of the next step: floats, or per-member (E, 1) arrays."""
-        if factor is None:
-            factor = self._factor()
-        lr = self._flat_hyper("lr", self.lr, store, factor)
-        wd = self._flat_hyper("weight_decay", self.weight_decay, store)
-        return lr, None if _is_zero(wd) else wd
-
-    def update_whole(self, store, arrays: dict, lr, wd, step):
-        """Every parameter from ``store.grad``: returns the new flat parameters and writes the
-        new state into ``arrays``. A function of arrays only (``step`` may be traced), so a
-        compiled step runs exactly this code."""
-        k = store.backend.kernels
-        g = store.grad if self.clip_norm is None else self._clip(k, store, [store.grad])[0]
-        return self._update(k, store.flat, g, arrays, lr, wd, step)
-
-    def update_parts(self, store, params: dict, grads: dict, states: dict, lr, wd, step):
-        """`update_whole` over per-key arrays (a compiled step's layout for large models):
-        the same element-wise update on each parameter, the clipping norm over all of them.
-        ``states``: {name: {key: segment}}, written with the new state; returns the new
-        parameters, each shaped as in ``params``."""
-        k, xp, lead = store.backend.kernels, store.xp, store.lead
-        gs = [xp.reshape(grads[key], lead + (-1,)) for key in store.keys]
-        if self.clip_norm is not None:
-            gs = self._clip(k, store, gs)
-        new = {}
-        for key, g in zip(store.keys, gs, strict=True):
-            st = {n: states[n][key] for n in self.state_names}
-            p = self._update(k, xp.reshape(params[key], lead + (-1,)), g, st, lr, wd, step)
-            new[key] = xp.reshape(p, tuple(params[key].shape))
-            for n in self.state_names:
-                states[n][key] = st[n]
-        return new
-
-    def _state_for(self, store) -> FlatState:
-        """This optimizer's state for a store: new, or moved after ``model.to(...)``."""
-        fs = self._flat
+        if fs is not None and fs.store is store:
+            return fs
+        if self._unbound is not None:  # a copied or unpickled optimizer: its first model
+            arrays, self._unbound = self._unbound, None
+            self.load_state_arrays(arrays, Parameters(store))
+            return self._flat
         if fs is None:
-            return FlatState(store, self.state_names)
-        if not fs.fits(store):
-            raise ConfigError("this optimizer holds state for parameters of another shape "
-                              "(another model); use a new optimizer for this model")
+            fs = self._flat = FlatState(store, self.state_names)
+            return fs
+        if fs.store.owner is not store.owner:
+            raise ConfigError("this optimizer holds the state (Adam's moments, step counts) of "
+                              "another model; use one optimizer per model, or call "
+                              "optimizer.reset() to start afresh")
         fs.move_to(store)
         self._hyper_cache.clear()
         return fs
 
-    def _clip(self, k, store, parts):
-        """Scale the gradients of this step to at most ``clip_norm`` in global norm.
+    def reset(self) -> None:
+        """Forget every state array and step count, as a new optimizer of these settings."""
+        self.t = 0
+        self._flat, self._per_key, self._unbound = None, {}, None
+        self._hyper_cache.clear()
 
-        An ensemble's members are clipped by their own norms, as if trained alone.
-        """
-        members = store.ensemble is not None
-        xp = store.xp
+    def step_hypers(self, store, factor=None):
+        """(lr, weight decay or None) of the next step: floats, or per-member (E, 1) arrays."""
+        if factor is None:
+            factor = self.factor()
+        lr = self._flat_hyper("lr", self.lr, store, factor)
+        wd = self._flat_hyper("weight_decay", self.weight_decay, store)
+        return lr, None if _is_zero(wd) else wd
+
+    def clip(self, k, parts, members: bool, in_place: bool):
+        """The gradients scaled to at most ``clip_norm`` in global norm (over all ``parts``);
+        an ensemble's members by their own norms, as if trained alone."""
+        xp = k.xp
         total = k.sum_of_squares(parts[0], members)
         for g in parts[1:]:
             total = total + k.sum_of_squares(g, members)
         scale = clip_scale(xp, xp.sqrt(total), self.clip_norm)
         if members:
             scale = xp.reshape(scale, (-1, 1))
-        if store.mutable:
+        if in_place:
             for g in parts:
                 g *= scale  # in the store's gradient buffer, as torch clips .grad in place
             return parts
         return [g * scale for g in parts]
 
-    def _step_arrays(self, params, grads, factor) -> None:
-        """The update for a plain dict of arrays: entry by entry, rebinding the dict."""
-        members = self._members
-        if self.clip_norm is not None:
-            per_member = members or getattr(params, "ensemble", None) is not None
-            grads = clip_by_global_norm(grads, self.clip_norm, members=per_member)
-        for key, g in grads.items():
-            if key not in params:
-                raise KeyError(f"gradient {key!r} has no parameter; "
-                               f"parameters: {', '.join(params)}")
-            p = params[key]
-            k = kernels_for_array(p)
-            st = self._per_key.get(key)
-            if st is None:
-                xp = k.xp
-                st = self._per_key[key] = {"step": 0, **{n: xp.zeros_like(p)
-                                                         for n in self.state_names}}
-            st["step"] += 1
-            lr = self._hyper("lr", self.lr, p, factor)
-            wd = self._hyper("weight_decay", self.weight_decay, p)
-            arrays = {n: st[n] for n in self.state_names}
-            new = self._update(k, p, g, arrays, lr, None if _is_zero(wd) else wd, st["step"])
-            st.update(arrays)
-            if new is not p:
-                params[key] = new
-
-    def _update(self, k, p, g, st: dict, lr, wd, step):
-        """One update of p from g; writes the new state into ``st``; returns the new p."""
-        raise NotImplementedError
-
     @property
     def current_lr(self):
         """The learning rate the next step will use (after the schedule)."""
-        return self.lr * self._factor()
+        return self.lr * self.factor()
 
-    def _factor(self) -> float:
+    def factor(self) -> float:
         """The schedule's multiplier of the base rate at the next step (1 without one)."""
-        return 1.0 if self.schedule is None else float(self.schedule(self.t))
+        if self.schedule is None:
+            return 1.0
+        value = self.schedule(self.t)
+        try:
+            return finite_positive(f"the schedule's factor at step {self.t}", value,
+                                   allow_zero=True)
+        except ConfigError as err:
+            raise ConfigError(f"{err} (a schedule multiplies the learning rate: a negative "
+                              f"factor would ascend the loss)") from None
 
     # -- per-member hyperparameters ------------------------------------------------------------
     def _check_members(self, ensemble, known=True):
@@ -233,10 +227,16 @@ class Optimizer(StateFiles):
         mask = self.member_mask if name == "lr" else None
         if type(value) is float and mask is None:
             return value * factor
+        self._check_members(store.ensemble)
         host = np.broadcast_to(np.asarray(value, dtype=np.float64), (store.ensemble,)) * factor
         if mask is not None:
             host = host * mask
-        return self._device_hyper((name, "flat", host.tobytes()), host.reshape(-1, 1), store)
+        key = (name, "flat", host.tobytes())
+        arr = self._hyper_cache.get(key)
+        if arr is None:
+            arr = store.backend.asarray(host.reshape(-1, 1), dtype=store.dtype)
+            self._remember(key, arr)
+        return arr
 
     def _hyper(self, name, value, p, factor=1.0):
         """A float, or for per-member values an array shaped (E, 1, ..., 1) like p."""
@@ -246,20 +246,14 @@ class Optimizer(StateFiles):
         host = np.broadcast_to(np.asarray(value, dtype=np.float64), (p.shape[0],)) * factor
         if mask is not None:
             host = host * mask
-        k = kernels_for_array(p)
-        arr = self._hyper_cache.get((name, p.ndim, host.tobytes()))
+        key = (name, p.ndim, host.tobytes())
+        arr = self._hyper_cache.get(key)
         if arr is None:
             import array_api_compat
 
-            arr = k.xp.asarray(host.reshape((-1,) + (1,) * (p.ndim - 1)), dtype=p.dtype,
-                               device=array_api_compat.device(p))
-            self._remember((name, p.ndim, host.tobytes()), arr)
-        return arr
-
-    def _device_hyper(self, key, host, store):
-        arr = self._hyper_cache.get(key)
-        if arr is None:
-            arr = store.backend.asarray(host, dtype=store.dtype)
+            arr = kernels_for_array(p).xp.asarray(host.reshape((-1,) + (1,) * (p.ndim - 1)),
+                                                  dtype=p.dtype,
+                                                  device=array_api_compat.device(p))
             self._remember(key, arr)
         return arr
 
@@ -267,6 +261,22 @@ class Optimizer(StateFiles):
         if len(self._hyper_cache) > 64:  # schedules change lr every step
             self._hyper_cache.clear()
         self._hyper_cache[key] = arr
+
+    # -- copying and pickling ------------------------------------------------------------------
+    def __getstate__(self):
+        """Settings, step count and state as host arrays; a copy binds them to the first model
+        it steps (whose parameters must have the same keys and shapes)."""
+        out = {k: v for k, v in vars(self).items()
+               if k not in ("_flat", "_per_key", "_hyper_cache", "_unbound")}
+        if self._per_key:
+            raise ConfigError("an optimizer used on plain dicts of arrays cannot be copied; "
+                              "copy the arrays and make a new optimizer")
+        out["_unbound"] = self.state_arrays() if self._flat is not None else self._unbound
+        return out
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._flat, self._per_key, self._hyper_cache = None, {}, {}
 
     def config(self) -> dict:
         """Name and hyperparameters, JSON-ready."""
@@ -285,32 +295,20 @@ class Optimizer(StateFiles):
 # -- helpers -------------------------------------------------------------------------------------
 def _active_keys(store, grads):
     """The store keys this step updates; gradients from elsewhere are written into the store."""
-    if not (type(grads) is Gradients and grads.store is store):
+    if type(grads) is Gradients and grads.store is store:
+        if not grads.left_out:
+            return store.keys
+    else:
         unknown = [k for k in grads if k not in store.bounds]
         if unknown:
             raise KeyError(f"gradient {unknown[0]!r} has no parameter; "
                            f"parameters: {', '.join(store.keys)}")
+        into = Gradients(store)
         for key, g in grads.items():
-            store.grads[key] = g
+            into[key] = g
     if len(grads) == len(store.keys):
         return store.keys
     return [k for k in store.keys if k in grads]
-
-
-def _adopt(store, fs, p) -> None:
-    """The updated parameters and optimizer state, settled together: a lazy library (Dask)
-    computes them in one pass instead of recomputing the new state once per array, and no
-    state array keeps a growing graph. A no-op where the kernels updated in place."""
-    names = tuple(fs.arrays)
-    p, *state = store.backend.settle(p, *(fs.arrays[n] for n in names)) if names else (p,)
-    fs.arrays = dict(zip(names, state, strict=True))
-    store.set_flat(p)
-
-
-def _merge(store, flat, pieces):
-    if len(pieces) == 1 and pieces[0][0] == 0 and pieces[0][1] == store.size:
-        return pieces[0][2]
-    return splice(store.xp, flat, pieces)
 
 
 def _check_hyper(name, value, allow_zero=False):
@@ -323,8 +321,6 @@ def _check_hyper(name, value, allow_zero=False):
             raise ConfigError(f"{name} values must be finite and {'>= 0' if allow_zero else '> 0'}"
                               f", got {arr.tolist()}")
         return arr
-    from ..checks import finite_positive
-
     return finite_positive(name, value, allow_zero)
 
 

@@ -3,8 +3,9 @@
 Adam's m and v, SGD's momentum buffer, ... are one array each, laid out as
 ``store.flat``, so an update is a few whole-buffer operations. Each parameter
 keeps its own step count (a parameter left out of the gradients is frozen and
-its count stays); parameters whose counts agree and that sit next to each other
-are updated together, as one segment. Usually that is the whole model.
+its count stays, as torch.optim counts); usually every count is the same, and
+``uniform`` is that count. A compiled step on a large model may hand the state
+back as one array per parameter (`adopt_parts`); it is joined when next asked for.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ class FlatState:
         self.names = tuple(names)
         self._parts = None  # {name: {key: segment}} a compiled step left, joined when asked
         self.arrays = {n: store.backend.zeros(store.flat.shape, store.dtype) for n in names}
-        self.uniform: int | None = 0   # the step count of every parameter, while they agree
-        self._steps: dict | None = None  # per-key counts, once a step left some out
-        self.everything = (tuple(store.keys),)
+        self.uniform: int | None = 0  # the count of every parameter, while they agree
+        self._counts: dict | None = None  # key -> updates it has had, once they differ
 
     @property
     def arrays(self) -> dict:
@@ -34,70 +34,64 @@ class FlatState:
 
     @arrays.setter
     def arrays(self, value) -> None:
-        self._arrays, self._parts = value, None
+        self._arrays, self._parts = dict(value), None
 
     def parts(self) -> dict:
         """{name: {key: segment}}: the state per parameter, each shaped lead + (size,)."""
         if self._parts is not None:
             return self._parts
         store = self.store
-        return {n: {k: store.segment(a, (k,)) for k in store.keys}
-                for n, a in self._arrays.items()}
+        return {n: {k: store.segment(a, k) for k in store.keys} for n, a in self._arrays.items()}
 
     def adopt_parts(self, parts: dict) -> None:
         """A compiled step's new state, per parameter (`arrays` joins it when asked)."""
         self._parts = parts
 
+    def adopt(self, p, state: dict) -> None:
+        """The updated parameters and state, settled together: a lazy library (Dask) computes
+        them in one pass instead of once per array; a no-op where they were updated in place."""
+        store = self.store
+        if p is store.flat and store.mutable:  # updated in place (a twin's kernels)
+            self._arrays = state
+            return
+        names = tuple(state)
+        p, *arrays = self.store.backend.settle(p, *(state[n] for n in names)) if names else (p,)
+        self.arrays = dict(zip(names, arrays, strict=True))
+        self.store.set_flat(p)
+
+    # -- step counts ---------------------------------------------------------------------------
     @property
-    def steps(self) -> dict:
+    def counts(self) -> dict:
         """Parameter key -> number of updates it has had."""
-        if self._steps is None:
-            return dict.fromkeys(self.store.keys, self.uniform)
-        return self._steps
+        return dict.fromkeys(self.store.keys, self.uniform) if self._counts is None \
+            else dict(self._counts)
 
     def step_of(self, key) -> int:
-        return self.uniform if self._steps is None else self._steps[key]
+        return self.uniform if self._counts is None else self._counts[key]
 
-    def set_steps(self, keys, step: int) -> None:
-        if self._steps is None and len(keys) == len(self.store.keys):
-            self.uniform = step
+    def advance(self, keys) -> None:
+        """One more update for ``keys``."""
+        if self._counts is None and len(keys) == len(self.store.keys):
+            self.uniform += 1
             return
-        if self._steps is None:
-            self._steps = self.steps
+        counts = self._counts = self.counts
         for key in keys:
-            self._steps[key] = step
-        counts = set(self._steps.values())
-        if len(counts) == 1:  # back in step: the fast path again
-            self.uniform, self._steps = counts.pop(), None
+            counts[key] += 1
+        self._agree()
+
+    def set_count(self, key, count: int) -> None:
+        counts = self._counts = self.counts
+        counts[key] = int(count)
+        self._agree()
+
+    def _agree(self) -> None:
+        values = set(self._counts.values())
+        if len(values) <= 1:  # back in step: one count for all
+            self.uniform, self._counts = (values.pop() if values else 0), None
         else:
             self.uniform = None
 
-    def segments(self, keys) -> tuple:
-        """Runs of consecutive keys (in store order) with equal step counts."""
-        if self.uniform is not None and len(keys) == len(self.store.keys):
-            return self.everything
-        wanted, runs, run = set(keys), [], []
-        for key in self.store.keys:
-            if key in wanted and run and self.step_of(key) == self.step_of(run[-1]):
-                run.append(key)
-                continue
-            if run:
-                runs.append(tuple(run))
-            run = [key] if key in wanted else []
-        if run:
-            runs.append(tuple(run))
-        return tuple(runs)
-
-    def view(self, name, keys):
-        """The state ``name`` of a segment (a view of the flat array where it can be)."""
-        arr = self.arrays[name]
-        return arr if len(keys) == len(self.store.keys) else self.store.segment(arr, keys)
-
-    def fits(self, store) -> bool:
-        """Whether this state can serve ``store`` (the same keys and shapes)."""
-        return store.keys == self.store.keys and store.shapes == self.store.shapes and (
-            store.ensemble == self.store.ensemble)
-
+    # -- following the parameters --------------------------------------------------------------
     def move_to(self, store) -> None:
         """Follow the parameters to another backend, device or dtype (after model.to())."""
         be = store.backend
@@ -108,18 +102,5 @@ class FlatState:
     def per_key(self, name, key):
         """State ``name`` of one parameter, shaped like it."""
         store = self.store
-        return store.xp.reshape(store.segment(self.arrays[name], (key,)),
+        return store.xp.reshape(store.segment(self.arrays[name], key),
                                 store.lead + store.shapes[key])
-
-
-def splice(xp, flat, pieces):
-    """``flat`` with the ranges [a, b) of the last axis replaced: pieces [(a, b, new), ...]."""
-    parts, at = [], 0
-    for a, b, new in pieces:
-        if a > at:
-            parts.append(flat[..., at:a])
-        parts.append(new)
-        at = b
-    if at < flat.shape[-1]:
-        parts.append(flat[..., at:])
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)

@@ -5,8 +5,9 @@
 
 `step` updates exactly the entries named in ``grads`` (leave a key out and that
 parameter stays frozen); the shared machinery is in `base.py`. Each optimizer here
-names its state and writes its `_update` through the kernels (`k.sgd`, `k.adam`,
-`k.rmsprop`): the reference formulas and each library's twin.
+names its state and writes its `update` through the kernels (`k.sgd`, `k.adam`,
+`k.rmsprop`, in ``nnkernel/kernels/<library>/optim.py``): the reference formulas
+and each library's twin.
 """
 
 from __future__ import annotations
@@ -34,12 +35,10 @@ class SGD(Optimizer):
     def state_names(self):
         return ("momentum_buffer",) if self.momentum else ()
 
-    def _update(self, k, p, g, st, lr, wd, step):
-        p, buf = k.sgd(p, g, st.get("momentum_buffer"), lr, self.momentum, self.dampening,
+    def update(self, k, p, g, state, lr, wd, step):
+        p, buf = k.sgd(p, g, state.get("momentum_buffer"), lr, self.momentum, self.dampening,
                        self.nesterov, wd, step == 1)
-        if self.momentum:
-            st["momentum_buffer"] = buf
-        return p
+        return p, ({"momentum_buffer": buf} if self.momentum else {})
 
 
 class RMSprop(Optimizer):
@@ -58,16 +57,16 @@ class RMSprop(Optimizer):
         return (("square_avg",) + (("grad_avg",) if self.centered else ())
                 + (("momentum_buffer",) if self.momentum else ()))
 
-    def _update(self, k, p, g, st, lr, wd, step):
-        p, v, gavg, buf = k.rmsprop(p, g, st["square_avg"], st.get("grad_avg"),
-                                    st.get("momentum_buffer"), lr, self.alpha, self.eps, wd,
+    def update(self, k, p, g, state, lr, wd, step):
+        p, v, gavg, buf = k.rmsprop(p, g, state["square_avg"], state.get("grad_avg"),
+                                    state.get("momentum_buffer"), lr, self.alpha, self.eps, wd,
                                     self.momentum, self.centered)
-        st["square_avg"] = v
+        new = {"square_avg": v}
         if self.centered:
-            st["grad_avg"] = gavg
+            new["grad_avg"] = gavg
         if self.momentum:
-            st["momentum_buffer"] = buf
-        return p
+            new["momentum_buffer"] = buf
+        return p, new
 
 
 class Adam(Optimizer):
@@ -93,11 +92,10 @@ class Adam(Optimizer):
 
     state_names = ("exp_avg", "exp_avg_sq")
 
-    def _update(self, k, p, g, st, lr, wd, step):
-        p, st["exp_avg"], st["exp_avg_sq"] = k.adam(
-            p, g, st["exp_avg"], st["exp_avg_sq"], lr, self.betas[0], self.betas[1], self.eps,
-            wd, self.decoupled, step, self.flush_subnormals)
-        return p
+    def update(self, k, p, g, state, lr, wd, step):
+        p, m, v = k.adam(p, g, state["exp_avg"], state["exp_avg_sq"], lr, self.betas[0],
+                         self.betas[1], self.eps, wd, self.decoupled, step, self.flush_subnormals)
+        return p, {"exp_avg": m, "exp_avg_sq": v}
 
 
 class AdamW(Adam):

@@ -19,7 +19,7 @@ class StateFiles:
         out = {}
         fs = self._flat
         if fs is not None:
-            for key, step in fs.steps.items():
+            for key, step in fs.counts.items():
                 if step:
                     out[key] = {"step": step, **{n: fs.per_key(n, key) for n in fs.names}}
         out.update({k: dict(v) for k, v in self._per_key.items()})
@@ -27,6 +27,8 @@ class StateFiles:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Optimizer state as host arrays, keys "<param key>/<name>" (for checkpoints)."""
+        if self._flat is None and self._unbound is not None:  # a copy not yet used
+            return dict(self._unbound)
         out = {}
         for key, st in self.state.items():
             for name, value in st.items():
@@ -43,6 +45,7 @@ class StateFiles:
         per_key = self._validated(arrays, params)
         store = getattr(params, "store", None)
         self._hyper_cache.clear()
+        self._unbound = None
         if store is None:
             self._flat = None
             self._per_key = {}
@@ -60,7 +63,7 @@ class StateFiles:
         fs = FlatState(store, self.state_names)
         for key, st in per_key.items():
             a, b = store.bounds[key]
-            fs.set_steps((key,), st["step"])
+            fs.set_count(key, st["step"])
             for n in self.state_names:
                 host[n][..., a:b] = np.reshape(st[n], lead + (b - a,))
         fs.arrays = {n: store.backend.asarray(h, dtype=store.dtype) for n, h in host.items()}

@@ -1,55 +1,48 @@
-"""A compiled training step: forward, loss, backward and update as one traced program.
+"""A compiled training step: `train_step`'s sequence as one traced program.
 
-    step = CompiledStep(model, loss_fn, optimizer)
-    value, correct = step(xb, yb, wb, seed=(seed, epoch, step))
+    step = CompiledStep(model, loss_fn, optimizer, score)
+    value, score = step((xb, yb, wb), seed=(seed, epoch, step))
 
-It runs the hand-written code `fit` runs eagerly: `Sequential.forward`, the
-loss, `Sequential.backward` and the optimizer's update (`Optimizer.update_whole`,
-or `update_parts`: the same update per parameter), traced once by the
-backend's compiler (`Backend.compile`, which is ``jax.jit`` on JAX) as a pure
+It runs the hand-written code `train_step` runs eagerly: the model's forward
+(`Sequential.run`), the loss, the backprops (`Sequential.backprop`) and the
+optimizer's `update`, over a `Pass` of the arrays the program is given, traced
+once by the backend's compiler (`Backend.compile`: ``jax.jit`` on JAX) as a pure
 function
 
     (params, optimizer state, step count, lr, weight decay, model state,
      x, y, weights, seed words)
       -> (new optimizer state, new params, the gradients, new model state,
-          loss, correct predictions)
+          loss, score)
 
-The arrays are the store's flat buffers for small networks, or one array per
-parameter for large ones (`PER_KEY_FROM`): XLA slices a view out of a flat
-buffer by copying it, so per-key arrays save copies proportional to the model,
-while each extra buffer costs every call a few microseconds.
-
-The parameter store already rebinds on immutable backends (an update returns a
-new flat buffer, `ParameterStore.set_flat` adopts it), so tracing only points
-the store, the optimizer's flat state, ``model.state`` (BatchNorm statistics)
-and the random stream at the tracers, and puts them back afterwards. The step
-count, learning rate and weight decay are inputs: Adam's bias correction and a
-schedule never recompile. The per-key views of the new buffers are made only
-when the model is next used or looked at (`ParameterStore.defer`): an output
-per view would cost more than a small network's step. A new input shape (an
-epoch's shorter last batch) compiles once more. The optimizer's state buffers
-are donated to the program, which updates them in place (an array of
-``optimizer`` state kept from before a step is then invalid).
+The model is not touched while tracing: its store, state and random stream stay
+as they are; the outputs are adopted after each call. The arrays are the store's
+flat buffers for small networks, or one array per parameter for large ones
+(`PER_KEY_FROM`): XLA slices a view out of a flat buffer by copying it, so
+per-key arrays save copies proportional to the model, while each extra buffer
+costs every call a few microseconds. The step count, learning rate and weight
+decay are inputs: Adam's bias correction and a schedule never recompile. A new
+input shape (an epoch's shorter last batch) compiles once more. The optimizer's
+state buffers are donated to the program, which updates them in place (an array
+of ``optimizer`` state kept from before a step is then invalid).
 """
 
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..losses import cross_entropy
 
 # Per-key arrays cost each call ~5 µs per buffer more than one flat buffer; the flat layout
-# costs XLA copies proportional to the parameters (views sliced out before each matrix product,
-# gradients concatenated). Per-key from this many parameters per key on (bench/RESULTS.md).
+# costs XLA copies proportional to the parameters (views sliced out before each matrix
+# product, gradients concatenated). A tunable measured on one machine: per-key from this many
+# parameters per key on (bench/RESULTS.md, "compiled step layout").
 PER_KEY_FROM = 16384
 
 
 class CompiledStep:
     """One training step of ``model`` with ``loss_fn`` and ``optimizer``, compiled."""
 
-    def __init__(self, model, loss_fn, optimizer):
-        self.model, self.loss_fn, self.opt = model, loss_fn, optimizer
+    def __init__(self, model, loss_fn, optimizer, score=None):
+        self.model, self.loss_fn, self.opt, self.score = model, loss_fn, optimizer, score
         self.members = model.ensemble is not None
-        self.classify = loss_fn is cross_entropy
         store = model.store
         self.per_key = store.size * (model.ensemble or 1) >= PER_KEY_FROM * len(store.keys)
         # the optimizer state is donated (updated in place); the parameters are not: they are
@@ -58,8 +51,9 @@ class CompiledStep:
         self.traces = 0  # how many times the step was traced (one per input shape)
 
     # -- the host side of one step ---------------------------------------------------------
-    def __call__(self, x, y, w=None, seed=None):
-        """One step on a minibatch; returns (loss value, correct predictions or None)."""
+    def __call__(self, batch, seed=None):
+        """One step on a minibatch (x, y[, w]); returns (loss value, score or None)."""
+        x, y, w = batch if len(batch) == 3 else (*batch, None)
         model, opt = self.model, self.opt
         store = model.store
         fs = opt.flat_state(store)
@@ -68,73 +62,59 @@ class CompiledStep:
                               "but this optimizer's parameters are at different steps (some "
                               "were frozen); train this optimizer without compile")
         lr, wd = opt.step_hypers(store)
-        step = fs.uniform + 1
         words = (model.random.traceable_seed(seed)
                  if seed is not None and model.stochastic else None)
         if self.per_key:  # the views are the arrays: no slicing, no joining, per step
-            params, opt_state = dict(model.params), fs.parts()
+            params, opt_state = dict(store.views), fs.parts()
         else:
             params, opt_state = store.flat, fs.arrays
-        new_state, new_params, grads, state, value, correct = self._fn(
-            params, opt_state, step, lr, wd, dict(model.state), x, y, w, words)
-        store.defer(new_params, grads)  # views when next looked at: an output per view costs
+        new_state, new_params, grads, state, value, score = self._fn(
+            params, opt_state, fs.uniform + 1, lr, wd, dict(model.state), x, y, w, words)
         if self.per_key:
+            store.set_parts(new_params)
+            store.set_grad_parts(grads)
             fs.adopt_parts(new_state)
         else:
+            store.set_flat(new_params)
+            store.set_grad(grads)
             fs.arrays = new_state
-        fs.uniform = step
+        fs.advance(store.keys)
         model.state.update(state)
         opt.t += 1
-        return value, correct
+        return value, score
 
     # -- the traced function -------------------------------------------------------------------
     def _pure(self, params, opt_state, step, lr, wd, state, x, y, w, words):
-        from .loop import _correct
-
         self.traces += 1
         model, opt = self.model, self.opt
-        store = model.store
-        saved = _Saved(model, opt.flat_state(store))
-        try:
-            store.defer(params)
-            store.fresh()
-            model.state.update(state)
-            if words is not None:
-                model.random.reseed(words)
-            out = model.forward(x, train=True)
-            options = {"num_check": False} if self.classify else {}  # no host reads here
-            value, dy = self.loss_fn(out, y, members=self.members, weights=w, **options)
-            model.backward(dy, input_grad=False)
-            if self.per_key:
-                new_state = {n: dict(parts) for n, parts in opt_state.items()}
-                grads = dict(store.grads)
-                new_params = opt.update_parts(store, params, grads, new_state, lr, wd, step)
-            else:
-                new_state, grads = dict(opt_state), store.grad
-                new_params = opt.update_whole(store, new_state, lr, wd, step)
-            correct = _correct(model.xp, out, y) if self.classify else None
-            # the donated state's outputs first: each donated buffer goes to the first output
-            # of its shape, and a mismatch (new parameters into m's buffer) costs copies
-            return new_state, new_params, grads, dict(model.state), value, correct
-        finally:
-            saved.restore()
-
-
-class _Saved:
-    """What a trace points at tracers, to put back when it ends (tracers must not leak)."""
-
-    def __init__(self, model, fs):
-        self.model, self.fs = model, fs
-        self.store = model.store.snapshot()  # views stay as they were (perhaps deferred)
-        self.fs_raw = (fs._arrays, fs._parts)  # raw: nothing joined inside the trace
-        self.state = dict(model.state)
-        self.random = dict(vars(model.random))
-
-    def restore(self) -> None:
-        model = self.model
-        model.store.restore(self.store)
-        self.fs._arrays, self.fs._parts = self.fs_raw
-        model.state.clear()
-        model.state.update(self.state)
-        vars(model.random).update(self.random)
-        model._backprops = None  # closures over tracers
+        store, k = model.store, model.backend.kernels
+        xp, lead = store.xp, store.lead
+        random = model.backend.random(model.seed)
+        if words is not None:
+            random.reseed(words)
+        views = params if self.per_key else store.split(params)
+        run = model.traced_pass(views, state, random)
+        out, backprops = model.run(run, x, True)
+        value, dy = self.loss_fn(out, y, members=self.members, weights=w)
+        model.backprop(run, backprops, dy, input_grad=False)
+        grads = run.grads.parts()
+        if self.per_key:
+            gs = [xp.reshape(grads[key], lead + (-1,)) for key in store.keys]
+            if opt.clip_norm is not None:
+                gs = opt.clip(k, gs, self.members, False)
+            new_params, new_state = {}, {n: {} for n in opt.state_names}
+            for key, g in zip(store.keys, gs, strict=True):
+                st = {n: opt_state[n][key] for n in opt.state_names}
+                p, st = opt.update(k, xp.reshape(params[key], lead + (-1,)), g, st, lr, wd,
+                                   step)
+                new_params[key] = xp.reshape(p, tuple(params[key].shape))
+                for n in opt.state_names:
+                    new_state[n][key] = st[n]
+        else:
+            grads = store.join(grads)
+            g = grads if opt.clip_norm is None else opt.clip(k, [grads], self.members, False)[0]
+            new_params, new_state = opt.update(k, params, g, dict(opt_state), lr, wd, step)
+        score = None if self.score is None else self.score(out, y)
+        # the donated state's outputs first: each donated buffer goes to the first output of
+        # its shape, and a mismatch (new parameters into m's buffer) costs copies
+        return new_state, new_params, grads, run.state, value, score

@@ -1,11 +1,14 @@
 """The fit loop: minibatches cut and shuffled on the model's device, metrics, callbacks.
 
-One epoch is, for each minibatch (xb, yb):
+One epoch is, for each minibatch (xb, yb), one `train_step` (nnkernel.train.step):
 
     y        = model.forward(xb, train=True)
     loss, dy = loss_fn(y, yb)
     model.backward(dy, input_grad=False)
     optimizer.step(model.params, model.grads)
+
+run eagerly, data-parallel over MPI ranks (`DataParallel.step_for` wraps it) or as
+one compiled program (`CompiledStep`).
 
 The data is moved to the model's device once; shuffling draws a permutation on
 that device from (seed, epoch), and Dropout masks from (seed, epoch, step), so a
@@ -16,11 +19,12 @@ numbers from the device only to report progress and at the end of an epoch
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
 
-from ..backend import to_numpy
+from ..backend import is_float, to_numpy
 from ..checks import integer
 from ..errors import ConfigError, NonFiniteError
 from ..losses import cross_entropy, get_loss
@@ -32,6 +36,7 @@ from .metrics import resolve as resolve_metrics
 from .metrics import score
 from .progress import Progress
 from .signals import InterruptFlag
+from .step import train_step
 
 CHECK_EVERY_ASYNC = 50  # steps between NaN checks where reading the loss waits for a GPU
 
@@ -126,15 +131,20 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
     stop_on_nan = any(getattr(cb, "stops_on_nan", False) for cb in callbacks)
     for cb in callbacks:
         cb.on_train_begin(run)
-    stepper = None
+    loss_options = {"num_check": False} if classify else {}  # labels checked once above
+    step_loss = functools.partial(loss_fn, **loss_options) if loss_options else loss_fn
+    score = functools.partial(correct_count, xp, members) if classify else None
     if compile:  # the same step, traced once (refused, with the reason, where it cannot be)
         from .compiled import CompiledStep
 
         if dp is not None:  # the allreduce would have to run inside the traced program
             raise ConfigError("compile=True and distributed training cannot be combined yet; "
                               "use one of them")
-
-        stepper = CompiledStep(model, loss_fn, opt)
+        step_fn = CompiledStep(model, step_loss, opt, score)
+    elif dp is not None:
+        step_fn = dp.step_for(model, step_loss, opt, score)
+    else:
+        step_fn = functools.partial(train_step, model, step_loss, opt, score=score)
     check_every = CHECK_EVERY_ASYNC if be.asynchronous else 1
     bar = Progress(epochs, steps, enabled=progress)
     model.loss = loss_fn
@@ -158,20 +168,7 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
                 idx = order[a:b]
                 xb, yb, wb = take(xp, (X, y, weights), idx, boot)
                 frozen = dict(model.state) if opt.member_mask is not None else None
-                if stepper is not None:
-                    value, correct = stepper(xb, yb, wb, (seed, epoch, step))
-                else:
-                    if model.stochastic:
-                        model.reseed((seed, epoch, step))
-                    out = model.forward(xb, train=True)
-                    value, dy = loss_fn(out, yb, members=members, weights=wb,
-                                        **({"num_check": False} if classify else {}))
-                    if dp is None:
-                        model.backward(dy, input_grad=False)
-                    else:  # dy weighted by the shard's share, then ONE allreduce of the gradient
-                        dp.backward(model, dy)
-                    opt.step(model.params, model.grads)
-                    correct = _correct(xp, out, yb) if classify else None
+                value, correct = step_fn((xb, yb, wb), seed=(seed, epoch, step))
                 if frozen:
                     _restore_stopped_members(model, opt.member_mask, frozen)
                 value, correct = be.settle(value, correct)  # Dask: numbers, in one pass
@@ -330,14 +327,14 @@ def evaluation_pass(model, X, y, loss_fn, *, batch_size: int = 1024, sample_weig
             j = min(i + batch_size, n)  # array-api-strict refuses stops past the end
             xb, yb = X[i:j, ...], y[i:j, ...]
             wb = None if weights is None else weights[i:j]
-            out = model._evaluate(xb)
+            out = model(xb)
             if keep_outputs:
                 parts.append(out)
             value, _ = loss_fn(out, yb, members=members, weights=wb,
                                **({"num_check": False} if classify else {}))
             loss_sum = loss_sum + value * float(j - i)
             if classify:
-                correct = correct + _correct(xp, out, yb)
+                correct = correct + correct_count(xp, members, out, yb)
         out = (None if not parts else parts[0] if len(parts) == 1
                else xp.concat(parts, axis=1 if members else 0))
     loss_value, accuracy = _host(loss_sum, n), (_host(correct, n) if classify else None)
@@ -368,13 +365,17 @@ def _restore_stopped_members(model, mask, before):
         model.state[key] = m * model.state[key] + (1.0 - m) * old
 
 
-def _correct(xp, out, yb):
+def correct_count(xp, members: bool, out, yb):
+    """The number of rows whose largest output is the target class (per member: axis 0).
+
+    Targets are labels, or probabilities (one-hot) whose largest entry is the class;
+    an ensemble's targets may be shared (N, ...) or per member (E, N, ...).
+    """
     pred = xp.argmax(out, axis=-1)
-    if yb.ndim == out.ndim:  # one-hot or per-member labels given as probabilities
+    if is_float(yb.dtype):  # one-hot or soft targets: the class is their largest entry
         yb = xp.argmax(yb, axis=-1)
     hits = xp.astype(pred == yb, out.dtype)
-    axes = tuple(range(1, hits.ndim)) if out.ndim == 3 else None
-    return xp.sum(hits, axis=axes)
+    return xp.sum(hits, axis=tuple(range(1, hits.ndim)) if members else None)
 
 
 def _host(total, count):
