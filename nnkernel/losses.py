@@ -22,10 +22,11 @@ huber_loss, binary_cross_entropy_with_logits and cross_entropy.
 from __future__ import annotations
 
 import array_api_compat
+import numpy as np
 
 from .backend import backend_class_of, dtype_name, is_float, is_integer
 from .checks import in_range
-from .errors import ConfigError, DTypeError, ShapeError
+from .errors import BackendMismatchError, ConfigError, DTypeError, NonFiniteError, ShapeError
 from .nn.activations import sigmoid
 
 
@@ -33,6 +34,34 @@ def _library(y):
     """(namespace, kernels, whether reading a value waits for a device) of y's library."""
     cls = backend_class_of(y)
     return cls.namespace(), cls.get_kernels(), cls.array_is_asynchronous(y)
+
+
+def _as_output_array(xp, y, a, what: str, dtype=None):
+    """``a`` (targets or weights) as an array of y's library on y's device: host data is
+    copied there, another library's array on the same device is taken through DLPack (as
+    `forward` takes inputs), and one on another device is refused by name."""
+    if not hasattr(a, "shape"):
+        return xp.asarray(a, dtype=dtype, device=array_api_compat.device(y))
+    if type(a) is type(y):
+        return a
+    if isinstance(a, np.ndarray) and type(y).__module__.split(".")[0] in ("numpy", "dask"):
+        return a
+    try:
+        theirs = backend_class_of(a).name
+    except Exception:  # noqa: BLE001 - an array type nnkernel does not know
+        theirs = f"{type(a).__module__}.{type(a).__name__}"
+    if isinstance(a, np.ndarray):
+        return xp.asarray(a, dtype=dtype, device=array_api_compat.device(y))
+    try:
+        taken = xp.from_dlpack(a)
+    except Exception:  # noqa: BLE001 - not shareable: say which libraries met
+        taken = None
+    if taken is None or array_api_compat.device(taken) != array_api_compat.device(y):
+        raise BackendMismatchError(
+            f"{what} is a {theirs} array but the outputs are {backend_class_of(y).name} "
+            f"arrays on {array_api_compat.device(y)!s}; convert them with "
+            f"model.backend.asarray(...) first")
+    return taken
 
 
 def _count(y, members: bool, per_row: bool = False) -> int:
@@ -49,8 +78,7 @@ def _count(y, members: bool, per_row: bool = False) -> int:
 
 
 def _regression_target(xp, y, target, name, members=False):
-    if not hasattr(target, "shape"):
-        target = xp.asarray(target, dtype=y.dtype, device=array_api_compat.device(y))
+    target = _as_output_array(xp, y, target, f"{name}: the target", y.dtype)
     if target.dtype != y.dtype:
         if not (is_float(target.dtype) or is_integer(target.dtype)
                 or dtype_name(target.dtype) == "bool"):
@@ -69,8 +97,7 @@ def _weighted(xp, elementwise, dy, weights, y, name, per_row=False):
     """Multiply each sample's loss terms and gradient by its weight."""
     if weights is None:
         return elementwise, dy
-    w = weights if hasattr(weights, "shape") else xp.asarray(
-        weights, dtype=y.dtype, device=array_api_compat.device(y))
+    w = _as_output_array(xp, y, weights, f"{name}: the weights", y.dtype)
     if w.dtype != y.dtype:
         w = xp.astype(w, y.dtype)
     rows = tuple(y.shape[:-1])
@@ -153,32 +180,64 @@ def cross_entropy(y, target, *, members: bool = False, weights=None,
 
 
 def _class_target(xp, k, y, target, check):
-    """(target, is_labels): probabilities in y's dtype, or validated integer labels."""
+    """(target, is_labels): validated integer labels, or probabilities in y's dtype.
+
+    With ``check`` the values are checked too (labels in 0..C−1; probabilities finite,
+    ≥ 0 and summing to 1 per row): where reading them is cheap (the CPU), or once per
+    dataset in `fit`.
+    """
     C = y.shape[-1]
-    if not hasattr(target, "dtype"):
-        target = xp.asarray(target, device=array_api_compat.device(y))
+    target = _as_output_array(xp, y, target, "cross_entropy: the target")
+    tshape, yshape = tuple(target.shape), tuple(y.shape)
+    if tshape == yshape[:-1] and is_integer(target.dtype):  # labels, one per row: the usual
+        if check and target.ndim and target.shape[0] > 0:
+            _check_labels(k, target, C)
+        return target, True
     name = dtype_name(target.dtype)
-    if tuple(target.shape) == tuple(y.shape) or (
-            target.ndim >= 2 and tuple(target.shape) == tuple(y.shape[1:])):
+    if tshape == yshape or (target.ndim >= 2 and tshape == yshape[1:]):
         if not is_float(target.dtype) and not is_integer(target.dtype):
             raise DTypeError(f"cross_entropy: target probabilities must be numbers, got {name}")
-        return (target if target.dtype == y.dtype else xp.astype(target, y.dtype)), False
+        target = target if target.dtype == y.dtype else xp.astype(target, y.dtype)
+        if check:
+            check_probabilities(xp, target, "cross_entropy")
+        return target, False
     if name.startswith("float"):
         raise DTypeError(f"cross_entropy: target has float dtype {name} and shape "
-                         f"{tuple(target.shape)}; pass integer class labels of shape "
-                         f"{tuple(y.shape[:-1])} or probabilities of shape {tuple(y.shape)}")
+                         f"{tshape}; pass integer class labels of shape "
+                         f"{yshape[:-1]} or probabilities of shape {yshape}")
     if not is_integer(target.dtype):
         raise DTypeError(f"cross_entropy: labels must be integers, got dtype {name}")
-    rows = tuple(y.shape[:-1])
-    if tuple(target.shape) != rows and tuple(target.shape) != rows[1:]:
-        raise ShapeError(f"cross_entropy: labels have shape {tuple(target.shape)}, expected "
-                         f"{rows} for outputs of shape {tuple(y.shape)}")
+    rows = yshape[:-1]
+    if tshape != rows and tshape != rows[1:]:
+        raise ShapeError(f"cross_entropy: labels have shape {tshape}, expected "
+                         f"{rows} for outputs of shape {yshape}")
     if check and (target.ndim == 0 or target.shape[0] > 0):
-        bad = k.labels_outside(target, C)
-        if bad is not None:
-            raise ShapeError(f"cross_entropy: labels must be in [0, {C - 1}] for {C} classes, "
-                             f"found values in [{bad[0]}, {bad[1]}]")
+        _check_labels(k, target, C)
     return target, True
+
+
+def _check_labels(k, labels, C):
+    bad = k.labels_outside(labels, C)
+    if bad is not None:
+        raise ShapeError(f"cross_entropy: labels must be in [0, {C - 1}] for {C} classes, "
+                         f"found values in [{bad[0]}, {bad[1]}]")
+
+
+def check_probabilities(xp, t, name: str) -> None:
+    """Probability targets: finite, ≥ 0, each row summing to 1 (a NaN would reach the
+    weights at the first step; a negative or unnormalised row trains towards no
+    distribution)."""
+    if not bool(xp.all(xp.isfinite(t))):
+        raise NonFiniteError(f"{name}: the target probabilities contain NaN or Inf")
+    if bool(xp.any(t < 0.0)):
+        raise ShapeError(f"{name}: target probabilities must be >= 0, found "
+                         f"{float(xp.min(t))}")
+    sums = xp.sum(t, axis=-1)
+    tolerance = 1e-3 if dtype_name(t.dtype) == "float32" else 1e-6
+    if t.shape[-1] and bool(xp.any(xp.abs(sums - 1.0) > tolerance)):
+        worst = float(xp.max(xp.abs(sums - 1.0)))
+        raise ShapeError(f"{name}: each row of target probabilities must sum to 1, found a "
+                         f"row {worst:.3g} away (normalise them, or pass integer labels)")
 
 
 LOSSES = {"mse": mse, "mae": mae, "huber": huber, "binary_cross_entropy": binary_cross_entropy,

@@ -57,9 +57,10 @@ def ghost_batches(model, X, y, epochs, batch, ranks, lr, seed=0):
             total = 0.0
             for r in range(ranks):
                 lo, hi = shard_bounds(a, b, r, ranks)
-                model.state = states[r]  # BatchNorm writes this rank's running averages
+                model.state = states[r]  # this rank's running averages ...
                 idx = order[lo:hi]
                 out = model.forward(xp.take(Xd, idx, axis=0), train=True)
+                states[r] = dict(model.state)  # ... as BatchNorm updated them
                 _, dy = nk.losses.cross_entropy(out, xp.take(yd, idx, axis=0))
                 model.backward(dy * ((hi - lo) / (b - a)), input_grad=False)
                 total = total + np.array(model.store.grad)

@@ -148,13 +148,13 @@ def test_evaluate_an_ensemble_counts_its_mean_probabilities(capsys, tmp_path,
     probs = nk.mean_probabilities(run_dir.load(out).build_model()(data.X_test))
     want = sk.confusion_matrix(data.y_test, probs.argmax(1), labels=np.arange(10))
     rows = []
-    original = nk.Sequential._evaluate
+    original = nk.Sequential.run
 
-    def counted(self, x):
+    def counted(self, run, x, train, side=None):
         rows.append(x.shape[-2])
-        return original(self, x)
+        return original(self, run, x, train, side)
 
-    monkeypatch.setattr(nk.Sequential, "_evaluate", counted)
+    monkeypatch.setattr(nk.Sequential, "run", counted)
     code, text, _ = run(capsys, "evaluate", out, "--json")
     result = json.loads(text)
     assert result["confusion_matrix"] == want.tolist()

@@ -62,7 +62,8 @@ def allreduce_gradients(model, *, average: bool = True, method: str | None = Non
         if average:
             scale = 1.0 / w.size
             if store.mutable:
-                store.grad *= scale
+                grad = store.grad
+                grad *= scale
             else:
                 store.set_grad(store.grad * scale)
 

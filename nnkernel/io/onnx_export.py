@@ -113,7 +113,7 @@ def to_onnx(model, *, opset: int = 17, batch_dim: str | int = "N",
     config = model.config()
     _check_exportable(config["layers"])
     graph = _Graph(onnx, np.dtype(config["dtype"]), config.get("ensemble"), model.arrays())
-    graph.sample_ndim = list(model._sample_ndim)  # per-sample axes at each layer's input
+    graph.sample_ndim = [pos.sample_ndim for pos in model.plan.positions]  # at each input
     y = graph.input_name
     for i, layer in enumerate(config["layers"]):
         y = _LAYER_BUILDERS[layer["type"]](graph, i, layer, y)

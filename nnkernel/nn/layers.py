@@ -67,6 +67,7 @@ class Dense(Layer):
     def forward(self, ctx, x, train):
         W, b = ctx.params["W"], ctx.params["b"]
         g = self.activation
+        linear = g.name == "identity"
         if g.name in ctx.k.fused_activations:  # a twin (CuPy) fuses bias + g into one kernel
             z, a = None, ctx.k.affine_act(x, W, b, g.name)
         else:
@@ -75,10 +76,12 @@ class Dense(Layer):
             z = z if g.needs_z else None
 
         def backprop(da, need_dx=True):
-            dz = ctx.k.activation_backward(g, z, a, da)  # δ = da ⊙ g′(z), fused on a twin
-            dx, dW, db = ctx.k.affine_backward(x, W, dz, need_dx, ctx.grads.out("W", "b"))
-            ctx.grads.add("W", dW)              # dW = xᵀδ
-            ctx.grads.add("b", db)              # db = Σ_rows δ
+            dz = da if linear else ctx.k.activation_backward(g, z, a, da)  # δ = da ⊙ g′(z)
+            into = ctx.grads.out("W", "b")      # the store's gradient buffers, or None
+            dx, dW, db = ctx.k.affine_backward(x, W, dz, need_dx, into)
+            if into is None:                    # (a kernel given buffers filled them)
+                ctx.grads.add("W", dW)          # dW = xᵀδ
+                ctx.grads.add("b", db)          # db = Σ_rows δ
             return dx                           # dx = δWᵀ
 
         return a, backprop

@@ -18,7 +18,10 @@ function, the dict's entries rebound to new arrays.
 
 Hyperparameters that are scalars in an update (``lr``, ``weight_decay``) may be
 a sequence of E values for an ensemble of E members: member i then trains with
-the i-th value, so a learning-rate sweep is one run.
+the i-th value, so a learning-rate sweep is one run. ``decay`` chooses which
+parameters weight decay applies to (GPT training decays only its matrices):
+every one (None), "matrices" (those of two or more axes), a collection of keys, or
+a function of (key, shape).
 """
 
 from __future__ import annotations
@@ -41,9 +44,11 @@ class Optimizer(StateFiles):
 
     state_names: tuple[str, ...] = ()  # the state arrays kept per parameter
 
-    def __init__(self, lr, *, weight_decay=0.0, clip_norm: float | None = None, schedule=None):
+    def __init__(self, lr, *, weight_decay=0.0, decay=None, clip_norm: float | None = None,
+                 schedule=None):
         self.lr = _check_hyper("lr", lr)
         self.weight_decay = _check_hyper("weight_decay", weight_decay, allow_zero=True)
+        self.decay = _check_decay(decay)
         self.clip_norm = None if clip_norm is None else in_range(
             "clip_norm", clip_norm, 0.0, math.inf, lo_open=True, hi_open=True)
         if schedule is not None and not callable(schedule):
@@ -65,14 +70,16 @@ class Optimizer(StateFiles):
     # -- the public step -----------------------------------------------------------------------
     def step(self, params, grads) -> None:
         """Update ``params`` (``model.params``, or a dict of arrays) from ``grads``."""
-        if not grads:
-            return
-        factor = self.factor()
-        if isinstance(params, Parameters):
+        if type(params) is Parameters:
             store = params.store
-            with store.backend.activate():
+            fs = self._flat
+            if fs is None or fs.store is not store:
                 fs = self.flat_state(store)
-                keys = _active_keys(store, grads)
+            keys = _active_keys(store, grads)
+            if not keys:
+                return
+            factor = 1.0 if self.schedule is None else self.factor()
+            with store.backend.activate():
                 lr, wd = self.step_hypers(store, factor)
                 k, g = store.backend.kernels, store.grad
                 if len(keys) == len(store.keys) and fs.uniform is not None:
@@ -88,8 +95,10 @@ class Optimizer(StateFiles):
                               "the model's (a copy such as dict(model.params) is not "
                               "updated); pass model.params itself")
         else:
+            if not grads:
+                return
             self._check_members(getattr(params, "ensemble", None), known=False)
-            self._step_arrays(params, grads, factor)
+            self._step_arrays(params, grads, self.factor())
         self.t += 1
 
     def _step_masked(self, store, fs, keys, g, lr, wd) -> None:
@@ -129,7 +138,10 @@ class Optimizer(StateFiles):
                                                          for n in self.state_names}}
             st["step"] += 1
             lr = self._hyper("lr", self.lr, p, factor)
-            wd = self._hyper("weight_decay", self.weight_decay, p)
+            per_member = getattr(params, "ensemble", None) is not None
+            shape = tuple(p.shape)[1:] if per_member else tuple(p.shape)
+            wd = self._hyper("weight_decay", self.weight_decay, p) if self.decays(key, shape) \
+                else 0.0
             own = xp.asarray(p, copy=True) if k.in_place else p
             new, arrays = self.update(k, own, g, {n: st[n] for n in self.state_names}, lr,
                                       None if _is_zero(wd) else wd, st["step"])
@@ -164,13 +176,45 @@ class Optimizer(StateFiles):
         self._flat, self._per_key, self._unbound = None, {}, None
         self._hyper_cache.clear()
 
-    def step_hypers(self, store, factor=None):
-        """(lr, weight decay or None) of the next step: floats, or per-member (E, 1) arrays."""
+    def step_hypers(self, store, factor=None, masked: bool = True):
+        """(lr, weight decay or None) of the next step: floats, or per-member (E, 1) arrays;
+        with a ``decay`` selection the weight decay is an array laid out as the flat buffer
+        (``masked=False``: not; the caller applies `decays` per parameter)."""
         if factor is None:
             factor = self.factor()
+        lr, wd = self.lr, self.weight_decay
+        if type(lr) is float and type(wd) is float and self.member_mask is None:
+            if wd == 0.0:  # the usual case, in a few operations
+                return lr * factor, None
+            if self.decay is None or not masked:
+                return lr * factor, wd
         lr = self._flat_hyper("lr", self.lr, store, factor)
         wd = self._flat_hyper("weight_decay", self.weight_decay, store)
-        return lr, None if _is_zero(wd) else wd
+        if _is_zero(wd):
+            return lr, None
+        if self.decay is not None and masked:
+            wd = wd * self._decay_mask(store)
+        return lr, wd
+
+    def decays(self, key, shape) -> bool:
+        """Whether weight decay applies to parameter ``key`` (of per-member ``shape``)."""
+        decay = self.decay
+        if decay is None:
+            return True
+        if decay == "matrices":
+            return len(shape) >= 2
+        if callable(decay):
+            return bool(decay(key, tuple(shape)))
+        return key in decay
+
+    def _decay_mask(self, store):
+        key = ("decay", id(store))
+        mask = self._hyper_cache.get(key)
+        if mask is None:
+            chosen = [k for k in store.keys if self.decays(k, store.shapes[k])]
+            mask = store.xp.astype(store.mask(chosen), store.dtype)
+            self._remember(key, mask)
+        return mask
 
     def clip(self, k, parts, members: bool, in_place: bool):
         """The gradients scaled to at most ``clip_norm`` in global norm (over all ``parts``);
@@ -284,6 +328,8 @@ class Optimizer(StateFiles):
         for k, v in vars(self).items():
             if k in ("schedule", "member_mask") or k.startswith("_") or k == "t":
                 continue
+            if k == "decay":  # a function is not configuration that can be written down
+                v = sorted(v) if isinstance(v, frozenset) else (None if callable(v) else v)
             cfg[k] = v.tolist() if isinstance(v, np.ndarray) else v
         return cfg
 
@@ -298,6 +344,8 @@ def _active_keys(store, grads):
     if type(grads) is Gradients and grads.store is store:
         if not grads.left_out:
             return store.keys
+    elif not grads:
+        return ()
     else:
         unknown = [k for k in grads if k not in store.bounds]
         if unknown:
@@ -322,6 +370,15 @@ def _check_hyper(name, value, allow_zero=False):
                               f", got {arr.tolist()}")
         return arr
     return finite_positive(name, value, allow_zero)
+
+
+def _check_decay(decay):
+    if decay is None or decay == "matrices" or callable(decay):
+        return decay
+    if isinstance(decay, str) or not hasattr(decay, "__iter__"):
+        raise ConfigError(f"decay must be None, 'matrices', a collection of parameter keys or "
+                          f"a function of (key, shape), got {decay!r}")
+    return frozenset(decay)
 
 
 def _is_zero(value) -> bool:

@@ -61,10 +61,11 @@ class CompiledStep:
             raise ConfigError("a compiled step updates every parameter at one step count, "
                               "but this optimizer's parameters are at different steps (some "
                               "were frozen); train this optimizer without compile")
-        lr, wd = opt.step_hypers(store)
+        lr, wd = opt.step_hypers(store, masked=not self.per_key)
         words = (model.random.traceable_seed(seed)
                  if seed is not None and model.stochastic else None)
         if self.per_key:  # the views are the arrays: no slicing, no joining, per step
+            store.fresh()
             params, opt_state = dict(store.views), fs.parts()
         else:
             params, opt_state = store.flat, fs.arrays
@@ -105,7 +106,8 @@ class CompiledStep:
             new_params, new_state = {}, {n: {} for n in opt.state_names}
             for key, g in zip(store.keys, gs, strict=True):
                 st = {n: opt_state[n][key] for n in opt.state_names}
-                p, st = opt.update(k, xp.reshape(params[key], lead + (-1,)), g, st, lr, wd,
+                decay = wd if wd is not None and opt.decays(key, store.shapes[key]) else None
+                p, st = opt.update(k, xp.reshape(params[key], lead + (-1,)), g, st, lr, decay,
                                    step)
                 new_params[key] = xp.reshape(p, tuple(params[key].shape))
                 for n in opt.state_names:

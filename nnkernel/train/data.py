@@ -14,6 +14,7 @@ import numpy as np
 from ..backend import dtype_name, is_float, is_integer
 from ..checks import integer
 from ..errors import ConfigError, DTypeError, NonFiniteError, ShapeError
+from ..losses import check_probabilities
 
 
 def prepare(model, X, y, classify: bool, what: str):
@@ -27,8 +28,10 @@ def _prepare(model, X, y, classify, what):
     if y is None:
         raise ConfigError(f"{what}: y is missing (targets or class labels)")
     X, y = _host_checked(X, "X", what), _host_checked(y, "y", what)
+    _check_range(X, model, f"{what}: X")
     # numbers on the host take the model's dtype there: a GPU gets float32 bytes, not float64
-    X = be.asarray(X, dtype=model.dtype if _host_numbers(X) else None)
+    ids = model.integer_input
+    X = be.asarray(X, dtype=model.dtype if _host_numbers(X) and not ids else None)
     y = be.asarray(y)
     k = len(model.input_shape)
     if X.ndim != k + 1:
@@ -47,17 +50,32 @@ def _prepare(model, X, y, classify, what):
     if y.ndim == 0 or y.shape[0] != n:
         raise ShapeError(f"{what}: X has {n} samples but y has "
                          f"{y.shape[0] if y.ndim else 'a single value'}")
-    if not is_float(X.dtype) and not is_integer(X.dtype) and dtype_name(X.dtype) != "bool":
+    if ids:
+        if not is_integer(X.dtype):
+            raise DTypeError(f"{what}: X must hold integer ids for a model whose first layer "
+                             f"is {type(model.layers[0]).__name__}, got dtype "
+                             f"{dtype_name(X.dtype)}")
+    elif not is_float(X.dtype) and not is_integer(X.dtype) and dtype_name(X.dtype) != "bool":
         raise DTypeError(f"{what}: X must hold numbers, got dtype {dtype_name(X.dtype)}")
-    if X.dtype != model.dtype:  # integer pixels or another float width
+    elif X.dtype != model.dtype:  # integer pixels or another float width
         X = xp.astype(X, model.dtype)
-    if not bool(xp.all(xp.isfinite(X))):
+    if not ids and not bool(xp.all(xp.isfinite(X))):
         raise NonFiniteError(f"{what}: X contains NaN or Inf values; clean or impute them first")
     if classify:
         y = _labels(model, xp, y, what)
     else:
         y = _targets(model, xp, y, n, what)
     return X, y
+
+
+def _check_range(a, model, what) -> None:
+    """Finite host values that the model's float32 cannot hold would become Inf silently."""
+    if (isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.dtype.itemsize > 4
+            and dtype_name(model.dtype) == "float32" and a.size):
+        top = float(np.nanmax(np.abs(a), initial=0.0, where=np.isfinite(a)))
+        if top > float(np.finfo(np.float32).max):
+            raise ConfigError(f"{what} has values beyond float32's range (largest magnitude "
+                              f"{top:.3g}); scale them, or use a float64 model")
 
 
 def _host_numbers(a) -> bool:
@@ -81,8 +99,11 @@ def _host_checked(a, name, what):
 
 
 def _labels(model, xp, y, what):
+    """Integer class labels, one per output row: (samples,) for a model with (C,) outputs,
+    (samples, T) for (T, C) outputs; or probabilities shaped like the outputs."""
     name = dtype_name(y.dtype)
-    if y.ndim == 1:
+    rows, C = tuple(model.output_shape[:-1]), model.n_out
+    if tuple(y.shape[1:]) == rows:
         if name.startswith("float"):
             raise DTypeError(f"{what}: cross-entropy needs integer class labels, got float "
                              f"labels (dtype {name}); convert with y.astype(int) or use a "
@@ -90,15 +111,19 @@ def _labels(model, xp, y, what):
         if not is_integer(y.dtype):
             raise DTypeError(f"{what}: class labels must be integers, got dtype {name}")
         lo, hi = int(xp.min(y)), int(xp.max(y))
-        if lo < 0 or hi >= model.n_out:
-            raise ShapeError(f"{what}: labels must be in [0, {model.n_out - 1}] for a model "
-                             f"with {model.n_out} outputs, found values in [{lo}, {hi}]")
+        if lo < 0 or hi >= C:
+            raise ShapeError(f"{what}: labels must be in [0, {C - 1}] for a model "
+                             f"with {C} outputs, found values in [{lo}, {hi}]")
         want = model.backend.label_dtype  # int64, or int32 where JAX runs without x64
         return y if y.dtype == want else xp.astype(y, want)
-    if y.ndim == 2 and y.shape[1] == model.n_out:  # probabilities (one-hot or soft)
-        return y if y.dtype == model.dtype else xp.astype(y, model.dtype)
-    raise ShapeError(f"{what}: class labels must be (samples,) integers or (samples, "
-                     f"{model.n_out}) probabilities, got shape {tuple(y.shape)}")
+    if tuple(y.shape[1:]) == tuple(model.output_shape):  # probabilities (one-hot or soft)
+        y = y if y.dtype == model.dtype else xp.astype(y, model.dtype)
+        check_probabilities(xp, y, what)
+        return y
+    want = ", ".join(str(d) for d in rows)
+    raise ShapeError(f"{what}: class labels must be (samples{', ' + want if want else ''}) "
+                     f"integers or (samples, {', '.join(str(d) for d in model.output_shape)}) "
+                     f"probabilities, got shape {tuple(y.shape)}")
 
 
 def _targets(model, xp, y, n, what):
@@ -130,6 +155,8 @@ def sample_weights(model, y, n, sample_weight, class_weight, classify):
                              f"{sw.shape}")
         if not np.isfinite(sw).all() or (sw < 0).any():
             raise ConfigError("sample_weight values must be finite and >= 0")
+        if not sw.any():
+            raise ConfigError("sample_weight is 0 for every sample: nothing would be trained")
         w = w * sw
     if class_weight is not None:
         if not classify:
