@@ -160,16 +160,20 @@ def test_mlp_flops_count_real_matmuls():
     assert bench.mlp_flops((784, 512, 512, 10), n) == fwd + bwd
 
 
-def test_goals_are_judged_from_rows_outside_the_package(tmp_path, capsys):
-    """Project targets live in bench/goals.py, a developer script: nnkernel bench only measures."""
-    import importlib.util
-    import json
+def load_script(name: str):
+    """A developer script of bench/ as a module."""
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "goals.py"
-    spec = importlib.util.spec_from_file_location("goals", path)
-    goals = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(goals)
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_goals_are_judged_from_rows_outside_the_package(tmp_path, capsys):
+    """Project targets live in bench/goals.py, a developer script: nnkernel bench only measures."""
+    goals = load_script("goals")
 
     def row(vs):
         return {"section": "mlp", "case": "784-512-512-10 N=256", "impl": "nnkernel",
@@ -201,3 +205,22 @@ def test_every_kernel_case_builds_and_runs(kind):
         steps = calibrate(step, 0.0, 0.001)
         assert steps >= 1
         assert time_round(step, 1) > 0
+
+
+def test_compare_revisions_pools_rounds_and_flags_only_a_case_beyond_the_spread(tmp_path):
+    compare = load_script("compare_revisions")
+
+    def report(*cases):
+        return {"rows": [{"section": "mlp", "case": c, "impl": "nnkernel", "seconds": s}
+                         for c, s in cases]}
+
+    before = [report(("a", [1.0, 1.2]), ("b", [1.0, 1.1]), ("c", [2e-3])),
+              report(("a", [1.1, 1.3]), ("b", [1.05, 1.1]), ("c", [3e-3]))]
+    after = [report(("a", [1.2, 1.3]), ("b", [1.4, 1.5]), ("c", [1e-3])),
+             report(("a", [1.25, 1.2]), ("b", [1.6, 1.45]))]
+    lines = compare.table(before, after, None)
+    by = {line.split()[0]: line for line in lines[1:]}
+    assert by["a"].endswith("1.07")  # 1.225 / 1.15, inside the before rounds' 1.0–1.3
+    assert by["b"].endswith("1.37 slower")  # 1.475 / 1.075, above every before round
+    assert by["c"].endswith("0.40 faster") and "2.50 [2.00–3.00] ms" in by["c"]
+    assert compare.checkout(str(tmp_path), tmp_path / "unused") == tmp_path.resolve()
