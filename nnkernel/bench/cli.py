@@ -42,7 +42,7 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true",
                     help="fewer sizes and shorter rounds: the whole sweep in a minute or two")
     ap.add_argument("--only", default=",".join(SECTIONS),
-                    help=f"comma-separated sections to run (default all): {','.join(SECTIONS)}")
+                    help=f"comma-separated sections to run (default all): {', '.join(SECTIONS)}")
     ap.add_argument("--repeats", type=int, default=None,
                     help="timed rounds per implementation (default 7, --quick 3)")
     ap.add_argument("--round-seconds", type=float, default=None,
