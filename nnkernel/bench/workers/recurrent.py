@@ -27,9 +27,10 @@ def sequence_batches(case) -> list:
 
 @step("lstm", "nnkernel")
 def nnkernel_lstm(case):
-    """nk.LSTM's step as fit runs it. NOT AVAILABLE until nk.LSTM exists (issue 24); the
-    model below is written to the interface that issue names, and its author adjusts it
-    when the layer lands (tests/test_bench_sections.py runs it as soon as nk.LSTM exists)."""
+    """nk.LSTM's step as fit runs it. NOT AVAILABLE until nk.LSTM exists (issue 24). The
+    model below assumes an interface (nk.LSTM(n_in, hidden, layers=, bidirectional=,
+    return_sequences=False) on (N, T, F) inputs): the layer's author adjusts it when it
+    lands; tests/test_bench_sections.py runs this then."""
     nk = nnkernel_with("LSTM", "issue 24")
     H = case["hidden"]
     model = nk.Sequential(

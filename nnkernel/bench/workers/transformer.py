@@ -28,9 +28,10 @@ def token_batches(case) -> list:
 
 @step("gpt", "nnkernel")
 def nnkernel_gpt(case):
-    """nk.gpt's step as fit runs it. NOT AVAILABLE until nk.gpt exists (issue 23); the call
-    below is written to the interface that issue names, and its author adjusts it when the
-    model lands (tests/test_bench_sections.py runs it as soon as nk.gpt exists)."""
+    """nk.gpt's step as fit runs it. NOT AVAILABLE until nk.gpt exists (issue 23). The call
+    below assumes an interface (keyword sizes as GPT_CPU's; a model whose forward gives
+    (B, T, V) logits) and that AdamW decays what torch's side decays (2-D weights only): the
+    model's author adjusts both when it lands; tests/test_bench_sections.py runs this then."""
     nk = nnkernel_with("gpt", "issue 23")
     model = nk.gpt(vocab=case["vocab"], block=case["block"], layers=case["layers"],
                    heads=case["heads"], dim=case["dim"], bias=case["bias"], seed=0,
