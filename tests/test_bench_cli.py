@@ -34,7 +34,7 @@ def quick_run(tmp_path_factory):
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
-            code = bench.main(["--quick", "--only", "tiny,ensemble", "--members", "2",
+            code = bench.main(["--quick", "--only", "tiny,ensemble,transformer", "--members", "2",
                                "--repeats", "2", "--round-seconds", "0.01", "--settle", "0.01",
                                "--ceiling-size", "512", "--unset-openblas-env",
                                "--json", str(path), "--plot", str(path.with_suffix(".png"))])
@@ -47,6 +47,18 @@ def quick_run(tmp_path_factory):
     return code, out.getvalue(), report, path.with_suffix(".png")
 
 
+def rows_under(text: str, label: str) -> list[str]:
+    """The indented implementation lines printed under a case's own line."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(label + "  "))
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        rows.append(line)
+    return rows
+
+
 def test_quick_run_prints_a_row_per_implementation(quick_run):
     code, text, _, _ = quick_run
     assert code == 0, text
@@ -54,14 +66,41 @@ def test_quick_run_prints_a_row_per_implementation(quick_run):
     assert "GEMM ceiling" in text and "load average before timing" in text
     impls = ["nnkernel", "numpy-loop"] + (["torch"] if HAVE_TORCH else []) + sorted(JAX_IMPLS)
     for opt in ("sgd", "adam"):
-        for impl in impls:
-            assert any(f"2-16-1 tanh mse {opt} N=64" in line and f" {impl} " in line
-                       for line in text.splitlines()), (opt, impl, text)
+        rows = rows_under(text, f"2-16-1 tanh mse {opt} N=64")
+        assert sorted(r.split()[0] for r in rows) == sorted(impls), (opt, text)
+        assert all(" µs [" in r or " ms [" in r for r in rows), rows
+
+
+def test_the_table_fits_100_columns(quick_run):
+    _, text, _, _ = quick_run
+    wide = [line for line in text.splitlines() if len(line) > 100]
+    assert not wide, wide
+    head = [line for line in text.splitlines() if line.startswith(bench.TABLE_HEAD)]
+    assert any(line.split()[-4:] == ["vs", "torch-func", "vs", "torch-loop"] for line in head)
+
+
+def test_a_side_that_is_not_available_is_said_not_timed(quick_run):
+    """The transformer section's nnkernel side needs nk.gpt: until it exists the table says
+    so in place of a row, and the JSON lists it apart from the measured rows."""
+    import nnkernel as nk
+
+    _, text, report, _ = quick_run
+    gpt_rows = [r for r in report["rows"] if r["section"] == "transformer"]
+    assert {r["impl"] for r in gpt_rows} == ({"torch"} if HAVE_TORCH else set()) | (
+        {"nnkernel"} if hasattr(nk, "gpt") else set())
+    for r in gpt_rows:
+        assert r["unit"] == "tokens/s" and r["gflops"] > 0 and r["pct_ceiling"] > 0
+    if not hasattr(nk, "gpt"):
+        (entry,) = report["unavailable"]
+        assert entry["impl"] == "nnkernel" and "nk.gpt" in entry["reason"]
+        (label,) = {c.label for c in bench.plan(["transformer"], bench.QUICK, "float32", "cpu")}
+        assert any("not available" in r and "nk.gpt" in r for r in rows_under(text, label))
 
 
 def test_json_report_is_consistent(quick_run):
     _, _, report, _ = quick_run
     rows = [r for r in report["rows"] if r["section"] == "tiny"]
+    assert all(r["refs"] == ["torch", "numpy-loop"] for r in rows)
     assert {r["case"] for r in rows} == {"2-16-1 tanh mse sgd N=64", "2-16-1 tanh mse adam N=64"}
     ceiling = report["ceiling"]["nnkernel"]["median"]
     assert ceiling > 0.1  # GFLOP/s of a 2048 float32 matmul: any machine does more
@@ -108,9 +147,9 @@ def test_ensemble_rows_and_plot(quick_run):
 
 def test_unknown_section_is_refused(capsys):
     with pytest.raises(SystemExit) as exc:
-        bench.main(["--only", "mlp,gpt"])
+        bench.main(["--only", "mlp,resnet"])
     assert exc.value.code == 2
-    assert "gpt" in capsys.readouterr().err
+    assert "resnet" in capsys.readouterr().err
 
 
 def test_mlp_flops_count_real_matmuls():
@@ -121,16 +160,20 @@ def test_mlp_flops_count_real_matmuls():
     assert bench.mlp_flops((784, 512, 512, 10), n) == fwd + bwd
 
 
-def test_goals_are_judged_from_rows_outside_the_package(tmp_path, capsys):
-    """Project targets live in bench/goals.py, a developer script: nnkernel bench only measures."""
-    import importlib.util
-    import json
+def load_script(name: str):
+    """A developer script of bench/ as a module."""
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "goals.py"
-    spec = importlib.util.spec_from_file_location("goals", path)
-    goals = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(goals)
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_goals_are_judged_from_rows_outside_the_package(tmp_path, capsys):
+    """Project targets live in bench/goals.py, a developer script: nnkernel bench only measures."""
+    goals = load_script("goals")
 
     def row(vs):
         return {"section": "mlp", "case": "784-512-512-10 N=256", "impl": "nnkernel",
@@ -164,74 +207,20 @@ def test_every_kernel_case_builds_and_runs(kind):
         assert time_round(step, 1) > 0
 
 
-@pytest.mark.parametrize("weight_decay, decoupled", [(None, False), (0.1, False), (0.1, True)])
-def test_twin_adam_in_slices_gives_the_same_numbers(weight_decay, decoupled):
-    """The NumPy twin updates a large flat buffer slice by slice (for the cache): same bits."""
-    import numpy as np
+def test_compare_revisions_pools_rounds_and_flags_only_a_case_beyond_the_spread(tmp_path):
+    compare = load_script("compare_revisions")
 
-    from nnkernel.kernels.numpy import NumpyKernels
+    def report(*cases):
+        return {"rows": [{"section": "mlp", "case": c, "impl": "nnkernel", "seconds": s}
+                         for c, s in cases]}
 
-    sliced, whole = NumpyKernels(np), NumpyKernels(np)
-    sliced.adam_chunk_bytes = 64  # 16 float32 per slice: 101 elements take 7 slices
-    whole.adam_chunk_bytes = 1 << 30
-    rng = np.random.default_rng(0)
-    start = [rng.standard_normal(101).astype(np.float32) for _ in range(2)] + \
-        [np.zeros(101, np.float32)] * 2
-    runs = []
-    for k in (sliced, whole):
-        p, g, m, v = (a.copy() for a in start)
-        for step in range(1, 4):
-            out = k.adam(p, g * step, m, v, 0.01, 0.9, 0.999, 1e-8, weight_decay, decoupled,
-                         step)
-            assert out[0] is p and out[1] is m and out[2] is v
-        runs.append((p, m, v))
-    for a, b in zip(*runs, strict=True):
-        assert np.array_equal(a, b)
-    assert not np.array_equal(runs[0][0], start[0])
-
-
-@pytest.mark.parametrize("shape", [(300, 10), (4, 128, 10), (256, 16), (256, 17), (3, 7)])
-def test_twin_row_max_by_columns_is_exact(shape):
-    """The twin's column-wise row maximum (softmax-CE of many short rows) equals z.max."""
-    import numpy as np
-
-    from nnkernel.kernels.numpy.losses import _row_max
-
-    z = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    z.reshape(-1)[::37] = -np.inf
-    z.reshape(-1)[5] = np.nan  # NaN propagates, as in z.max
-    want = z.max(axis=-1, keepdims=True)
-    np.testing.assert_array_equal(_row_max(z), want)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_flush_subnormals_is_opt_in_and_flushes_first_moments_only(dtype):
-    """With Adam(flush_subnormals=True), m entries that decayed into the subnormal range become
-    0 every SUBNORMAL_FLUSH_EVERY steps, on the twin and the reference alike; without it,
-    nothing is flushed."""
-    import numpy as np
-
-    from nnkernel.kernels import numpy as numpy_twin
-    from nnkernel.kernels.reference import SUBNORMAL_FLUSH_EVERY, Kernels
-
-    info = np.finfo(dtype)
-    m = np.array([info.tiny / 4, -info.tiny / 1e3, info.tiny, -2.5, 0.0, np.inf, np.nan], dtype)
-    before = m.copy()
-    numpy_twin.flush_subnormals(m)
-    assert m[0] == 0 and m[1] == 0 and not np.signbit(m[1])
-    np.testing.assert_array_equal(m[2:], before[2:])
-
-    def adam(kernels, flush):
-        p, g = np.ones(3, dtype), np.array([0.0, 1.0, -1.0], dtype)
-        m, v = np.array([info.tiny / 8, 0.5, 0.5], dtype), np.ones(3, dtype)
-        p, m, v = kernels.adam(p, g, m, v, 0.01, 0.9, 0.999, 1e-8, None, False,
-                               SUBNORMAL_FLUSH_EVERY, flush)
-        return p, m
-
-    for flush in (True, False):
-        p_twin, m_twin = adam(numpy_twin.NumpyKernels(np), flush)
-        p_ref, m_ref = adam(Kernels(np), flush)
-        assert (m_twin[0] == 0) == flush and m_twin[1] != 0
-        np.testing.assert_array_equal(m_twin, m_ref)
-        np.testing.assert_allclose(p_twin, p_ref, rtol=1e-6)
-        assert p_twin[0] == 1.0  # the flushed entry moved its weight by nothing
+    before = [report(("a", [1.0, 1.2]), ("b", [1.0, 1.1]), ("c", [2e-3])),
+              report(("a", [1.1, 1.3]), ("b", [1.05, 1.1]), ("c", [3e-3]))]
+    after = [report(("a", [1.2, 1.3]), ("b", [1.4, 1.5]), ("c", [1e-3])),
+             report(("a", [1.25, 1.2]), ("b", [1.6, 1.45]))]
+    lines = compare.table(before, after, None)
+    by = {line.split()[0]: line for line in lines[1:]}
+    assert by["a"].endswith("1.07")  # 1.225 / 1.15, inside the before rounds' 1.0–1.3
+    assert by["b"].endswith("1.37 slower")  # 1.475 / 1.075, above every before round
+    assert by["c"].endswith("0.40 faster") and "2.50 [2.00–3.00] ms" in by["c"]
+    assert compare.checkout(str(tmp_path), tmp_path / "unused") == tmp_path.resolve()

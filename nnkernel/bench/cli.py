@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 
 from .plan import FULL, QUICK, SECTIONS, plan
-from .report import TABLE_HEAD, cpu_busy, format_row, header_lines
+from .report import (
+    case_line,
+    cpu_busy,
+    format_row,
+    header_lines,
+    section_head,
+    unavailable_line,
+    wrap,
+)
 from .report import plot as plot_rows
 from .runner import BenchError, measure, spread, start_workers, summarize, worker_env
 from .workers import SIDES
@@ -34,7 +42,7 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true",
                     help="fewer sizes and shorter rounds: the whole sweep in a minute or two")
     ap.add_argument("--only", default=",".join(SECTIONS),
-                    help=f"comma-separated sections to run (default all): {','.join(SECTIONS)}")
+                    help=f"comma-separated sections to run (default all): {', '.join(SECTIONS)}")
     ap.add_argument("--repeats", type=int, default=None,
                     help="timed rounds per implementation (default 7, --quick 3)")
     ap.add_argument("--round-seconds", type=float, default=None,
@@ -131,7 +139,7 @@ def _run(args, cases, workers, env, notes) -> int:
     load = os.getloadavg()
     busy = cpu_busy()
     header = header_lines(args, infos, env, load, busy)
-    for line in header + notes:
+    for line in header + [folded for note in notes for folded in wrap(note)]:
         print(line, flush=True)
     n, reps = p["ceiling_n"], p["ceiling_repeats"]
     ceilings = {side: spread(workers[side].call(cmd="ceiling", n=n, dtype=args.dtype,
@@ -144,30 +152,36 @@ def _run(args, cases, workers, env, notes) -> int:
         print(f"GEMM ceiling, {name} {args.dtype} {n}x{n} matmul: {c['median']:.1f} GF/s "
               f"[{c['min']:.1f}–{c['max']:.1f}]" + ("  <- %GEMM is relative to this"
                                                     if side == "nnkernel" else ""), flush=True)
-    print("speed vs reference = reference time / this time, round by round (> 1: faster); "
-          "numpy-loop is a hand-written NumPy step", flush=True)
-    print(TABLE_HEAD, flush=True)
-    rows = []
+    print("vs X: X's time / this time, round by round (> 1: faster); rate: items per second;\n"
+          "numpy-loop: a hand-written NumPy step", flush=True)
+    rows, unavailable, head = [], [], None
     for case in cases:
+        if (case.section, case.refs) != head:
+            head = (case.section, case.refs)
+            print("\n".join(section_head(case.section, case.refs)), flush=True)
+        print(case_line(case.label, case.unit), flush=True)
         res = measure(case, workers, args.repeats, p["warmup_s"], args.round_seconds,
                       args.settle)
         for row in summarize(res, ceiling):
             rows.append(row)
             print(format_row(row), flush=True)
+        for impl, why in res.unavailable.items():
+            unavailable.append({"section": case.section, "case": case.label, "impl": impl,
+                                "reason": why})
+            print(unavailable_line(impl, why), flush=True)
     end = spread(workers["nnkernel"].call(cmd="ceiling", n=n, dtype=args.dtype, repeats=reps,
                                           device=args.device)["gflops"])
     load_after = os.getloadavg()
     drift = 100 * end["median"] / ceiling - 100
-    print(f"GEMM ceiling at the end: {end['median']:.1f} GF/s ({drift:+.0f}% drift); "
-          f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} "
-          f"{load_after[2]:.2f}")
+    print(f"\nGEMM ceiling at the end: {end['median']:.1f} GF/s ({drift:+.0f}% drift); "
+          f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         report = {"header": header, "notes": notes, "cpu_busy_before": busy,
                   "workers": infos, "args": {k: v for k, v in vars(args).items()
                                              if k != "params"}, "params": p,
                   "load_before": load, "load_after": load_after, "ceiling": ceilings,
-                  "ceiling_end": end, "rows": rows}
+                  "ceiling_end": end, "rows": rows, "unavailable": unavailable}
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
         print(f"wrote {args.json}")
     if args.plot:

@@ -5,13 +5,27 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import textwrap
 import time
 
 from .runner import OPENBLAS_VARS, BenchError
 
+WIDTH = 100  # the table and the header lines fit this many columns
+VS_CELL = 18  # "1.04x [0.95–1.10]", "0.005x [0.004–0.006]" a little more
+
+
+def _num(v: float) -> str:
+    """Four significant digits from 10 on, three below."""
+    return f"{v:.1f}" if v >= 100 else f"{v:.2f}"
+
+
+def _scale(s: float) -> tuple[float, str]:
+    return (1e6, "µs") if s < 1e-3 else (1e3, "ms") if s < 1 else (1.0, "s")
+
 
 def fmt_time(s: float) -> str:
-    return f"{s * 1e6:.1f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
+    k, unit = _scale(s)
+    return f"{_num(s * k)} {unit}"
 
 
 def fmt_rate(r: float) -> str:
@@ -21,20 +35,51 @@ def fmt_rate(r: float) -> str:
     return f"{r:.3g}"
 
 
-TABLE_HEAD = (f"{'section':<9}{'case':<30}{'impl':<14}{'time/step':>11} {'[min–max]':<21}"
-              f"{'throughput':>18}{'GF/s':>8}{'%GEMM':>7}  speed vs reference [min–max]")
+def fmt_ratio(v: dict) -> str:
+    """A speed ratio's median and [min–max] over the rounds, in VS_CELL columns."""
+    def r(x):
+        return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}" if x >= 0.1 \
+            else f"{x:.3f}"
+
+    return f"{r(v['median'])}x [{r(v['min'])}–{r(v['max'])}]"
+
+
+# columns before the "vs <reference>" cells; one line per implementation under its case
+TABLE_HEAD = f"  {'impl':<14}{'time/step':>9} {'[min–max]':<13}{'rate':>7}{'GF/s':>6}{'%GEMM':>6}"
+
+
+def section_head(section: str, refs) -> list[str]:
+    """The lines that open a section: its name, then the column heads with its references."""
+    vs = "".join(f"  {'vs ' + ref:<{VS_CELL}}" for ref in refs)
+    return ["", f"── {section} ──", (TABLE_HEAD + vs).rstrip()]
+
+
+def case_line(label: str, unit: str) -> str:
+    return f"{label}  [rate in {unit}]"
 
 
 def format_row(row: dict) -> str:
-    span = f"[{fmt_time(row['min_s'])}–{fmt_time(row['max_s'])}]"
-    thr = f"{fmt_rate(row['throughput'])} {row['unit']}"
-    gf = f"{row['gflops']:.3g}" if row["gflops"] is not None else "—"
-    pct = row["pct_ceiling"]
-    pct = "—" if pct is None else f"{pct:.0f}%" if pct >= 1 else f"{pct:.1g}%"
-    vs = "  ".join(f"{v['median']:.2f}x {ref} [{v['min']:.2f}–{v['max']:.2f}]"
-                   for ref, v in row["vs"].items())
-    return (f"{row['section']:<9}{row['case']:<30}{row['impl']:<14}"
-            f"{fmt_time(row['median_s']):>11} {span:<21}{thr:>18}{gf:>8}{pct:>7}  {vs}")
+    """One implementation of one case (under its case_line), at most WIDTH columns."""
+    k, _ = _scale(row["median_s"])
+    span = f"[{_num(row['min_s'] * k)}–{_num(row['max_s'] * k)}]"
+    gf, pct = row["gflops"], row["pct_ceiling"]
+    gf = "—" if gf is None else f"{gf:.0f}" if gf >= 100 else f"{gf:.3g}" if gf >= 0.01 \
+        else "<0.01"
+    pct = "—" if pct is None else f"{pct:.0f}%" if pct >= 1 else f"{pct:.1f}%" if pct >= 0.1 \
+        else "<0.1%"
+    vs = "".join(f"  {fmt_ratio(row['vs'][ref]) if ref in row['vs'] else '':<{VS_CELL}}"
+                 for ref in row.get("refs", row["vs"]))
+    return (f"  {row['impl']:<14}{fmt_time(row['median_s']):>9} {span:<13}"
+            f"{fmt_rate(row['throughput']):>7}{gf:>6}{pct:>6}{vs}").rstrip()
+
+
+def unavailable_line(impl: str, why: str) -> str:
+    return f"  {impl:<14}not available: {why}"
+
+
+def wrap(line: str) -> list[str]:
+    """A header line folded at WIDTH columns, continuation lines indented."""
+    return textwrap.wrap(line, WIDTH, subsequent_indent="    ", break_on_hyphens=False) or [""]
 
 
 def cpu_model() -> str:
@@ -110,8 +155,8 @@ def header_lines(args, infos: dict, env: dict, load: tuple, busy: float | None) 
     lines.append(f"workers' OpenBLAS environment: {given}")
     if args.unset_openblas_env:
         was = ", ".join(f"{k}={v if v is not None else '<unset>'}" for k, v in parent.items())
-        lines.append(f"  --unset-openblas-env: both variables UNSET for the worker processes "
-                     f"(this shell has {was})")
+        lines += ["  --unset-openblas-env: both variables UNSET for the worker processes;",
+                  f"    this shell has {was}"]
     cores = cores or 1
     warn = load[0] > 0.75 * cores
     lines.append(f"load average before timing: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
@@ -120,7 +165,7 @@ def header_lines(args, infos: dict, env: dict, load: tuple, busy: float | None) 
     if busy is not None:
         lines.append(f"CPU busy in a 0.5 s sample before timing (workers idle): {busy:.0f}%"
                      + ("  WARNING: other processes are running now" if busy > 25 else ""))
-    return lines
+    return [folded for line in lines for folded in wrap(line)]
 
 
 def plot(rows: list[dict], path: str) -> None:

@@ -81,6 +81,7 @@ class Result:
     case: Case
     seconds: dict = field(default_factory=dict)   # impl -> seconds per step, one per round
     steps: dict = field(default_factory=dict)     # impl -> steps per round
+    unavailable: dict = field(default_factory=dict)  # impl -> why it cannot run here
 
 
 def measure(case: Case, workers: dict, repeats: int, warmup_s: float, round_s: float,
@@ -96,10 +97,14 @@ def measure(case: Case, workers: dict, repeats: int, warmup_s: float, round_s: f
         w = workers[SIDES[impl]]
         answer = w.call(cmd="setup", id=impl, case={**case.spec, "impl": impl},
                         warmup_s=warmup_s, round_s=round_s)
+        if "unavailable" in answer:
+            res.unavailable[impl] = answer["unavailable"]
+            continue
         res.steps[impl] = answer["steps"]
         res.seconds[impl] = []
+    timed = tuple(res.seconds)
     for r in range(repeats):
-        order = case.impls if r % 2 == 0 else case.impls[::-1]  # alternate who goes first
+        order = timed if r % 2 == 0 else timed[::-1]  # alternate who goes first
         for impl in order:
             if settle_s:
                 time.sleep(settle_s)
@@ -123,7 +128,7 @@ def summarize(res: Result, ceiling: float | None) -> list[dict]:
                "median_s": s["median"], "min_s": s["min"], "max_s": s["max"],
                "unit": case.unit, "throughput": case.items / s["median"],
                "throughput_min": case.items / s["max"], "throughput_max": case.items / s["min"],
-               "gflops": None, "pct_ceiling": None, "vs": {}}
+               "gflops": None, "pct_ceiling": None, "refs": list(case.refs), "vs": {}}
         if case.flops:
             row["gflops"] = case.flops / s["median"] / 1e9
             if ceiling:

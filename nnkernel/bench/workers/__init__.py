@@ -11,19 +11,22 @@ reads one JSON line back:
     {"cmd": "ceiling", "n": 2048, "dtype": "float32", "repeats": 5}
                                                       -> {"gflops": [...]} square matmul
     {"cmd": "setup", "id": "a", "case": {...}, "warmup_s": 0.1, "round_s": 0.2}
-                                                      -> {"steps": steps per round}
+                                                      -> {"steps": steps per round}, or
+                                                         {"unavailable": why} (not timed)
     {"cmd": "round", "id": "a"}                       -> {"seconds": per step}
     {"cmd": "drop"}                                   -> forget every case
     {"cmd": "quit"}
 
 A case names a workload ("kind": mlp, matmul, bmm, dense_fwd, dense_fwd_bwd,
-softmax_ce, adam, ensemble, conv) and an implementation ("impl"): "nnkernel" and
-"nnkernel-loop" run through nnkernel's public API, "numpy-loop" is a plain
-hand-written NumPy step (the library-overhead reference), "torch",
+softmax_ce, adam, ensemble, conv, gpt, lstm) and an implementation ("impl"):
+"nnkernel" and "nnkernel-loop" run through nnkernel's public API, "numpy-loop" is a
+plain hand-written NumPy step (the library-overhead reference), "torch",
 "torch-func" and "torch-loop" are PyTorch eager, "jax" and "jax-compiled" are
-nnkernel on its JAX backend, eager and as one jitted step (`jax_side`). `make_step(case)` builds the
-step function; the pytest-benchmark suite in bench/ calls it in-process too, so
-both measure the same code.
+nnkernel on its JAX backend, eager and as one jitted step (`jax_side`).
+`make_step(case)` builds the step from the builder registered for (kind, impl)
+with `common.step`; the pytest-benchmark suite in bench/ calls it in-process too,
+so both measure the same code. A builder that cannot run here raises
+`common.Unavailable`; the worker answers {"unavailable": reason} and nothing is timed.
 """
 
 from __future__ import annotations
@@ -36,31 +39,31 @@ import traceback
 
 import numpy as np
 
-from .common import Step
+from .common import BUILDERS, Step, Unavailable
 
 SIDES = {"nnkernel": "nnkernel", "nnkernel-loop": "nnkernel", "numpy-loop": "numpy",
          "torch": "torch", "torch-func": "torch", "torch-loop": "torch",
          "jax": "jax", "jax-compiled": "jax"}
+# the modules whose @step builders make_step looks up (each imports its library lazily)
+STEP_MODULES = ("nnkernel_side", "numpy_side", "torch_side", "jax_side", "transformer",
+                "recurrent")
 
 
 def make_step(case: dict) -> Step:
     """The step function of one case (see the module docstring for the fields)."""
-    impl = case["impl"]
-    if impl in ("nnkernel", "nnkernel-loop"):
-        from .nnkernel_side import STEPS
-    elif impl == "numpy-loop":
-        if case["kind"] != "mlp":
-            raise ValueError("the hand-written NumPy reference exists for the 'mlp' kind only")
-        from .numpy_side import numpy_mlp
+    import importlib
 
-        return numpy_mlp(case)
-    elif impl in ("torch", "torch-func", "torch-loop"):
-        from .torch_side import STEPS
-    elif impl in ("jax", "jax-compiled"):
-        from .jax_side import STEPS
-    else:
+    for name in STEP_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+    impl, kind = case["impl"], case["kind"]
+    if impl not in SIDES:
         raise ValueError(f"unknown implementation {impl!r}; valid: {', '.join(SIDES)}")
-    return STEPS[case["kind"]](case)
+    build = BUILDERS.get((kind, impl))
+    if build is None:
+        have = sorted(i for k, i in BUILDERS if k == kind)
+        raise ValueError(f"no {impl!r} step for the {kind!r} workload; it has: "
+                         f"{', '.join(have) or 'none (unknown kind)'}")
+    return build(case)
 
 
 # -- timing ----------------------------------------------------------------------------------
@@ -204,7 +207,10 @@ class BenchWorker:
             if SIDES.get(case["impl"]) != self.side:
                 raise ValueError(f"implementation {case['impl']!r} does not run in the "
                                  f"{self.side} worker")
-            step = make_step(case)
+            try:
+                step = make_step(case)
+            except Unavailable as why:
+                return {"unavailable": str(why)}
             steps = calibrate(step, cmd.get("warmup_s", 0.1), cmd.get("round_s", 0.2))
             self.cases[cmd["id"]] = (step, steps)
             return {"steps": steps}

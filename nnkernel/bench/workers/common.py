@@ -1,10 +1,14 @@
-"""What every side of a benchmark shares: the step object and the same input numbers."""
+"""What every side of a benchmark shares: the step object, the registry of step builders, and
+the same input numbers."""
 
 from __future__ import annotations
 
 import numpy as np
 
 N_BATCHES = 4  # distinct input batches a step cycles through (no cache-hot single batch)
+
+# (kind, impl) -> build(case) -> Step; filled by the @step decorators of the side modules
+BUILDERS: dict = {}
 
 
 class Step:
@@ -13,6 +17,36 @@ class Step:
     def __init__(self, run, sync=None):
         self.run = run
         self.sync = sync or (lambda: None)
+
+
+class Unavailable(Exception):
+    """This implementation cannot run the case here: a library or an nnkernel feature (say
+    ``nk.gpt``) is missing. The sweep prints the reason in place of a row; nothing is timed."""
+
+
+def step(kind: str, *impls: str):
+    """Register ``build(case) -> Step`` as the step of workload ``kind`` for each of ``impls``.
+
+    A builder imports its library inside the function, so that each worker process
+    loads only its own library (PyTorch's threads would spin against OpenBLAS's).
+    """
+    def register(build):
+        for impl in impls:
+            if (kind, impl) in BUILDERS:
+                raise ValueError(f"two step builders for kind {kind!r}, impl {impl!r}")
+            BUILDERS[(kind, impl)] = build
+        return build
+
+    return register
+
+
+def nnkernel_with(name: str, issue: str):
+    """nnkernel, if it has ``nk.<name>``; else Unavailable (no number is made up)."""
+    import nnkernel as nk
+
+    if not hasattr(nk, name):
+        raise Unavailable(f"this nnkernel has no nk.{name} yet ({issue})")
+    return nk
 
 
 def inputs(case, n_in, rows=None):

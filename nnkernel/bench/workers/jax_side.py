@@ -9,8 +9,8 @@ process of its own (XLA's thread pool would fight NumPy's BLAS threads).
 
 from __future__ import annotations
 
-from .common import Step
-from .nnkernel_side import _nk_data, _nk_optimizer, _nk_train_step
+from .common import Step, step
+from .nnkernel_side import nk_data, nk_optimizer, nk_train_step
 
 
 def _model(case, ensemble=None, seed=0):
@@ -30,32 +30,37 @@ def _step(case, ensemble=None):
 
         jax.config.update("jax_enable_x64", True)
     model = _model(case, ensemble)
-    opt = _nk_optimizer(nk, case)
-    data = _nk_data(model, case)
+    opt = nk_optimizer(nk, case)
+    data = nk_data(model, case)
     # waits for every live array on the device; reading model.params instead would make the
     # compiled step's deferred per-key views inside the timed region
     sync = model.backend.synchronize
     if case["impl"] == "jax-compiled":
-        if case.get("loss", "ce") == "ce":
-            loss = nk.losses.cross_entropy  # the compiled step passes num_check=False itself
+        import functools
+
+        if case.get("loss", "ce") == "ce":  # labels checked once, not in the traced step
+            loss = functools.partial(nk.losses.cross_entropy, num_check=False)
         else:
             loss = nk.losses.mse
         from nnkernel.train.compiled import CompiledStep
 
         compiled = CompiledStep(model, loss, opt)
-        return Step(lambda: compiled(*data()), sync)
-    step = _nk_train_step(nk, model, opt, case)
-    return Step(lambda: step(*data()), sync)
+        return Step(lambda: compiled(data()), sync)
+    train = nk_train_step(nk, model, opt, case)
+    return Step(lambda: train(*data()), sync)
 
 
+@step("mlp", "jax", "jax-compiled")
 def _jax_mlp(case):
     return _step(case)
 
 
+@step("ensemble", "jax", "jax-compiled")
 def _jax_ensemble(case):
     return _step(case, ensemble=case["members"])
 
 
+@step("matmul", "jax")
 def _jax_matmul(case):
     import jax
 
@@ -69,6 +74,3 @@ def _jax_matmul(case):
         out["c"] = jnp.matmul(a, b)
 
     return Step(run, lambda: out["c"].block_until_ready() if "c" in out else None)
-
-
-STEPS = {"mlp": _jax_mlp, "ensemble": _jax_ensemble, "matmul": _jax_matmul}

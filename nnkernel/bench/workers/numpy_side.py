@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Step, cycle, inputs
+from .common import Step, cycle, inputs, step
 
 
 class HandMLP:
@@ -97,6 +97,7 @@ class HandMLP:
         self.update(self.backward(acts, dz))
 
 
+@step("mlp", "numpy-loop")
 def numpy_mlp(case):
     xp, sync = np, None
     if case.get("device", "cpu") == "gpu":

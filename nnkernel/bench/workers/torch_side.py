@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import N_BATCHES, Step, cycle, image_inputs, inputs, matmul_shapes, random_arrays
+from .common import N_BATCHES, Step, cycle, image_inputs, inputs, matmul_shapes, random_arrays, step
 
 
-def _torch_device(case):
+def torch_device(case):
     return "cuda" if case.get("device", "cpu") == "gpu" else "cpu"
 
 
-def _torch_sync(torch, case):
-    if _torch_device(case) == "cuda":
+def torch_sync(torch, case):
+    if torch_device(case) == "cuda":
         return torch.cuda.synchronize
     return None
 
 
-def _torch_tensors(torch, case, *arrays):
-    return [torch.as_tensor(a).to(_torch_device(case)) for a in arrays]
+def torch_tensors(torch, case, *arrays):
+    return [torch.as_tensor(a).to(torch_device(case)) for a in arrays]
 
 
 def _torch_mlp_model(torch, case):
@@ -30,27 +30,27 @@ def _torch_mlp_model(torch, case):
         if i < len(sizes) - 2:
             layers.append(nn.ReLU() if act == "relu" else nn.Tanh())
     dt = getattr(torch, case.get("dtype", "float32"))
-    return nn.Sequential(*layers).to(device=_torch_device(case), dtype=dt)
+    return nn.Sequential(*layers).to(device=torch_device(case), dtype=dt)
 
 
-def _torch_optimizer(torch, case, params):
+def torch_optimizer(torch, case, params):
     if case.get("optimizer", "adam") == "adam":
         return torch.optim.Adam(params, lr=case.get("lr", 1e-3))
     return torch.optim.SGD(params, lr=case.get("lr", 0.01))
 
 
-def _torch_loss(torch, case):
+def torch_loss(torch, case):
     F = torch.nn.functional
     return F.cross_entropy if case.get("loss", "ce") == "ce" else F.mse_loss
 
 
 def _torch_data(torch, case):
     xs, ts = inputs(case, case["sizes"][0])
-    xs, ts = _torch_tensors(torch, case, *xs), _torch_tensors(torch, case, *ts)
+    xs, ts = torch_tensors(torch, case, *xs), torch_tensors(torch, case, *ts)
     return cycle(list(zip(xs, ts, strict=True)))
 
 
-def _training_step(torch, case, model, opt, loss_fn, data):
+def training_step(torch, case, model, opt, loss_fn, data):
     """The tutorials' step: forward, loss, zero_grad, backward, step."""
 
     def run():
@@ -60,19 +60,21 @@ def _training_step(torch, case, model, opt, loss_fn, data):
         loss.backward()
         opt.step()
 
-    return Step(run, _torch_sync(torch, case))
+    return Step(run, torch_sync(torch, case))
 
 
+@step("mlp", "torch")
 def _torch_mlp(case):
     import torch
 
     model = _torch_mlp_model(torch, case)
-    opt = _torch_optimizer(torch, case, model.parameters())
-    loss_fn = _torch_loss(torch, case)
+    opt = torch_optimizer(torch, case, model.parameters())
+    loss_fn = torch_loss(torch, case)
     data = _torch_data(torch, case)
-    return _training_step(torch, case, model, opt, loss_fn, data)
+    return training_step(torch, case, model, opt, loss_fn, data)
 
 
+@step("ensemble", "torch-func", "torch-loop")
 def _torch_ensemble(case):
     """torch-func: stack_module_state + vmap + functional_call; torch-loop: E models in turn."""
     import copy
@@ -80,11 +82,11 @@ def _torch_ensemble(case):
     import torch
 
     E = case["members"]
-    loss_fn = _torch_loss(torch, case)
+    loss_fn = torch_loss(torch, case)
     data = _torch_data(torch, case)
     models = [_torch_mlp_model(torch, case) for _ in range(E)]
     if case["impl"] == "torch-loop":
-        opts = [_torch_optimizer(torch, case, m.parameters()) for m in models]
+        opts = [torch_optimizer(torch, case, m.parameters()) for m in models]
 
         def run_loop():
             x, t = data()
@@ -94,7 +96,7 @@ def _torch_ensemble(case):
                 loss.backward()
                 opt.step()
 
-        return Step(run_loop, _torch_sync(torch, case))
+        return Step(run_loop, torch_sync(torch, case))
     from torch.func import functional_call, stack_module_state
 
     params, buffers = stack_module_state(models)
@@ -104,7 +106,7 @@ def _torch_ensemble(case):
         return functional_call(base, (p, b), (x,))
 
     members = torch.vmap(one, in_dims=(0, 0, None))
-    opt = _torch_optimizer(torch, case, list(params.values()))
+    opt = torch_optimizer(torch, case, list(params.values()))
     ce = case.get("loss", "ce") == "ce"
 
     def run_func():
@@ -119,7 +121,7 @@ def _torch_ensemble(case):
         loss.backward()
         opt.step()
 
-    return Step(run_func, _torch_sync(torch, case))
+    return Step(run_func, torch_sync(torch, case))
 
 
 def torch_cnn(torch, case):
@@ -136,45 +138,50 @@ def torch_cnn(torch, case):
         width = n
     layers.append(nn.Linear(width, case["classes"]))
     dt = getattr(torch, case.get("dtype", "float32"))
-    return nn.Sequential(*layers).to(device=_torch_device(case), dtype=dt)
+    return nn.Sequential(*layers).to(device=torch_device(case), dtype=dt)
 
 
+@step("conv", "torch")
 def _torch_conv(case):
     """The CNN trained the way the tutorials do (oneDNN convolutions on the CPU, cuDNN on
     CUDA)."""
     import torch
 
     model = torch_cnn(torch, case)
-    opt = _torch_optimizer(torch, case, model.parameters())
-    loss_fn = _torch_loss(torch, case)
+    opt = torch_optimizer(torch, case, model.parameters())
+    loss_fn = torch_loss(torch, case)
     xs, ts = image_inputs(case)
-    data = cycle(list(zip(_torch_tensors(torch, case, *xs), _torch_tensors(torch, case, *ts),
+    data = cycle(list(zip(torch_tensors(torch, case, *xs), torch_tensors(torch, case, *ts),
                           strict=True)))
-    return _training_step(torch, case, model, opt, loss_fn, data)
+    return training_step(torch, case, model, opt, loss_fn, data)
 
 
 def _torch_arrays(torch, case, *shapes):
-    return _torch_tensors(torch, case, *random_arrays(case, *shapes))
+    return torch_tensors(torch, case, *random_arrays(case, *shapes))
 
 
+@step("matmul", "torch")
+@step("bmm", "torch")
 def _torch_matmul(case):
     import torch
 
     a, b = _torch_arrays(torch, case, *matmul_shapes(case))
-    return Step(lambda: torch.matmul(a, b), _torch_sync(torch, case))
+    return Step(lambda: torch.matmul(a, b), torch_sync(torch, case))
 
 
+@step("dense_fwd", "torch")
+@step("dense_fwd_bwd", "torch")
 def _torch_dense(case):
     import torch
 
     n_in, n_out = case["n_in"], case["n_out"]
     dt = getattr(torch, case.get("dtype", "float32"))
-    layer = torch.nn.Linear(n_in, n_out).to(device=_torch_device(case), dtype=dt)
+    layer = torch.nn.Linear(n_in, n_out).to(device=torch_device(case), dtype=dt)
     xs = _torch_arrays(torch, case, *[(case["batch"], n_in)] * N_BATCHES)
     (dy,) = _torch_arrays(torch, case, (case["batch"], n_out))
     data = cycle(xs)
     if case["kind"] == "dense_fwd":  # a training forward: the graph is recorded, as in a step
-        return Step(lambda: torch.relu(layer(data())), _torch_sync(torch, case))
+        return Step(lambda: torch.relu(layer(data())), torch_sync(torch, case))
 
     def run():
         x = data().requires_grad_(True)  # dx is computed, as nnkernel's input_grad=True
@@ -182,9 +189,10 @@ def _torch_dense(case):
         torch.relu(layer(x)).backward(dy)
         x.grad = None
 
-    return Step(run, _torch_sync(torch, case))
+    return Step(run, torch_sync(torch, case))
 
 
+@step("softmax_ce", "torch")
 def _torch_softmax_ce(case):
     import torch
 
@@ -192,7 +200,7 @@ def _torch_softmax_ce(case):
     logits = _torch_arrays(torch, case, *[(case["batch"], case["classes"])] * N_BATCHES)
     logits = [z.requires_grad_(True) for z in logits]
     rng = np.random.default_rng(1)
-    (labels,) = _torch_tensors(torch, case, rng.integers(0, case["classes"], case["batch"]))
+    (labels,) = torch_tensors(torch, case, rng.integers(0, case["classes"], case["batch"]))
     data = cycle(logits)
 
     def run():  # value and gradient with respect to the logits, as nnkernel's fused loss
@@ -200,9 +208,10 @@ def _torch_softmax_ce(case):
         loss = F.cross_entropy(z, labels)
         torch.autograd.grad(loss, z)
 
-    return Step(run, _torch_sync(torch, case))
+    return Step(run, torch_sync(torch, case))
 
 
+@step("adam", "torch")
 def _torch_adam(case):
     import torch
 
@@ -210,9 +219,4 @@ def _torch_adam(case):
     for p in model.parameters():
         p.grad = torch.randn_like(p)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    return Step(opt.step, _torch_sync(torch, case))
-
-
-STEPS = {"mlp": _torch_mlp, "ensemble": _torch_ensemble, "matmul": _torch_matmul,
-          "bmm": _torch_matmul, "dense_fwd": _torch_dense, "dense_fwd_bwd": _torch_dense,
-          "softmax_ce": _torch_softmax_ce, "adam": _torch_adam, "conv": _torch_conv}
+    return Step(opt.step, torch_sync(torch, case))
