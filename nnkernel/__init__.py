@@ -57,12 +57,14 @@ from .io.onnx_export import export_onnx  # noqa: E402
 from .io.saving import load, save  # noqa: E402
 from .nn import ensemble, layers, sequential  # noqa: E402
 from .nn import gradcheck as _gradcheck_module
+from .train.callbacks import use_model_writer as _use_model_writer  # noqa: E402
 
 for _old, _module in {"activations": activations, "init": init, "layers": layers,
                       "model": sequential, "ensemble": ensemble, "gradcheck": _gradcheck_module,
                       "checkpoint": checkpoint, "datasets": datasets, "run_dir": run_dir}.items():
     _sys.modules[f"{__name__}.{_old}"] = _module
 del _old, _module
+_use_model_writer(save)  # ModelCheckpoint writes with nk.save: train does not import io
 
 
 
