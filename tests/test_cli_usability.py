@@ -102,7 +102,7 @@ def test_evaluate_scores_the_held_out_split_of_a_csv_run(capsys, csv_run):
     result = json.loads(text)
     assert code == 0 and result["rows"] == "test" and result["n_test"] == held_out < 300
     code, text, _ = run(capsys, "evaluate", out)
-    assert f"({held_out} samples: the held-out test split of table" in text
+    assert f"({held_out} samples: the held-out test split of table; 300 rows in all)" in text
     code, text, _ = run(capsys, "evaluate", out, "--rows", "all")
     assert "(300 samples: all 300 rows of table, training rows included)" in text
     assert "test accuracy" not in text and "test loss" not in text

@@ -75,7 +75,7 @@ def run(args) -> int:
         scored = (f"all {n_all} rows of {data.name}, training rows included" if own else
                   f"all {n_all} rows of {data.name}")
     else:
-        scored = f"the held-out test split of {data.name} ({X.shape[0]} of {n_all} rows)"
+        scored = f"the held-out test split of {data.name}; {n_all} rows in all"
     X = as_model_input(model, X, f"dataset {data.name}", saved.directory)
     result = test_metrics(model, X, y, loss, data, args.batch_size, classes=True)
     result.update(run=str(saved.directory), dataset=data.name, rows=rows, scored=scored,

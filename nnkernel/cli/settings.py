@@ -113,3 +113,8 @@ def check_names(config: RunConfig) -> None:
         get_loss(config.loss)
     optimizer_class(config.optimizer)
     make_schedule(config.schedule, 1)
+
+
+def resume_settings(args, saved) -> dict:
+    """A resumed run's settings as config.json holds them (`config_for_resume(...).to_json()`)."""
+    return config_for_resume(args, saved).to_json()
