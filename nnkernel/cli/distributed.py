@@ -60,21 +60,30 @@ def _share_of_cores(world) -> int:
     return max(1, cores() // world.local_size)
 
 
-def place(config, args, dp) -> None:
-    """A GPU run: this rank's GPU is its node-local rank modulo the GPUs it can see."""
+def place(settings, args, dp) -> None:
+    """A GPU run: this rank's GPU is its node-local rank modulo the GPUs it can see.
+
+    ``settings``: the run's RunConfig (or a dict with "device" and "backend"); a --device
+    given on the command line is changed in ``args`` instead."""
     from ..backend.devices import parse_device
 
+    def get(name):
+        return settings.get(name) if isinstance(settings, dict) else getattr(settings, name)
+
     given = args.device is not None
-    kind, _ = parse_device(args.device if given else config.device or "cpu")
+    kind, _ = parse_device(args.device if given else get("device") or "cpu")
     if kind != "gpu":
         return
-    count = gpu_count(args.backend or config.backend)
+    count = gpu_count(args.backend or get("backend"))
     if count == 0:
         return  # the backend reports the missing GPU itself
     mine = f"gpu:{dp.world.local_rank % count}"
     if given:
         args.device = mine
-    config.device = mine
+    elif isinstance(settings, dict):
+        settings["device"] = mine
+    else:
+        settings.device = mine
 
 
 def gpu_count(backend_name) -> int:
