@@ -85,6 +85,10 @@ def config_for_resume(args, saved) -> RunConfig:
         raise ConfigError(f"{listing(fixed)} cannot be changed when resuming {saved.directory}; "
                           f"only {listing(RESUME_MAY_CHANGE)} can")
     changes = {k: v for k, v in flags.items() if k not in ("device", "backend", "tf32")}
+    if "data_dir" in flags:  # absolute, as a new run records it
+        from ..io.fingerprint import absolute_dataset_spec
+
+        changes["data_dir"] = absolute_dataset_spec({"data_dir": flags["data_dir"]})["data_dir"]
     if "epochs" not in flags and saved.config.get("finished"):
         changes["epochs"] = saved.epoch  # early stopping ended it: nothing left to train
     if "device" in flags or "backend" in flags:
