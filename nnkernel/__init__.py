@@ -49,6 +49,7 @@ from .nn.layers import (
 )
 from .nn.sequential import Sequential
 from .train import Callback, EarlyStopping, History, TrainingInterrupted, evaluate, fit
+from .train.callbacks import use_model_writer as _use_model_writer
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,13 @@ _LAZY = {"save": ("io.saving", "save"), "load": ("io.saving", "load"),
          "export_onnx": ("io.onnx_export", "export_onnx"), "checkpoint": ("io.checkpoint", None),
          "datasets": ("io.datasets", None), "run_dir": ("io.run_dir", None),
          "distributed": ("distributed", None)}
+
+
+def _save(model, path, **options):  # nk.save, imported when a callback first writes
+    return __getattr__("save")(model, path, **options)
+
+
+_use_model_writer(_save)  # ModelCheckpoint writes with nk.save: train does not import io
 
 
 def __getattr__(name):

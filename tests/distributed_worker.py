@@ -15,6 +15,7 @@ import numpy as np
 
 import nnkernel as nk
 from nnkernel import distributed as dist
+from nnkernel.cli.run_policy import SaveEachEpoch
 from nnkernel.distributed import DataParallel, shard_bounds
 from nnkernel.io import checkpoint, run_dir
 
@@ -179,7 +180,7 @@ def resume(directory):
     settings = {"note": "test"}
     try:
         nk.fit(model, X, y, epochs=3, batch_size=64, optimizer=opt, distributed=True,
-               progress=False, callbacks=[run_dir.SaveEachEpoch(directory, settings)])
+               progress=False, callbacks=[SaveEachEpoch(directory, settings)])
         stopped = None
     except nk.TrainingInterrupted as stop:
         stopped = [stop.epoch, stop.step]

@@ -193,15 +193,17 @@ def test_evaluate_and_predict_a_run(capsys, trained_run, tmp_path):
     assert result["n_test"] == 360 and 0.5 < result["test_accuracy"] <= 1.0
 
     ds = datasets.load("digits")
-    np.save(tmp_path / "x.npy", ds.X_test)
-    code, out, _ = run(capsys, "predict", trained_run, tmp_path / "x.npy")
-    assert code == 0
+    np.save(tmp_path / "x.npy", ds.X_test * 16)  # raw pixel counts, as the dataset holds them
+    code, out, err = run(capsys, "predict", trained_run, tmp_path / "x.npy")
+    assert code == 0 and err == ""
     predicted = np.array([int(line) for line in out.split()])
     assert predicted.shape == (360,)
     assert np.mean(predicted == ds.y_test) == pytest.approx(result["test_accuracy"])
 
+    # features already divided by 16, as the loader gives them: --preprocessed
     csv_in = write_csv(tmp_path / "x.csv", [f"f{i}" for i in range(64)], ds.X_test[:7].tolist())
-    code, _, _ = run(capsys, "predict", trained_run, csv_in, "--output", tmp_path / "p.csv")
+    code, _, _ = run(capsys, "predict", trained_run, csv_in, "--output", tmp_path / "p.csv",
+                     "--preprocessed")
     assert code == 0
     assert [int(v) for v in (tmp_path / "p.csv").read_text().split()] == predicted[:7].tolist()
 

@@ -78,6 +78,7 @@ def test_predict_takes_flat_rows_or_images(capsys, conv_run, tmp_path):
     X = datasets.load("digits").X_test[:20]
     model = run_dir.load(conv_run).build_model()
     want = np.argmax(np.asarray(model(X.reshape(20, 1, 8, 8))), axis=-1)
+    X = X * 16  # raw pixel counts: predict divides them by 16, as the dataset loader did
     np.save(tmp_path / "flat.npy", X)
     np.save(tmp_path / "images.npy", X.reshape(20, 1, 8, 8))
     np.savetxt(tmp_path / "flat.csv", X, delimiter=",")

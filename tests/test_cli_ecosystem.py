@@ -173,7 +173,7 @@ def test_a_regression_run_has_no_confusion_matrix(capsys, tmp_path):
 # -- predict --proba, --version ------------------------------------------------------------------
 def test_predict_proba_is_the_softmax_and_agrees_with_predict(capsys, trained, tmp_path):
     data = datasets.load("digits")
-    np.save(tmp_path / "x.npy", data.X_test[:40])
+    np.save(tmp_path / "x.npy", data.X_test[:40] * 16)  # raw: predict divides by 16
     code, labels, _ = run(capsys, "predict", trained, tmp_path / "x.npy")
     code2, proba, _ = run(capsys, "predict", trained, tmp_path / "x.npy", "--proba")
     assert code == code2 == 0
@@ -225,8 +225,8 @@ def test_train_writes_curves_png_named_after_the_run(capsys, tmp_path, monkeypat
     drawn = []
     original = run_dir.curves_figure
 
-    def keep(history, title=None, test=None):
-        fig = original(history, title, test)
+    def keep(history, title=None, test=None, members=None):
+        fig = original(history, title, test, members)
         drawn.append((title, test, fig))
         return fig
 

@@ -34,8 +34,13 @@ ISSUE = ["--hidden", "1024,1024", "--batch-size", "8", "--threads", "1", "--epoc
 STEPS = 180  # ceil(1437 / 8)
 
 
-def nnkernel(*argv, **kw) -> subprocess.Popen:
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+def nnkernel(*argv, pin_threads=True, **kw) -> subprocess.Popen:
+    """`python -m nnkernel argv`; ``pin_threads``: with OPENBLAS/OMP_NUM_THREADS=1 set (without
+    them, the BLAS library's default is whatever the run does not set itself)."""
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if pin_threads:
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "nnkernel", *map(str, argv)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
@@ -49,9 +54,9 @@ def finish(p: subprocess.Popen, timeout=240) -> tuple[int, str]:
     return p.returncode, err
 
 
-def interrupt_in_epoch_2(out: Path, signum) -> tuple[int, str]:
+def interrupt_in_epoch_2(out: Path, signum, pin_threads=True) -> tuple[int, str]:
     """Train ISSUE into ``out`` and send ``signum`` once epoch 1 is saved."""
-    p = nnkernel("train", *ISSUE, "--out", out, "--quiet")
+    p = nnkernel("train", *ISSUE, "--out", out, "--quiet", pin_threads=pin_threads)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and p.poll() is None:
         if (out / "model.npz").exists():  # renamed into place whole: epoch 1 is saved
@@ -135,5 +140,25 @@ def test_sigterm_saves_like_ctrl_c_and_the_resume_is_bit_identical(straight, tmp
     assert not [name for name in os.listdir(run) if name.endswith(".tmp")]
     code, err = finish(nnkernel("train", "--resume", run, "--quiet"))
     assert code == 0, err
+    assert_same_weights(straight, run)
+    assert_same_metrics(straight, run)
+
+
+def test_threads_and_numerics_settings_are_restored_on_resume(straight, tmp_path):
+    # Issue 21: a run started with --threads 1 and resumed after Ctrl-C went on with the BLAS
+    # library's own thread count (max |dW| 2.3e-3 against the uninterrupted run). No thread
+    # variable is set here: the resume must take the count, the subnormal flush and the
+    # allocator setting from the run itself.
+    run = tmp_path / "R"  # Ctrl-C; SIGTERM saves the same way (the test above)
+    code, err = interrupt_in_epoch_2(run, signal.SIGINT, pin_threads=False)
+    assert code == 130, err
+    runtime = json.loads((run / "config.json").read_text())["runtime"]
+    assert (runtime["threads"], runtime["threads_reason"]) == (1, "--threads")
+    assert runtime["flush_subnormals"] is True and "keep_freed_memory" in runtime
+    p = nnkernel("train", "--resume", run, "--quiet", "--json", pin_threads=False)
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err
+    result = json.loads(out)
+    assert (result["threads"], result["blas_threads"]) == (1, 1)  # measured in the process
     assert_same_weights(straight, run)
     assert_same_metrics(straight, run)

@@ -23,6 +23,7 @@ import pytest
 
 import nnkernel as nk
 from nnkernel.cli import main
+from nnkernel.cli.run_policy import SaveEachEpoch
 from nnkernel.distributed import DataParallel, comm, parallel, shard_bounds
 from nnkernel.distributed.watchdog import Watchdog
 
@@ -94,7 +95,7 @@ def test_plan_joins_a_last_batch_too_small_to_shard_and_refuses_tiny_batches():
 def test_only_rank_0_runs_callbacks_that_write_files(tmp_path):
     writers = [nk.train.callbacks.CSVLogger(tmp_path / "a.csv"),
                nk.train.callbacks.ModelCheckpoint(tmp_path / "m.npz"),
-               nk.run_dir.SaveEachEpoch(tmp_path, {})]
+               SaveEachEpoch(tmp_path, {})]
     early = nk.EarlyStopping(patience=2)
     custom = nk.Callback()
     custom.root_only = True

@@ -14,7 +14,7 @@ from .random import Random
 class TorchBackend(Backend):
     name = "torch"
     module_name = "torch"
-    install_hint = "pip install torch"
+    install_hint = "pip install torch==2.13.0"
     namespaces = ("torch", "array_api_compat.torch")
     type_modules = ("torch",)
 

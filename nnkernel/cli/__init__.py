@@ -14,6 +14,7 @@ One module per command. Every error is one line on stderr, ``nnkernel: error:
 
 from __future__ import annotations
 
+import os
 import sys
 
 from . import args as types
@@ -21,6 +22,7 @@ from . import evaluate, export, info, predict, train
 from .args import Parser, UsageError, add_device_flags, add_output_flags
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
 COMMANDS = {"train": train, "evaluate": evaluate, "predict": predict, "export": export,
             "info": info}
 
@@ -54,7 +56,12 @@ def main(argv=None) -> int:
         if args.command is None:
             build_parser().print_help(sys.stderr)
             return EXIT_USAGE
-        return COMMANDS[args.command].run(args)
+        status = COMMANDS[args.command].run(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return status
+    except BrokenPipeError:  # `nnkernel predict RUN x.npy | head`: the reader has left
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:  # outside fit (which saves a checkpoint first)
         print("nnkernel: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -64,6 +71,17 @@ def main(argv=None) -> int:
         if debug:
             raise
         return report(error)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's own flush at exit finds no broken pipe
+    to complain about ("Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test capture)
+        pass
 
 
 def report(error: BaseException) -> int:

@@ -85,17 +85,63 @@ def learning_rates(text):
     return rates
 
 
+# How a flag's text becomes a RunConfig value (its check then says whether it is sound).
+def _ints(text):
+    if text.strip().lower() in ("", "none"):
+        return []
+    return [int(part) for part in text.split(",")]
+
+
+def _floats(text):
+    values = [float(part) for part in text.split(",")]
+    return values[0] if len(values) == 1 else values
+
+
+CONVERT = {"text": str, "int": int, "float": float, "ints": _ints, "floats": _floats}
+EXPECTED = {"int": "an integer", "float": "a number",
+            "ints": "comma-separated integers such as 256,256 (or none)",
+            "floats": "a number or a comma list such as 1e-3,3e-3"}
+
+
+def setting_type(kind: str, check):
+    """An argparse type for a RunConfig field: convert the text, then the field's check."""
+    convert = CONVERT[kind]
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {EXPECTED[kind]}, got {text!r}") from None
+        why = check(value)
+        if why:
+            raise argparse.ArgumentTypeError(f"must be {why.removesuffix(' or null')}, got {text}")
+        return value
+    parse.__name__ = kind  # argparse names it in "invalid <name> value"
+    return parse
+
+
+def add_setting_flags(parser, group: str, title: str | None = None):
+    """The flags of one group of RunConfig's settings (nnkernel.run_settings), default None:
+    a flag left out takes the dataset's default, or on resume the run's own value."""
+    from ..run_settings import flag_name, settings_with_flags
+
+    target = parser.add_argument_group(title or group)
+    for fd in settings_with_flags(group):
+        meta = fd.metadata
+        if meta["kind"] == "switch":
+            target.add_argument(flag_name(fd.name), action="store_true", default=None,
+                                help=meta["doc"])
+            continue
+        options = {"choices": meta["choices"]} if meta["choices"] else {}
+        if meta["kind"] != "text":
+            options["type"] = setting_type(meta["kind"], meta["check"])
+        target.add_argument(flag_name(fd.name), metavar=meta["metavar"], help=meta["doc"],
+                            **options)
+    return target
+
+
 def add_device_flags(parser):
-    group = parser.add_argument_group("device")
-    group.add_argument("--device", help="cpu (default), gpu (= GPU 0 with CuPy), gpu:1, ...")
-    group.add_argument("--backend", help="numpy (default on cpu), cupy (default on gpu), "
-                       "torch, array_api_strict, jax, dask")
-    group.add_argument("--dtype", choices=("float32", "float64"))
-    group.add_argument("--tf32", action="store_true", default=None,
-                       help="allow TF32 matrix products (GPU only)")
-    group.add_argument("--threads", type=positive_int,
-                       help="BLAS threads on the CPU (default: the BLAS library's own choice; "
-                       "1 is faster for small networks on a busy machine)")
+    add_setting_flags(parser, "device")
 
 
 def add_output_flags(parser):

@@ -5,9 +5,10 @@
 Every rank runs the same command on the same data (checked at the start).
 Rank 0 prints and writes the run directory; the others are quiet. A GPU run
 gives each rank the GPU ``local rank % visible GPUs`` (choose GPUs with
-CUDA_VISIBLE_DEVICES). On the CPU each rank gets its share of the cores for
-BLAS unless --threads or OMP/OPENBLAS/MKL_NUM_THREADS say otherwise: P ranks
-with a BLAS thread per core each would oversubscribe the machine P times.
+CUDA_VISIBLE_DEVICES). On the CPU each rank's BLAS threads are chosen as for
+one process (nnkernel.cli.threads) but from its share of the node's cores, unless
+--threads or OMP/OPENBLAS/MKL_NUM_THREADS say otherwise: P ranks with a BLAS
+thread per core each would oversubscribe the machine P times.
 
 An error on one rank ends every rank at once (MPI_Abort), with the error line
 naming the rank: the others would otherwise wait in their next collective. An
@@ -20,13 +21,11 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import os
 import sys
 import time
 
 from ..errors import ConfigError
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 GRACE = 0.5  # s a rank other than 0 waits before aborting, so rank 0's own report wins
 
 
@@ -51,36 +50,40 @@ def start(args):
     world = init(args.mpi_timeout, require_launcher=True)
     if not world.is_root:
         args.quiet = True  # one progress line and one result, from rank 0
-    if args.threads is None and not any(v in os.environ for v in THREAD_VARIABLES):
-        args.threads = _share_of_cores(world)
+    args.core_share = _share_of_cores(world)  # the most threads this rank's run may choose
     return DataParallel(world)
 
 
-def _share_of_cores(world):
-    try:
-        import threadpoolctl  # noqa: F401 - --threads needs it
-    except ImportError:
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // world.local_size)
+def _share_of_cores(world) -> int:
+    from .threads import cores
+
+    return max(1, cores() // world.local_size)
 
 
-def place(runtime: dict, args, dp) -> None:
-    """A GPU run: this rank's GPU is its node-local rank modulo the GPUs it can see."""
+def place(settings, args, dp) -> None:
+    """A GPU run: this rank's GPU is its node-local rank modulo the GPUs it can see.
+
+    ``settings``: the run's RunConfig (or a dict with "device" and "backend"); a --device
+    given on the command line is changed in ``args`` instead."""
     from ..backend.devices import parse_device
 
+    def get(name):
+        return settings.get(name) if isinstance(settings, dict) else getattr(settings, name)
+
     given = args.device is not None
-    kind, _ = parse_device(args.device if given else runtime.get("device") or "cpu")
+    kind, _ = parse_device(args.device if given else get("device") or "cpu")
     if kind != "gpu":
         return
-    count = gpu_count(args.backend or runtime.get("backend"))
+    count = gpu_count(args.backend or get("backend"))
     if count == 0:
         return  # the backend reports the missing GPU itself
     mine = f"gpu:{dp.world.local_rank % count}"
     if given:
         args.device = mine
+    elif isinstance(settings, dict):
+        settings["device"] = mine
     else:
-        runtime["device"] = mine
+        settings.device = mine
 
 
 def gpu_count(backend_name) -> int:

@@ -57,15 +57,19 @@ def class_metrics(predicted, labels, n_classes) -> dict:
 
 
 def print_result(args, result, model) -> None:
+    """The result on stdout: one JSON object with --json, else lines; what was scored is named
+    (``result["scored"]``), and only held-out rows are called "test"."""
     if args.json:
         print(json.dumps(result, default=str))
         return
     if args.quiet:
         return
     acc = result["test_accuracy"]
+    test = "" if result.get("rows") == "all" else "test "
     lines = []
     if model.ensemble is not None:
-        lines.append(f"{'member':>6}  {'lr':>9}  {'test loss':>9}  {'test accuracy':>13}")
+        loss_head, acc_head = f"{test}loss", f"{test}accuracy"
+        lines.append(f"{'member':>6}  {'lr':>9}  {loss_head:>9}  {acc_head:>13}")
         lrs = result.get("member_lr") or [None] * model.ensemble
         accs = result["member_test_accuracy"] or [None] * model.ensemble
         for i, (lr, loss, a) in enumerate(zip(lrs, result["member_test_loss"], accs,
@@ -74,13 +78,16 @@ def print_result(args, result, model) -> None:
             a_text = f"{a:13.4f}" if a is not None else f"{'-':>13}"
             lines.append(f"{i:>6}  {lr_text}  {loss:9.4f}  {a_text}")
         what = "ensemble (mean probabilities)" if acc is not None else "ensemble (mean output)"
-        lines.append(f"{what}: test accuracy {acc:.4f}, test loss {result['test_loss']:.4f}"
-                     if acc is not None else f"{what}: test loss {result['test_loss']:.4f}")
+        lines.append(f"{what}: {test}accuracy {acc:.4f}, {test}loss {result['test_loss']:.4f}"
+                     if acc is not None else f"{what}: {test}loss {result['test_loss']:.4f}")
+        if result.get("scored"):
+            lines.append(f"({result['n_test']} samples: {result['scored']})")
     else:
-        text = f"test loss {result['test_loss']:.4f}"
+        text = f"{test}loss {result['test_loss']:.4f}"
         if acc is not None:
-            text = f"test accuracy {acc:.4f}  " + text
-        lines.append(f"{text}  ({result['n_test']} samples)")
+            text = f"{test}accuracy {acc:.4f}  " + text
+        scored = f": {result['scored']}" if result.get("scored") else ""
+        lines.append(f"{text}  ({result['n_test']} samples{scored})")
     if "train_seconds" in result:
         sps = result["samples_per_second"]
         lines.append(f"trained {result['epochs_this_run']} epoch(s) in "
@@ -92,16 +99,17 @@ def print_result(args, result, model) -> None:
     print("\n".join(lines))
 
 
-def as_model_input(model, X, what, directory):
+def as_model_input(model, X, what, directory, hint=None):
     """X as the model takes it: flat rows checked against its width; for an image model,
-    flat rows of C·H·W values reshaped to (n, C, H, W) (a view), or images checked."""
+    flat rows of C·H·W values reshaped to (n, C, H, W) (a view), or images checked.
+    ``hint``: why the width may be wrong, said instead of "another architecture"."""
     import math
 
     from ..errors import ShapeError
 
     shape = tuple(model.input_shape)
     if len(shape) == 1:
-        check_features(model, X.shape[1], what, directory)
+        check_features(model, X.shape[1], what, directory, hint)
         return X
     text = "(" + ", ".join("any" if d is None else str(d) for d in shape) + ")"
     if X.ndim == 2 and None not in shape:
@@ -117,9 +125,10 @@ def as_model_input(model, X, what, directory):
                      f"per sample, but {what} has shape {tuple(X.shape)}")
 
 
-def check_features(model, n_features, what, directory):
+def check_features(model, n_features, what, directory, hint=None):
     from ..errors import ShapeError
 
     if n_features != model.n_in:
+        why = hint or "it is a checkpoint of another architecture"
         raise ShapeError(f"the model in {directory} takes {model.n_in} features, but {what} has "
-                         f"{n_features}; it is a checkpoint of another architecture")
+                         f"{n_features}; {why}")

@@ -4,42 +4,40 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import ConfigError
 
-
-def backend_for(runtime: dict, args):
+def backend_for(args, device="cpu", backend=None, dtype="float32", tf32=False,
+                allocator=True):
     """The Backend for --device / --backend (gpu means CuPy unless --backend says torch).
 
-    Flags given on this command line win over the saved run's runtime settings.
+    ``device``, ``backend``, ``dtype`` and ``tf32`` are the saved run's (or the new run's);
+    flags given on this command line win. ``--threads`` is set here for the whole
+    process; ``allocator=False`` leaves the allocator to the caller (train records it).
     """
     from ..backend import resolve_backend
 
-    device, name = runtime.get("device") or "cpu", runtime.get("backend")
     if getattr(args, "device", None) is not None or getattr(args, "backend", None) is not None:
-        device, name = args.device or "cpu", args.backend or None
+        device, backend = args.device or "cpu", args.backend or None
     if getattr(args, "threads", None):
         limit_blas_threads(args.threads)
-    backend = resolve_backend(name, device)
-    backend.tune_allocator()  # the command line opts in; a library user calls it themselves
-    backend.enable_dtype(runtime.get("dtype") or "float32")  # JAX: float64 needs x64 mode
-    if runtime.get("tf32") or getattr(args, "tf32", None):
-        if backend.set_tf32(True):
+    chosen = resolve_backend(backend, device or "cpu")
+    if allocator:
+        chosen.tune_allocator()  # the command line opts in; a library user calls it themselves
+    chosen.enable_dtype(dtype or "float32")  # JAX: float64 needs x64 mode
+    if tf32 or getattr(args, "tf32", None):
+        if chosen.set_tf32(True):
             say(args, "TF32 matrix products on")
-        elif backend.asynchronous:
+        elif chosen.asynchronous:
             say(args, "note: this GPU cannot use TF32; matrix products stay full float32")
         else:
             say(args, "note: --tf32 only changes GPU matrix products; ignored on the CPU")
-    return backend
+    return chosen
 
 
 def limit_blas_threads(n: int) -> None:
     """Set the BLAS thread count once for the whole process (never per operation)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        raise ConfigError("--threads needs threadpoolctl (pip install threadpoolctl), or set "
-                          "OPENBLAS_NUM_THREADS before starting nnkernel") from None
-    threadpool_limits(limits=n, user_api="blas")
+    from .threads import apply
+
+    apply(n)
 
 
 def say(args, text: str) -> None:

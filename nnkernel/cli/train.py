@@ -7,7 +7,6 @@ overwrites an existing one, and a run with nothing left to do changes nothing.
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import sys
 import time
@@ -17,63 +16,33 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, NonFiniteError
-from ..io.labels import TASKS
-from . import distributed
-from .build import build_model, build_optimizer, load_data, member_lrs
+from ..run_settings import RunConfig
+from . import distributed, threads
+from .build import build_model, build_optimizer, load_run_data
 from .results import as_model_input, print_result, test_metrics
+from .run_policy import ResumableEarlyStopping, SaveEachEpoch
 from .runtime import backend_for, say
-from .settings import VAL_SEED, check_names, new_settings, resume_settings
+from .settings import VAL_SEED, check_names, config_for_resume, config_from_args
 
 EXIT_OK, EXIT_INTERRUPTED = 0, 130  # a signal's run ends with 128 + its number
 
 
 def add_parser(sub, add_device_flags, add_output_flags, types):
+    from .args import add_setting_flags
+
     train = sub.add_parser("train", help="train a network on a dataset",
                            description="Train a multilayer perceptron (or, with --conv, a "
                            "small CNN). Flags left out take the dataset's defaults (see "
-                           "nnkernel.cli.settings.DATASET_DEFAULTS).")
-    data = train.add_argument_group("data")
-    data.add_argument("--dataset", help="digits (default, offline), fashion-mnist, mnist, xor, "
-                      "spirals, moons, linear, or a .csv/.npz path")
-    data.add_argument("--data-dir", help="where to look for (or download) IDX files")
-    data.add_argument("--target", help="the label column of a CSV (default: label)")
-    data.add_argument("--task", choices=TASKS,
-                      help="what the target of a .csv/.npz is (default: class labels 0..K-1 "
-                      "when it holds few distinct whole numbers, else regression; see "
-                      "nnkernel.io.labels)")
-    data.add_argument("--val-split", type=types.float_in(0, 1, lo_open=True),
-                      help="hold out this fraction of the training data for validation "
-                      "(default 0.1 with --early-stopping, else none)")
+                           "nnkernel.cli.settings.DATASET_DEFAULTS); every setting is a field "
+                           "of nnkernel.run_settings.RunConfig, saved in the run's config.json.")
+    add_setting_flags(train, "data")
     add_device_flags(train)
-    net = train.add_argument_group("network")
-    net.add_argument("--hidden", type=types.hidden, help="hidden widths, e.g. 256,256")
-    net.add_argument("--conv", type=types.int_list("channel counts", "32,64"),
-                     help="convolution blocks before the hidden layers: 3x3 conv + ReLU + 2x2 "
-                     "max-pool per entry, e.g. 32,64 (image datasets)")
-    net.add_argument("--activation", help="relu (default), tanh, gelu, ...")
-    net.add_argument("--dropout", type=types.float_in(0, 1), help="dropout after each hidden layer")
-    net.add_argument("--batchnorm", action="store_true", default=None,
-                     help="BatchNorm between each hidden Dense and its activation")
-    net.add_argument("--ensemble", type=types.positive_int, help="train E members at once")
-    opt = train.add_argument_group("optimization")
-    opt.add_argument("--loss", help="cross_entropy (classification) or mse (regression) by "
-                     "default; also mae, huber, binary_cross_entropy")
-    opt.add_argument("--optimizer", help="adam (default), adamw, sgd, rmsprop")
-    opt.add_argument("--lr", type=types.learning_rates,
-                     help="learning rate, or a comma list: one ensemble member per value")
-    opt.add_argument("--schedule", help="constant (default), step, exponential, cosine, "
-                     "warmup, warmup_cosine")
-    opt.add_argument("--weight-decay", type=types.float_in(0, math.inf))
-    opt.add_argument("--clip-norm", type=types.float_in(0, math.inf, lo_open=True),
-                     help="clip gradients to this global norm")
-    opt.add_argument("--epochs", type=types.non_negative_int)
-    opt.add_argument("--batch-size", type=types.positive_int)
-    opt.add_argument("--seed", type=types.non_negative_int)
-    opt.add_argument("--early-stopping", type=types.positive_int, metavar="N",
-                     help="stop when val_loss has not improved for N epochs")
+    add_setting_flags(train, "network")
+    add_setting_flags(train, "optimization")
     run = train.add_argument_group("run")
     run.add_argument("--out", help="directory for the checkpoint, config, metrics and curves")
-    run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR, with its "
+                     "settings (BLAS threads included: the same numbers as if never stopped)")
     distributed.add_flags(run, types)
     run.add_argument("--compile", action="store_true",
                      help="run each training step as one compiled program (--backend jax: "
@@ -86,8 +55,7 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
 class Job:
     """A training run, checked and built, before anything is written."""
 
-    settings: dict
-    hyper: dict
+    config: RunConfig
     out: Path | None
     continuing: bool
     saved: object
@@ -126,7 +94,7 @@ def _run(args, dp) -> int:
                 raise ConfigError(f"--out {job.out} already holds a run "
                                   f"({', '.join(run_dir.existing_run_files(job.out))})")
             out_dir.clean_stale_temporaries(job.out)
-            job.callbacks.append(run_dir.SaveEachEpoch(job.out, job.settings, _early(job)))
+            job.callbacks.append(SaveEachEpoch(job.out, job.config, _early(job)))
         return train_and_report(args, job, dp)
 
 
@@ -140,8 +108,7 @@ def prepare(args, dp=None) -> Job | None:
     from ..train.data import plan_batches
 
     saved = run_dir.load(args.resume) if args.resume else None
-    settings = resume_settings(args, saved) if saved else new_settings(args)
-    hyper = settings["hyperparameters"]
+    config = config_for_resume(args, saved) if saved else config_from_args(args)
     out = Path(args.out) if args.out else (Path(args.resume) if saved else None)
     continuing = saved is not None and out.resolve() == saved.directory.resolve()
     if out is not None and not continuing and run_dir.existing_run_files(out):
@@ -150,39 +117,41 @@ def prepare(args, dp=None) -> Job | None:
                           f"--resume {out} or choose a new directory")
     if out is not None and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
-    check_names(hyper)
+    check_names(config)
     if dp is not None:
-        distributed.place(settings["runtime"], args, dp)
-    if saved is not None and _nothing_left(args, saved, hyper):
+        distributed.place(config, args, dp)
+    if saved is not None and _nothing_left(args, saved, config):
         return None
-    backend = backend_for(settings["runtime"], args)
-    settings["runtime"]["backend"] = backend.name
-    data = load_data(settings["dataset"], args.data_dir or settings["dataset"]["data_dir"],
-                     hyper["loss"])
+    backend = backend_for(args, config.device, config.backend, config.dtype, config.tf32,
+                          allocator=False)
+    config.backend = backend.name
+    if config.keep_freed_memory is not False:  # recorded False: the run kept glibc's defaults
+        config.keep_freed_memory = backend.tune_allocator()
+    data = load_run_data(config, args.data_dir)
     X_train, y_train = data.X_train, data.y_train
     fingerprint = data_fingerprint(X_train, y_train)  # of all training data, before the split
     if saved is not None:
-        problem = check_fingerprint(settings["dataset"].get("fingerprint"), fingerprint)
+        problem = check_fingerprint(config.fingerprint, fingerprint)
         if problem:
             raise ConfigError(f"cannot resume {saved.directory}: {problem}; to train on these "
                               f"data, start a new run")
-    settings["dataset"]["fingerprint"] = fingerprint
+    config.fingerprint = fingerprint
     validation = None
-    if hyper["val_split"]:
+    if config.val_split:
         from ..io import datasets
 
         X_train, y_train, X_val, y_val = datasets.train_val_split(
-            X_train, y_train, hyper["val_split"], seed=VAL_SEED)
+            X_train, y_train, config.val_split, seed=VAL_SEED)
         validation = (X_val, y_val)
     n_train = X_train.shape[0]
-    if hyper["batch_size"] > n_train:
-        raise ConfigError(f"--batch-size {hyper['batch_size']} is larger than the {n_train} "
+    if config.batch_size > n_train:
+        raise ConfigError(f"--batch-size {config.batch_size} is larger than the {n_train} "
                           f"training samples of {data.name}")
     if saved is None:
-        model = build_model(hyper, data, settings, backend)
-        settings["dataset"].update(n_features=data.n_features, task=data.task,
-                                   n_classes=data.n_classes, n_outputs=model.n_out)
-        settings["preprocessing"] = dict(getattr(data, "preprocessing", {}) or {})
+        model = build_model(config, data, backend)
+        config.n_features, config.task = data.n_features, data.task
+        config.n_classes, config.n_outputs = data.n_classes, model.n_out
+        config.preprocessing = dict(getattr(data, "preprocessing", {}) or {})
     else:
         model = saved.build_model(backend.name, backend.device)
     # flat rows as the model takes them: images (n, C, H, W) for a conv model (views)
@@ -191,15 +160,16 @@ def prepare(args, dp=None) -> Job | None:
     if validation is not None:
         validation = (as_model_input(model, validation[0], what, where), validation[1])
     data.X_test = as_model_input(model, data.X_test, what, where)
-    plan = plan_batches(n_train, hyper["batch_size"], _has_batchnorm(model))
+    plan = plan_batches(n_train, config.batch_size, _has_batchnorm(model))
     if _has_batchnorm(model) and min(b - a for a, b in plan) < 2:  # before --out is created
-        raise ConfigError(f"--batch-size {hyper['batch_size']} with --batchnorm: BatchNorm needs "
+        raise ConfigError(f"--batch-size {config.batch_size} with --batchnorm: BatchNorm needs "
                           "at least 2 rows per batch to take its statistics")
     steps = len(plan)
-    job = Job(settings, hyper, out, continuing, saved, backend, data, model,
-              build_optimizer(hyper, steps), (X_train, y_train), validation)
-    if saved is None and str(settings["dataset"]["name"]).lower().endswith((".csv", ".npz")):
-        say(args, _what_the_target_is(data, settings["dataset"], args.task))
+    set_threads(args, config, model)
+    job = Job(config, out, continuing, saved, backend, data, model,
+              build_optimizer(config, steps), (X_train, y_train), validation)
+    if saved is None and str(config.dataset).lower().endswith((".csv", ".npz")):
+        say(args, _what_the_target_is(data, config, args.task))
     if saved is not None:
         saved.restore_optimizer(job.optimizer, model)
         job.history, job.epoch, job.step = saved.history, saved.epoch, saved.step
@@ -208,12 +178,25 @@ def prepare(args, dp=None) -> Job | None:
                               f"{job.epoch + 1}, but an epoch of {data.name} has {steps} "
                               f"steps; the data or the batch size in config.json changed")
         say(args, f"resuming {saved.directory} at epoch {job.epoch + 1}, step {job.step} "
-                  f"(of {hyper['epochs']} epochs)")
-    if hyper["early_stopping"]:  # its state is saved with the run, so a resume stops alike
-        job.callbacks.append(run_dir.ResumableEarlyStopping(
-            "val_loss", patience=hyper["early_stopping"],
+                  f"(of {config.epochs} epochs)")
+    if config.early_stopping:  # its state is saved with the run, so a resume stops alike
+        job.callbacks.append(ResumableEarlyStopping(
+            "val_loss", patience=config.early_stopping,
             saved=saved.early_stopping if saved is not None else None))
     return job
+
+
+def set_threads(args, config: RunConfig, model) -> None:
+    """Set the run's BLAS threads once, and record them: the run's own on resume, --threads,
+    or chosen by the work (nnkernel.cli.threads). A GPU run leaves them alone."""
+    if not threads.on_cpu(config.device):
+        return
+    if config.threads is not None:
+        config.threads_reason = config.threads_reason or "--threads"
+    else:
+        config.threads, config.threads_reason = threads.choose(
+            model, config.batch_size, share=getattr(args, "core_share", None))
+    threads.apply(config.threads)
 
 
 def train_and_report(args, job: Job, dp=None) -> int:
@@ -221,15 +204,14 @@ def train_and_report(args, job: Job, dp=None) -> int:
     from ..io import run_dir
     from ..train import TrainingInterrupted, fit
 
-    out, settings, hyper, model, optimizer = (job.out, job.settings, job.hyper, job.model,
-                                              job.optimizer)
+    out, config, model, optimizer = job.out, job.config, job.model, job.optimizer
     start = time.perf_counter()
     quiet_numpy = np.errstate(over="ignore", invalid="ignore", divide="ignore")
     try:
         with quiet_numpy:  # a diverging run is reported once, as NonFiniteError, not as warnings
-            history = fit(model, *job.train, loss=hyper["loss"], optimizer=optimizer,
-                          epochs=hyper["epochs"], batch_size=hyper["batch_size"],
-                          validation_data=job.validation, seed=settings["seed"],
+            history = fit(model, *job.train, loss=config.loss, optimizer=optimizer,
+                          epochs=config.epochs, batch_size=config.batch_size,
+                          validation_data=job.validation, seed=config.seed,
                           callbacks=job.callbacks, progress=not args.quiet,
                           initial_epoch=job.epoch, initial_step=job.step, history=job.history,
                           distributed=dp, compile=bool(getattr(args, "compile", False)))
@@ -238,7 +220,7 @@ def train_and_report(args, job: Job, dp=None) -> int:
             return 128 + stop.signal if stop.signal else EXIT_INTERRUPTED
         where = out or new_run_dir()
         early = _early(job)
-        run_dir.save(where, model, optimizer, settings, stop.history, stop.epoch, stop.step,
+        run_dir.save(where, model, optimizer, config, stop.history, stop.epoch, stop.step,
                      early.state_arrays() if early else None)
         what = {signal.SIGTERM: "terminated", getattr(signal, "SIGHUP", None): "hung up"}.get(
             stop.signal, "interrupted")
@@ -258,40 +240,42 @@ def train_and_report(args, job: Job, dp=None) -> int:
 
     if out is not None:
         early = _early(job)
-        settings["finished"] = True
-        settings["stopped_early_at_epoch"] = (early.stopped_epoch + 1 if early and
-                                              early.stopped_epoch is not None else None)
+        stopped = early.stopped_epoch + 1 if early and early.stopped_epoch is not None else None
         done = history.epochs[-1] + 1 if history.epochs else job.epoch
-        run_dir.save(out, model, optimizer, settings, history, done, 0)
+        run_dir.save(out, model, optimizer, {**config.to_json(), "finished": True,
+                                             "stopped_early_at_epoch": stopped},
+                     history, done, 0)
     epochs_this_run, samples_per_second = throughput(history, job.epoch)
     data = job.data
-    result = test_metrics(model, data.X_test, data.y_test, hyper["loss"], data, 1024)
+    result = test_metrics(model, data.X_test, data.y_test, config.loss, data, 1024)
+    lrs = config.member_lrs if model.ensemble is not None else None
     if out is not None:
         skipped = run_dir.save_curves(out, history, title=f"{data.name}: {out.name}", test={
-            "loss": result["test_loss"], "accuracy": result["test_accuracy"]})
+            "loss": result["test_loss"], "accuracy": result["test_accuracy"]},
+            members=None if lrs is None else [f"lr {lr:g}" for lr in lrs])
         if skipped:
             say(args, f"nnkernel: skipped curves.png: {skipped}")
     result.update(train_seconds=train_seconds, epochs=len(history.epochs),
                   epochs_this_run=epochs_this_run, samples_per_second=samples_per_second,
                   backend=job.backend.name, device=job.backend.device_name,
-                  dtype=settings["runtime"]["dtype"], dataset=data.name,
-                  n_train=job.train[0].shape[0], out=str(out) if out else None)
-    if model.ensemble is not None:
-        result["member_lr"] = member_lrs(hyper, model.ensemble)
+                  dtype=config.dtype, dataset=data.name, n_train=job.train[0].shape[0],
+                  threads=config.threads, threads_reason=config.threads_reason,
+                  blas_threads=threads.current() if threads.on_cpu(config.device) else None,
+                  out=str(out) if out else None)
+    if lrs is not None:
+        result["member_lr"] = lrs
     print_result(args, result, model)
     return EXIT_OK
 
 
 def _early(job):
     """The run's early-stopping callback, or None."""
-    from ..io.run_dir import ResumableEarlyStopping
-
     return next((cb for cb in job.callbacks if isinstance(cb, ResumableEarlyStopping)), None)
 
 
-def _nothing_left(args, saved, hyper) -> bool:
+def _nothing_left(args, saved, config) -> bool:
     """A resume with no steps left says so and touches nothing (not even the position)."""
-    if saved.epoch < hyper["epochs"]:
+    if saved.epoch < config.epochs:
         return False
     where = f"{saved.epoch} epoch(s)" + (f" and {saved.step} step(s) of epoch {saved.epoch + 1}"
                                         if saved.step else "")
@@ -310,9 +294,9 @@ def _kept(out, run_dir) -> str:
     return f"kept the last good checkpoint ({where}) in {out}"
 
 
-def _what_the_target_is(data, spec, forced) -> str:
+def _what_the_target_is(data, config, forced) -> str:
     """How the label policy read a user's file, said once, so a wrong guess is seen."""
-    column = f"column {spec.get('target') or 'label'!r}" if str(spec["name"]).lower().endswith(
+    column = f"column {config.target or 'label'!r}" if str(config.dataset).lower().endswith(
         ".csv") else "y"
     if data.task == "classification":
         what = f"class labels 0..{data.n_classes - 1} ({data.n_classes} classes)"

@@ -53,14 +53,9 @@ def shard_bounds(a: int, b: int, rank: int, size: int) -> tuple[int, int]:
 
 
 def _writes_files(callback) -> bool:
-    """Whether a callback writes files (then only rank 0 runs it); ``root_only`` overrides."""
-    flag = getattr(callback, "root_only", None)
-    if flag is not None:
-        return bool(flag)
-    from ..io.run_dir import SaveEachEpoch
-    from ..train.callbacks import CSVLogger, ModelCheckpoint
-
-    return isinstance(callback, (SaveEachEpoch, ModelCheckpoint, CSVLogger))
+    """Whether a callback writes files (then only rank 0 runs it): its ``root_only``
+    (True for SaveEachEpoch, ModelCheckpoint and CSVLogger)."""
+    return bool(getattr(callback, "root_only", False))
 
 
 class AgreedFlag:

@@ -11,112 +11,34 @@ complete, since resuming reads every field of it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
-from .labels import TASKS
+from ..fields import (
+    BIG,
+    MAX_LAYERS,
+    boolean,
+    choice,
+    integer,
+    is_int,
+    names,
+    normalized_name,
+    number,
+    show,
+    text,
+)
+from ..run_settings import RunConfig
 from .safe_read import max_checkpoint_bytes
 from .validate import model_bytes
 
 __all__ = ["validate_run_config"]
 
-BIG = 2 ** 63  # every integer must fit the int64 of the checkpoint's progress arrays
-MAX_LAYERS = 10_000
 DTYPES = ("float16", "float32", "float64")
-RUNTIME_DTYPES = ("float32", "float64")  # what --dtype offers
-
-
-def _show(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-# Each check takes a value and returns None, or what the value must be.
-Check = Callable[[object], "str | None"]
-
-
-def integer(lo: int = 0, hi: int = BIG, optional=False) -> Check:
-    def check(v):
-        if v is None and optional:
-            return None
-        if not _is_int(v) or not lo <= v < hi:
-            kind = {0: "an integer >= 0", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
-            return kind + (" or null" if optional else "")
-        return None
-    return check
-
-
-def number(lo: float, hi: float, lo_open=False, hi_open=False, optional=False) -> Check:
-    def check(v):
-        if v is None and optional:
-            return None
-        ok = _is_number(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open
-                                                                      else v <= hi)
-        if ok:
-            return None
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-        return f"a finite number in {interval}" + (" or null" if optional else "")
-    return check
-
-
-def choice(values, optional=False, normalize=str.lower) -> Check:
-    def check(v):
-        if v is None and optional:
-            return None
-        if isinstance(v, str) and normalize(v) in values:
-            return None
-        return "one of " + ", ".join(sorted(str(x) for x in values if x)) + (
-            " or null" if optional else "")
-    return check
-
-
-def text(optional=False, nonempty=True) -> Check:
-    def check(v):
-        if v is None and optional:
-            return None
-        if isinstance(v, str) and (v or not nonempty):
-            return None
-        return "a non-empty string" + (" or null" if optional else "")
-    return check
-
-
-def boolean(v) -> str | None:
-    return None if isinstance(v, bool) else "true or false"
-
-
-def widths(v) -> str | None:
-    if isinstance(v, list) and len(v) <= MAX_LAYERS and all(
-            _is_int(w) and 0 < w < BIG for w in v):
-        return None
-    return "a list of positive integers (layer widths)"
-
-
-def learning_rate(v) -> str | None:
-    one = number(0, math.inf, lo_open=True, hi_open=True)
-    if one(v) is None or (isinstance(v, list) and 0 < len(v) <= MAX_LAYERS
-                          and all(one(x) is None for x in v)):
-        return None
-    return "a finite number > 0, or a non-empty list of them (one per ensemble member)"
+_show, _is_int = show, is_int
+_text = text()
 
 
 def _names():
-    """The registries, imported late: io sits above nn, losses and optim."""
-    from ..losses import ALIASES, LOSSES
-    from ..nn.activations import ACTIVATIONS
-    from ..nn.init import INITIALIZERS
-    from ..nn.layers import LAYERS
-    from ..optim import OPTIMIZERS, SCHEDULES
-
-    return {"activation": {k for k in ACTIVATIONS if k}, "loss": set(LOSSES) | set(ALIASES),
-            "optimizer": set(OPTIMIZERS), "schedule": set(SCHEDULES), "layer": set(LAYERS),
-            "init": set(INITIALIZERS)}
+    """The registries a model's layers name."""
+    return {kind: names(kind) for kind in ("activation", "layer", "init")}
 
 
 def _section(problems, where, section, fields: dict, required=True) -> None:
@@ -135,37 +57,10 @@ def _section(problems, where, section, fields: dict, required=True) -> None:
             problems.append(f"{label} must be {why}, got {_show(section[name])}")
 
 
-def _activation_name(v):
-    return v.lower().replace("-", "_")
-
-
-def _hyper_fields(names) -> dict:
-    return {
-        "hidden": widths, "activation": choice(names["activation"], normalize=_activation_name),
-        "dropout": number(0, 1, hi_open=True), "batchnorm": boolean,
-        "ensemble": integer(1, optional=True),
-        "loss": choice(names["loss"], optional=True, normalize=_activation_name),
-        "optimizer": choice(names["optimizer"]), "lr": learning_rate,
-        "schedule": choice(names["schedule"], normalize=str),
-        "weight_decay": number(0, math.inf, hi_open=True, optional=True),
-        "clip_norm": number(0, math.inf, lo_open=True, hi_open=True, optional=True),
-        "epochs": integer(0), "batch_size": integer(1), "early_stopping": integer(1, optional=True),
-        "val_split": number(0, 1, lo_open=True, hi_open=True, optional=True),
-    }
-
-
-DATASET_FIELDS = {"name": text(), "data_dir": text(optional=True),
-                  "target": text(optional=True)}
-DATASET_OPTIONAL = {"n_features": integer(1), "task": choice(TASKS, normalize=str),
-                    "n_classes": integer(1, optional=True), "n_outputs": integer(1)}
-RUNTIME_FIELDS = {"backend": text(optional=True), "device": text(),
-                  "dtype": choice(RUNTIME_DTYPES, normalize=str), "tf32": boolean}
-
-
 def _layer_fields(kind: str, names) -> dict:
     """The fields a layer of this type may have, and their checks ("type" aside)."""
     activation = {"activation": choice(names["activation"], optional=True,
-                                       normalize=_activation_name),
+                                       normalize=normalized_name),
                   "alpha": number(-math.inf, math.inf, optional=True)}
     if kind == "Dense":
         return {"n_in": integer(1), "n_out": integer(1), **activation,
@@ -280,29 +175,11 @@ def validate_run_config(config, max_bytes: int | None = None) -> list[str]:
         problems.append("model (the architecture) is missing")
     else:
         _model_problems(problems, config["model"], names, max_bytes)
-    if "hyperparameters" in config:
-        hyper = config["hyperparameters"]
-        _section(problems, "hyperparameters", hyper, _hyper_fields(names))
-        _section(problems, "hyperparameters", hyper, {"conv": widths}, required=False)
-        lr = hyper.get("lr") if isinstance(hyper, dict) else None
-        ensemble = hyper.get("ensemble") if isinstance(hyper, dict) else None
-        if isinstance(lr, list) and (ensemble is None or _is_int(ensemble)) \
-                and len(lr) != (ensemble or 1):
-            members = f"an ensemble of {ensemble}" if ensemble else "one model (no ensemble)"
-            problems.append(f"hyperparameters.lr lists {len(lr)} values for {members}")
-    if "dataset" in config:
-        _section(problems, "dataset", config["dataset"], DATASET_FIELDS)
-        _section(problems, "dataset", config["dataset"], DATASET_OPTIONAL, required=False)
-        fingerprint = config["dataset"].get("fingerprint") if isinstance(
-            config["dataset"], dict) else None
-        if fingerprint is not None and not isinstance(fingerprint, dict):
-            problems.append(f"dataset.fingerprint must be a JSON object, got {_show(fingerprint)}")
-    if "runtime" in config:
-        _section(problems, "runtime", config["runtime"], RUNTIME_FIELDS)
-    _section(problems, "", config, {"seed": integer(0), "epoch": integer(0),
+    problems += RunConfig.json_problems(config)  # dataset, hyperparameters, runtime, seed
+    _section(problems, "", config, {"epoch": integer(0),
                                     "step": integer(0), "finished": boolean,
                                     "stopped_early_at_epoch": integer(1, optional=True),
-                                    "nnkernel_version": text()}, required=False)
+                                    "nnkernel_version": _text}, required=False)
     if "optimizer" in config:
-        _section(problems, "optimizer", config["optimizer"], {"name": text()})
+        _section(problems, "optimizer", config["optimizer"], {"name": _text})
     return problems

@@ -31,7 +31,8 @@ import numpy as np
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, NnkernelError
 from ..nn.sequential import Sequential
-from ..train import Callback, EarlyStopping, History
+from ..run_settings import RunConfig
+from ..train import History
 from . import checkpoint
 from .run_config import validate_run_config
 from .validate import assert_finite, expected_run_arrays, non_finite_key, validate_optimizer_state
@@ -43,7 +44,7 @@ MAX_MEMBER_LINES = 10
 MAX_PROBLEMS_SHOWN = 5  # of config.json, in the one-line error
 
 
-def save(directory, model, optimizer, settings: dict, history: History, epoch: int,
+def save(directory, model, optimizer, settings: dict | RunConfig, history: History, epoch: int,
          step: int, early_stopping: dict | None = None) -> None:
     """Write model.npz, config.json and metrics.json for the position (epoch, step).
 
@@ -52,9 +53,12 @@ def save(directory, model, optimizer, settings: dict, history: History, epoch: i
     or optimizer state holding a NaN or an Inf are never saved: NonFiniteError
     names the key and the position, and the files already there (the last good
     checkpoint) are left as they were. ``early_stopping`` is
-    `ResumableEarlyStopping.state_arrays()`, saved in the same file as the position.
+    `nnkernel.cli.run_policy.ResumableEarlyStopping.state_arrays()`, saved in the same file
+    as the position.
     """
     directory = Path(directory)
+    if isinstance(settings, RunConfig):
+        settings = settings.to_json()
     arrays = {f"model/{k}": v for k, v in model.arrays().items()}
     arrays.update({f"optimizer/{k}": v for k, v in optimizer.state_arrays().items()})
     arrays.update({f"early_stopping/{k}": v for k, v in (early_stopping or {}).items()})
@@ -76,59 +80,6 @@ def _position(epoch: int, step: int) -> str:
     return f"the end of epoch {epoch}" if epoch else "the start of training"
 
 
-class SaveEachEpoch(Callback):
-    """Save the run at the end of every epoch (a failing epoch leaves the last one intact).
-
-    ``early_stopping`` (a `ResumableEarlyStopping` earlier in the callback list, so
-    this epoch's verdict is in) has its state saved with the position.
-    """
-
-    def __init__(self, directory, settings: dict, early_stopping=None):
-        self.directory, self.settings = Path(directory), settings
-        self.early_stopping = early_stopping
-
-    def on_epoch_end(self, run, logs):
-        extra = self.early_stopping.state_arrays() if self.early_stopping else None
-        save(self.directory, run.model, run.optimizer, self.settings, run.history,
-             run.epoch + 1, 0, extra)
-
-
-class ResumableEarlyStopping(EarlyStopping):
-    """EarlyStopping whose state a run directory keeps (`state_arrays`, ``saved=``).
-
-    Without it a run interrupted and resumed started counting afresh: it trained
-    epochs past the one where the uninterrupted run stopped, and restore_best
-    knew only the epochs after the resume. Restored: the best value, the epochs
-    waited (per member for an ensemble, whose stopped members stay frozen) and
-    the best weights.
-    """
-
-    def __init__(self, *args, saved: dict | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.saved = dict(saved or {})
-
-    def on_train_begin(self, run):
-        super().on_train_begin(run)
-        if not self.saved:
-            return
-        self.best = np.array(self.saved["best"], dtype=np.float64)
-        self.wait = np.array(self.saved["wait"], dtype=int)
-        best = {k[len("model/"):]: np.array(v) for k, v in self.saved.items()
-                if k.startswith("model/")}
-        self.best_arrays = best or None
-        if self.wait.ndim and run.model.ensemble is not None:
-            run.optimizer.member_mask = np.where(self.wait >= self.patience, 0.0, 1.0)
-
-    def state_arrays(self) -> dict:
-        """{"best", "wait", "model/<key>"...}: empty before the first epoch's verdict."""
-        if self.best is None:
-            return {}
-        out = {"best": np.asarray(self.best, dtype=np.float64),
-               "wait": np.asarray(self.wait, dtype=np.int64)}
-        out.update({f"model/{k}": v for k, v in (self.best_arrays or {}).items()})
-        return out
-
-
 @dataclass
 class SavedRun:
     """What `load` reads from a run directory."""
@@ -141,7 +92,7 @@ class SavedRun:
     step: int
     optimizer_t: int
     history: History
-    early_stopping: dict = field(default_factory=dict)  # `ResumableEarlyStopping` state
+    early_stopping: dict = field(default_factory=dict)  # see cli.run_policy.ResumableEarlyStopping
 
     def build_model(self, backend="numpy", device=None) -> Sequential:
         """The saved model, rebuilt from config.json and filled from model.npz."""
@@ -285,11 +236,12 @@ def existing_run_files(directory) -> list[str]:
 
 
 def save_curves(directory, history: History, title: str | None = None,
-                test: dict | None = None) -> str | None:
+                test: dict | None = None, members: list[str] | None = None) -> str | None:
     """Write curves.png (integer epoch ticks, the run's name, the test point if given).
 
     Returns None, or why the plot was skipped. ``test`` maps a panel ("loss",
-    "accuracy") to the test value measured after the last epoch.
+    "accuracy") to the test value measured after the last epoch; ``members`` names an
+    ensemble's members in the legend (e.g. "lr 0.001").
     """
     try:
         import matplotlib
@@ -300,7 +252,7 @@ def save_curves(directory, history: History, title: str | None = None,
         return f"matplotlib is not installed ({e}); pip install matplotlib"
     if not history.epochs:
         return "no epoch finished"
-    fig = curves_figure(history, title, test)
+    fig = curves_figure(history, title, test, members=members)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -310,10 +262,14 @@ def save_curves(directory, history: History, title: str | None = None,
     return None
 
 
-def curves_figure(history: History, title: str | None = None, test: dict | None = None):
+def curves_figure(history: History, title: str | None = None, test: dict | None = None,
+                  members: list[str] | None = None):
     """The matplotlib Figure of curves.png: one panel per metric ("loss", "accuracy").
 
-    Apart from save_curves so that a test can read its Axes (ticks, title, points).
+    An ensemble's member has one colour, its train curve solid and its validation curve
+    dashed, named in the legend with ``members[i]`` (its learning rate); more than
+    MAX_MEMBER_LINES members are drawn as a band. Apart from save_curves so that a test
+    can read its Axes (ticks, title, points).
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
@@ -322,17 +278,20 @@ def curves_figure(history: History, title: str | None = None, test: dict | None 
     panels = [name for name in ("loss", "accuracy") if name in history]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, name in zip(axes[0], panels, strict=True):
-        for key, label in ((name, "train"), (f"val_{name}", "validation")):
+        for key, label, style in ((name, "train", "-"), (f"val_{name}", "validation", "--")):
             if key not in history:
                 continue
             values = np.asarray(history[key], dtype=np.float64)
             if values.ndim == 2 and values.shape[1] > MAX_MEMBER_LINES:  # a band, not a legend
                 ax.fill_between(epochs, values.min(axis=1), values.max(axis=1), alpha=0.25,
                                 label=f"{label}, {values.shape[1]} members (min to max)")
-                ax.plot(epochs, values.mean(axis=1), label=f"{label} mean", lw=1)
-            elif values.ndim == 2:  # an ensemble: one line per member
+                ax.plot(epochs, values.mean(axis=1), label=f"{label} mean", lw=1, ls=style)
+            elif values.ndim == 2:  # an ensemble: one colour per member, train and validation
                 for i in range(values.shape[1]):
-                    ax.plot(epochs, values[:, i], label=f"{label} member {i}", lw=1)
+                    who = f"member {i}" + (f" ({members[i]})" if members and i < len(members)
+                                           else "")
+                    ax.plot(epochs, values[:, i], label=f"{who} {label}", lw=1, ls=style,
+                            color=f"C{i}")
             else:
                 ax.plot(epochs, values, marker="o", ms=3, label=label)
         if test and test.get(name) is not None:
@@ -343,10 +302,19 @@ def curves_figure(history: History, title: str | None = None, test: dict | None 
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        handles, labels = ax.get_legend_handles_labels()  # a member's two curves side by side
+        order = sorted(range(len(labels)), key=lambda j: _member_of(labels[j]))
+        ax.legend([handles[j] for j in order], [labels[j] for j in order], fontsize="small")
     if title:
         fig.suptitle(title)
     with warnings.catch_warnings():  # e.g. a glyph of a run's name missing from the font
         warnings.simplefilter("ignore")
         fig.tight_layout()
     return fig
+
+
+def _member_of(label: str) -> int:
+    """The member a legend entry names ("member 3 ... train" -> 3); others keep their place."""
+    words = label.split()
+    return int(words[1]) if words[:1] == ["member"] and words[1:2] and words[1].isdigit() \
+        else 1 << 30

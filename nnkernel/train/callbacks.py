@@ -98,6 +98,15 @@ class EarlyStopping(Callback, _Monitor):
         run.optimizer.member_mask = None  # stopped members would stay frozen in a later fit
 
 
+_writer: dict = {}  # "save": how ModelCheckpoint writes a model (see `use_model_writer`)
+
+
+def use_model_writer(save) -> None:
+    """Set how `ModelCheckpoint` writes a model by default: ``save(model, path)``. nnkernel's
+    package sets ``nnkernel.save`` (io sits above train, so train does not import it)."""
+    _writer["save"] = save
+
+
 class ModelCheckpoint(Callback, _Monitor):
     """Save the model to ``path`` (``nk.save``) after an epoch that improves ``monitor``.
 
@@ -106,13 +115,17 @@ class ModelCheckpoint(Callback, _Monitor):
     (epochs counted from 1). The file is replaced atomically, so it always holds
     a whole model. An ensemble is judged by the mean of its members' values.
     ``best``, ``best_epoch`` (from 0) and ``saved`` (the paths written) say what
-    happened.
+    happened. ``save(model, path)`` writes the file (default: ``nnkernel.save``, the format
+    by the file's suffix).
     """
 
+    root_only = True  # under MPI, rank 0 writes the file
+
     def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = True,
-                 mode: str = "auto", min_delta: float = 0.0):
+                 mode: str = "auto", min_delta: float = 0.0, save=None):
         _Monitor.__init__(self, monitor, mode, min_delta)
         self.path, self.save_best_only = Path(path), bool(save_best_only)
+        self.save = save
 
     def on_train_begin(self, run):
         self.best = math.inf
@@ -123,8 +136,9 @@ class ModelCheckpoint(Callback, _Monitor):
         value = float(np.mean(self.value(logs))) if self.save_best_only else None
         if self.save_best_only and not value < self.best - self.min_delta:
             return None
-        from ..io.saving import save
-
+        save = self.save or _writer.get("save")
+        if save is None:
+            raise ConfigError("ModelCheckpoint has no writer: pass save=nnkernel.save")
         path = Path(str(self.path).format(epoch=run.epoch + 1, **logs)) if "{" in str(
             self.path) else self.path
         save(run.model, path)
@@ -142,6 +156,8 @@ class ModelCheckpoint(Callback, _Monitor):
 
 class CSVLogger(Callback):
     """One CSV row per epoch (epoch, then every logged metric); ``append`` continues a file."""
+
+    root_only = True  # under MPI, rank 0 writes the file
 
     def __init__(self, path, append: bool = False, separator: str = ","):
         self.path, self.append, self.separator = Path(path), bool(append), separator

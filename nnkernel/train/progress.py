@@ -6,8 +6,9 @@ the room the numbers leave, and where even they do not fit the least useful
 are left out, so the line is never wrapped. The rate and the time left appear
 once they can be measured (after two steps and a tenth of a second), as
 ms/step and ETA, like Keras and tqdm show them. At the end of an epoch the bar
-is blanked and the epoch's line takes its place, broken between fields onto
-more lines where the terminal is too narrow for it.
+is blanked and the epoch's line takes its place, one line on a terminal of any
+width: where it is too narrow, names are shortened and the least useful fields
+left out (`Progress.epoch_line`).
 
 Why not tqdm or rich: the core depends on NumPy and array-api-compat only, and
 what fit needs is this one line; tqdm's bar shows it/s or s/it, not ms/step,
@@ -95,20 +96,32 @@ class Progress:
     def epoch_end(self, epoch, logs) -> None:
         if not self.enabled:
             return
-        parts = [f"epoch {epoch + 1}/{self.epochs}"]
-        for key, value in logs.items():
-            if key not in NOT_SHOWN and _is_numbers(value):  # not a confusion matrix
-                parts.append(f"{key} {fmt(value)}")
-        parts.append(f"{logs['seconds']:.2f}s")
-        parts.append(f"{logs['samples_per_second']:,.0f} samples/s")
         if self.tty:
             width = self.width()
             self.stream.write("\r" + " " * min(self.drawn, width - 1) + "\r")  # blank the bar
-            self.stream.write("\n".join(wrap(parts, width - 1)) + "\n")
+            self.stream.write(self.epoch_line(epoch, logs, width - 1) + "\n")
             self.drawn = 0
         else:
-            self.stream.write(SEP.join(parts) + "\n")
+            self.stream.write(self.epoch_line(epoch, logs) + "\n")
         self.stream.flush()
+
+    def epoch_line(self, epoch, logs, limit: int | None = None) -> str:
+        """The epoch's line; on a terminal (``limit`` columns) one line that fits: names
+        shortened (accuracy -> acc, samples/s -> /s) first, then the rate, the seconds and
+        the metrics from the last are left out, the loss last of all."""
+        metrics = [(key, value) for key, value in logs.items()
+                   if key not in NOT_SHOWN and _is_numbers(value)]  # not a confusion matrix
+        head = f"epoch {epoch + 1}/{self.epochs}"
+        seconds = f"{logs['seconds']:.2f}s"
+        rate = logs["samples_per_second"]
+        full = [head, *(f"{k} {fmt(v)}" for k, v in metrics), seconds, f"{rate:,.0f} samples/s"]
+        if limit is None or len(SEP.join(full)) <= limit:
+            return SEP.join(full)
+        parts = [head, *(f"{_short(k)} {fmt(v, short=True)}" for k, v in metrics), seconds,
+                 f"{rate:,.0f}/s"]
+        # leave out: the rate, the seconds, then metrics from the last to the second
+        drop = [len(parts) - 1, len(parts) - 2, *range(len(parts) - 3, 1, -1)]
+        return fit_width(parts, limit, drop)
 
 
 def fit_width(parts, limit: int, drop=()) -> str:
@@ -142,10 +155,15 @@ def _is_numbers(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def fmt(value) -> str:
+def fmt(value, short: bool = False) -> str:
     if isinstance(value, list):
-        return f"{np.mean(value):.4f} (mean of {len(value)})"
+        return f"{np.mean(value):.4f} (mean" + (")" if short else f" of {len(value)})")
     return f"{value:.4f}"
+
+
+def _short(key: str) -> str:
+    """A metric's name on a narrow terminal: accuracy -> acc (val_accuracy -> val_acc)."""
+    return key.replace("accuracy", "acc")
 
 
 def duration(seconds: float) -> str:
