@@ -21,10 +21,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from ..backend import Backend
+from ..backend import Backend, dtype_name
 from ..errors import NnkernelError
 from ..nn.sequential import Sequential
-from .inputs import NUMPY, check_range, check_X, host_outputs, space_of, to_host
+from .inputs import NUMPY, Output, check_range, check_X, host_outputs, space_of, to_host
 from .network import (
     build_network,
     dense_views,
@@ -203,15 +203,15 @@ class NNBase(BaseEstimator):
                              f"fit had {self._space} arrays, {method} has {space} ones")
 
     def _outputs(self, X, method):
-        """(the network's outputs for X as float64 NumPy (n, n_outputs), where the caller's
-        arrays live: the results go back there)."""
+        """(the network's outputs for X as float64 NumPy (n, n_outputs), an `Output` that puts
+        results back where X came from: its library, device and float dtype)."""
         check_is_fitted(self)
         space = space_of(X)
         self._check_space(space, method)
         X = check_X(self, X, reset=False, space=space)
         check_range(X, self.model_.dtype)
-        return host_outputs(self.model_, X), space if get_config()["array_api_dispatch"] \
-            else NUMPY
+        space = space if get_config()["array_api_dispatch"] else NUMPY
+        return host_outputs(self.model_, X), Output(space, dtype_name(X.dtype))
 
     def _scorer(self, net, X, y, sw):
         """The validation score of the network as it is (early stopping)."""
@@ -293,7 +293,8 @@ class without_early_stopping:  # noqa: N801 - used as a decorator, as available_
 
 def _mean_one(sw, split: bool):
     """Weights scaled to mean 1: only their ratios matter (MLPClassifier divides by their
-    sum), and tiny ones do not underflow to 0 in a float32 network."""
+    sum), and tiny ones do not underflow to 0 in a float32 network. Equal weights are no
+    weights (None): the fit is then exactly the unweighted one."""
     if sw is None:
         return None
     total = float(np.sum(sw))
@@ -301,7 +302,7 @@ def _mean_one(sw, split: bool):
         raise ValueError("sample_weight is 0 for every training row" + (
             " left after the early-stopping validation split" if split else "") +
             ": nothing would be learned; give some training rows a positive weight")
-    return sw * (sw.shape[0] / total)
+    return None if np.all(sw == sw[0]) else sw * (sw.shape[0] / total)
 
 
 def _rows(X, index):

@@ -11,7 +11,6 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import column_or_1d
 
 from .base import NNBase, Targets, without_early_stopping
-from .inputs import to_space
 
 
 class NNClassifier(ClassifierMixin, NNBase):
@@ -138,25 +137,24 @@ class NNClassifier(ClassifierMixin, NNBase):
     # -- outputs --------------------------------------------------------------------------
     def decision_function(self, X):
         """The logits, (n, n_classes); for two classes z₁ − z₀, (n,), positive for classes_[1]."""
-        z, space = self._outputs(X, "decision_function")
-        return to_space(z[:, 1] - z[:, 0] if z.shape[1] == 2 and not self._multilabel else z,
-                        space)
+        z, out = self._outputs(X, "decision_function")
+        return out(z[:, 1] - z[:, 0] if z.shape[1] == 2 and not self._multilabel else z)
 
     def predict_log_proba(self, X):
-        z, space = self._outputs(X, "predict_log_proba")
-        return to_space(_log_proba(z, self._multilabel), space)
+        z, out = self._outputs(X, "predict_log_proba")
+        return out(_log_proba(z, self._multilabel))
 
     def predict_proba(self, X):
         """Softmax of the logits (multilabel: a sigmoid per column), in classes_ order."""
-        z, space = self._outputs(X, "predict_proba")
-        return to_space(np.exp(_log_proba(z, self._multilabel)), space)
+        z, out = self._outputs(X, "predict_proba")
+        return out(np.exp(_log_proba(z, self._multilabel)))
 
     def predict(self, X):
-        z, space = self._outputs(X, "predict")
+        z, out = self._outputs(X, "predict")
         if self._multilabel:
-            return to_space((z > 0).astype(np.int64), space)
+            return out((z > 0).astype(np.int64))
         labels = self.classes_[np.argmax(z, axis=1)]
-        return to_space(labels, space) if labels.dtype.kind in "biuf" else labels
+        return out(labels) if labels.dtype.kind in "biuf" else labels
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

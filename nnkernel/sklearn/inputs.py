@@ -144,8 +144,18 @@ def host_outputs(net, X) -> np.ndarray:
     return np.asarray(to_numpy(outputs(net, X)), dtype=np.float64)
 
 
-def to_space(a: np.ndarray, space: Space):
-    """An output (NumPy) as an array of the caller's library, on the caller's device."""
-    if space is NUMPY or space.name == "numpy":
-        return a
-    return Backend(space.name, space.device).asarray(a)
+@dataclass(frozen=True)
+class Output:
+    """Where results go: the caller's library and device. Regression predictions take X's
+    float dtype (``cast``, as MLPRegressor's); probabilities stay float64, precise near 0
+    and 1, so that predict_log_proba is the log of predict_proba; labels keep theirs."""
+
+    space: Space
+    dtype: str
+
+    def __call__(self, a: np.ndarray, cast: bool = False):
+        if cast:
+            a = a.astype(self.dtype, copy=False)
+        if self.space.name == "numpy":
+            return a
+        return Backend(self.space.name, self.space.device).asarray(a)

@@ -7,7 +7,6 @@ from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
 
 from .base import NNBase, Targets, without_early_stopping
-from .inputs import to_space
 
 
 class NNRegressor(RegressorMixin, NNBase):
@@ -44,5 +43,5 @@ class NNRegressor(RegressorMixin, NNBase):
         return tags
 
     def predict(self, X):
-        out, space = self._outputs(X, "predict")
-        return to_space(out[:, 0] if self._y_1d else out, space)
+        y, out = self._outputs(X, "predict")
+        return out(y[:, 0] if self._y_1d else y, cast=True)

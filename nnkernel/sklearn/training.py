@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import sparse
 
+from ..backend import to_numpy
 from ..backend.arrays import mixed_seed
 from ..errors import NonFiniteError
 from ..nn.conv_norm import BatchNorm2D
@@ -129,12 +130,15 @@ def run_epochs(net, X, y, sw, *, rules: Rules, epochs: int, initial_epoch: int, 
 def _sparse_epochs(net, X, y, sw, rules, epochs, initial_epoch, seed, *, shuffle, batch_size,
                    **options) -> History:
     """Each epoch over a shuffled order of the rows, made dense a chunk of whole batches at a
-    time; each chunk is one `nnkernel.fit` epoch (its Dropout masks seeded by the chunk)."""
+    time; each chunk is one `nnkernel.fit` epoch (its Dropout masks seeded by the chunk).
+    Without Dropout, a sparse X that fits in one chunk trains exactly as its dense copy."""
     history, n = History(), X.shape[0]
     batchnorm = any(isinstance(layer, (BatchNorm, BatchNorm2D)) for layer in net.layers)
     bounds = chunks(n, X.shape[1], batch_size, batchnorm)
     for epoch in range(initial_epoch, epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+        # nk.fit's own order for (seed, epoch): a sparse X in one chunk trains as the dense one
+        order = to_numpy(net.backend.random((seed, epoch)).permutation(n)) if shuffle else \
+            np.arange(n)
         total = 0.0
         for c, (a, b) in enumerate(bounds):
             rows = order[a:b]
