@@ -312,8 +312,7 @@ def test_warm_start():  # test_warm_start (lbfgs -> adam)
         for y_i in (y_2classes, y_3classes_alt, y_4classes, y_5classes):
             clf = MLP(MLPClassifier, **settings).fit(X, y)
             message = ("warm_start can only be used where `y` has the same classes as in the "
-                       "previous call to fit. Previously got [0 1 2], `y` has %s"
-                       % np.unique(y_i))
+                       f"previous call to fit. Previously got [0 1 2], `y` has {np.unique(y_i)}")
             with pytest.raises(ValueError, match=re.escape(message)):
                 clf.fit(X, y_i)
 

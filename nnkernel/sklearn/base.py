@@ -24,7 +24,18 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from ..backend import Backend, dtype_name
 from ..errors import NnkernelError
 from ..nn.sequential import Sequential
-from .inputs import NUMPY, Output, check_range, check_X, host_outputs, space_of, to_host
+from .inputs import (
+    NUMPY,
+    Output,
+    check_range,
+    check_X,
+    host_outputs,
+    on_device,
+    on_net,
+    portable_device,
+    space_of,
+    to_host,
+)
 from .network import (
     build_network,
     dense_views,
@@ -128,10 +139,12 @@ class NNBase(BaseEstimator):
         train, scorer = (X, targets.y, sw), None
         if self.early_stopping:
             train, val = self._split(X, targets, sw, seed, settings.validation_fraction)
+            _mean_one(val[2], "validation")  # a score of no weight is undefined
             scorer = self._scorer(net, *val)
         rules = Rules(record, settings.tol, settings.n_iter_no_change, scorer, self.verbose)
         done, epochs = len(record.loss_curve), 1 if incremental else settings.epochs
-        history = run_epochs(net, train[0], train[1], _mean_one(train[2], self.early_stopping),
+        where = "training" if self.early_stopping else ""
+        history = run_epochs(net, train[0], train[1], _mean_one(train[2], where),
                              rules=rules, epochs=done + epochs, initial_epoch=done, seed=seed,
                              loss=targets.loss, optimizer=optimizer, shuffle=settings.shuffle,
                              batch_size=self._batch_size(train[0].shape[0]))
@@ -215,11 +228,13 @@ class NNBase(BaseEstimator):
 
     def _scorer(self, net, X, y, sw):
         """The validation score of the network as it is (early stopping)."""
-        if not sparse.issparse(X):
-            X = net.backend.asarray(X, dtype=net.dtype)  # moved to the device once
+        X = on_net(net, X)  # moved to the device once
 
         def score(model):
-            return self._validation_score(host_outputs(model, X), y, sw)
+            out = host_outputs(model, X)
+            if not np.isfinite(out).all():  # diverging: NaN, as MLPClassifier's score
+                return math.nan
+            return self._validation_score(out, y, sw)
         return score
 
     @property
@@ -245,7 +260,7 @@ class NNBase(BaseEstimator):
         net = state.pop("model_", None)
         if net is not None:
             state["_model_saved"] = (net.config(), net.arrays(), net.backend.name,
-                                     net.backend.device)
+                                     portable_device(net.backend.name, net.backend.device))
         state.pop("_optimizer", None)  # backend arrays; partial_fit makes a new one
         return state
 
@@ -291,17 +306,18 @@ class without_early_stopping:  # noqa: N801 - used as a decorator, as available_
         return types.MethodType(self.method, obj)
 
 
-def _mean_one(sw, split: bool):
+def _mean_one(sw, split: str):
     """Weights scaled to mean 1: only their ratios matter (MLPClassifier divides by their
     sum), and tiny ones do not underflow to 0 in a float32 network. Equal weights are no
-    weights (None): the fit is then exactly the unweighted one."""
+    weights (None): the fit is then exactly the unweighted one. ``split`` names the rows of
+    the early-stopping split ("training", "validation"), or is "" for all of them."""
     if sw is None:
         return None
     total = float(np.sum(sw))
     if total <= 0.0:
-        raise ValueError("sample_weight is 0 for every training row" + (
-            " left after the early-stopping validation split" if split else "") +
-            ": nothing would be learned; give some training rows a positive weight")
+        rows = f"{split} row of the early-stopping split" if split else "row"
+        raise ValueError(f"sample_weight is 0 for every {rows}: nothing would be learned or "
+                         f"scored; give some of those rows a positive weight")
     return None if np.all(sw == sw[0]) else sw * (sw.shape[0] / total)
 
 
@@ -310,4 +326,5 @@ def _rows(X, index):
     if isinstance(X, np.ndarray) or sparse.issparse(X):
         return X[index]
     xp = array_api_compat.array_namespace(X)
-    return xp.take(X, xp.asarray(index, device=array_api_compat.device(X)), axis=0)
+    with on_device(X):
+        return xp.take(X, xp.asarray(index, device=array_api_compat.device(X)), axis=0)

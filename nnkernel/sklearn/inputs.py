@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import pickle
 from dataclasses import dataclass
 
 import array_api_compat
@@ -44,6 +46,20 @@ class Space:
     def __str__(self):
         return self.name if self.device is None else f"{self.name} on {self.device}"
 
+    def __reduce__(self):  # pickled with a device that pickles (JAX's do not)
+        return (Space, (self.name, portable_device(self.name, self.device)))
+
+
+def portable_device(name: str, device):
+    """The device itself where it pickles, else the backend's name for it ("gpu:1")."""
+    if device is None:
+        return None
+    try:
+        pickle.dumps(device)
+        return device
+    except Exception:  # noqa: BLE001 - any failure to pickle means: use the name
+        return Backend(name, device).device_name
+
 
 NUMPY = Space()
 
@@ -57,6 +73,13 @@ def space_of(X) -> Space:
     except NnkernelError:  # lists, pandas: scikit-learn makes NumPy arrays of them
         return NUMPY
     return NUMPY if cls.name == "numpy" else Space(cls.name, array_api_compat.device(X))
+
+
+def on_device(X):
+    """A context with X's device current (CuPy computes on the current GPU only)."""
+    if isinstance(X, np.ndarray) or sparse.issparse(X):
+        return contextlib.nullcontext()
+    return Backend(backend_class_of(X).name, array_api_compat.device(X)).activate()
 
 
 def refuse_grad(a, name: str) -> None:
@@ -81,7 +104,13 @@ def to_host(a, name: str):
 def check_X(est, X, y=None, *, reset: bool, space: Space, y_checks=None):
     """scikit-learn's checks: X as a 2-D float array of its library (CSR if sparse)."""
     refuse_grad(X, "X")
-    xp = np if space is NUMPY else array_api_compat.array_namespace(X)
+    if space is NUMPY:
+        return _validate(est, X, y, np, reset, y_checks)
+    with on_device(X):
+        return _validate(est, X, y, array_api_compat.array_namespace(X), reset, y_checks)
+
+
+def _validate(est, X, y, xp, reset, y_checks):
     options = {"reset": reset, "dtype": [xp.float64, xp.float32], "accept_sparse": "csr"}
     if y is None:
         return validate_data(est, X, **options)
@@ -97,7 +126,8 @@ def check_range(X, dtype) -> None:
     if math.prod(values.shape) == 0:
         return
     xp = np if isinstance(values, np.ndarray) else array_api_compat.array_namespace(values)
-    largest = float(xp.max(xp.abs(values)))
+    with on_device(values):
+        largest = float(xp.max(xp.abs(values)))
     if largest > FLOAT32_MAX:
         raise ValueError(f"X has values as large as {largest:.3g} in magnitude, beyond float32's "
                          f"range (±{FLOAT32_MAX:.3g}): the float32 network would overflow to "
@@ -110,7 +140,8 @@ def rows_for(net, X):
     if len(shape) == 1:
         return X
     xp = np if isinstance(X, np.ndarray) else array_api_compat.array_namespace(X)
-    return xp.reshape(X, (X.shape[0], *shape))
+    with on_device(X):
+        return xp.reshape(X, (X.shape[0], *shape))
 
 
 def chunks(n: int, n_features: int, batch_size: int, batchnorm: bool) -> list:
@@ -128,15 +159,22 @@ def dense(X):
     return X.toarray() if sparse.issparse(X) else X
 
 
+def on_net(net, X):
+    """X on the network's device in its dtype (a sparse X stays on the host)."""
+    if sparse.issparse(X):
+        return X
+    with net.backend.activate():  # a cast of a CuPy array runs on the current GPU
+        return net.backend.asarray(X, dtype=net.dtype)
+
+
 def outputs(net, X):
     """The network's outputs for the rows of X (sparse X a chunk at a time), on its device."""
     if not sparse.issparse(X):
-        return net.predict(rows_for(net, net.backend.asarray(X, dtype=net.dtype)),
-                           batch_size=PREDICT_ROWS)
-    parts = [net.predict(rows_for(net, net.backend.asarray(X[a:b].toarray(), dtype=net.dtype)),
-                         batch_size=PREDICT_ROWS)
+        return net.predict(rows_for(net, on_net(net, X)), batch_size=PREDICT_ROWS)
+    parts = [net.predict(rows_for(net, on_net(net, X[a:b].toarray())), batch_size=PREDICT_ROWS)
              for a, b in chunks(X.shape[0], X.shape[1], PREDICT_ROWS, False)]
-    return parts[0] if len(parts) == 1 else net.xp.concat(parts, axis=0)
+    with net.backend.activate():
+        return parts[0] if len(parts) == 1 else net.xp.concat(parts, axis=0)
 
 
 def host_outputs(net, X) -> np.ndarray:
