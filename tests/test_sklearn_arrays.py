@@ -181,6 +181,6 @@ def test_zero_weight_for_every_training_row_is_refused():
         try:
             reg.fit(X, X[:, 0], sample_weight=np.r_[np.ones(2), np.zeros(6)])
         except ValueError as e:
-            assert "sample_weight is 0 for every" in str(e)
+            assert "sample_weight is zero for every" in str(e)
             refused += "training row" in str(e)
     assert refused > 0  # it trained nothing, in silence

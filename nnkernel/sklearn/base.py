@@ -24,6 +24,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from ..backend import Backend, dtype_name
 from ..errors import NnkernelError
 from ..nn.sequential import Sequential
+from ..train import History
 from .inputs import (
     NUMPY,
     Output,
@@ -41,11 +42,11 @@ from .network import (
     dense_views,
     describe,
     new_optimizer,
-    same_architecture,
+    planned_layers,
     target_backend,
 )
 from .params import check_params, seed_of
-from .training import Record, Rules, merge, run_epochs
+from .training import Record, Rules, run_epochs
 
 AUTO_BATCH = 200  # MLPClassifier's batch_size="auto" is min(200, n_samples)
 
@@ -119,23 +120,18 @@ class NNBase(BaseEstimator):
                                                          ensure_non_negative=True),
                                     "sample_weight"), dtype=np.float64)
             self._check_weighted_targets(targets, sw, incremental)
-
         seed = self._seed if continuing else seed_of(self.random_state)
-        net = build_network(settings, X.shape[1], targets.n_out, seed,
-                            target_backend(settings, space, self.device))
-        if continuing:  # the fitted network, if the parameters still describe it
-            if not same_architecture(self.model_, net):
-                raise ValueError(f"the parameters describe a network with {describe(net)}, "
-                                 f"but the fitted one has {describe(self.model_)}; set "
-                                 f"warm_start=False (or refit) to train a new network")
-            net = self.model_
+        net = self._network(settings, X.shape[1], targets.n_out, seed, space, continuing)
         check_range(X, net.dtype)
-        record = self._record.copy() if continuing else Record.new(self.early_stopping)
-        record.expect(self.early_stopping)  # a warm start may switch early stopping on or off
         optimizer = self.__dict__.get("_optimizer") if continuing and incremental else None
         if optimizer is None:  # a fresh one per fit; partial_fit keeps its moments
             optimizer = new_optimizer(self.optimizer, self.lr, self.weight_decay)
 
+        # a continued fit trains the fitted network in place and extends its record (as
+        # MLPClassifier); a new one commits its network and record only once it succeeds
+        record = self._record if continuing else Record.new(self.early_stopping)
+        record.expect(self.early_stopping)  # a warm start may switch early stopping on or off
+        history = self.history_ if continuing else History()
         train, scorer = (X, targets.y, sw), None
         if self.early_stopping:
             train, val = self._split(X, targets, sw, seed, settings.validation_fraction)
@@ -143,11 +139,11 @@ class NNBase(BaseEstimator):
             scorer = self._scorer(net, *val)
         rules = Rules(record, settings.tol, settings.n_iter_no_change, scorer, self.verbose)
         done, epochs = len(record.loss_curve), 1 if incremental else settings.epochs
-        where = "training" if self.early_stopping else ""
-        history = run_epochs(net, train[0], train[1], _mean_one(train[2], where),
-                             rules=rules, epochs=done + epochs, initial_epoch=done, seed=seed,
-                             loss=targets.loss, optimizer=optimizer, shuffle=settings.shuffle,
-                             batch_size=self._batch_size(train[0].shape[0]))
+        run_epochs(net, train[0], train[1],
+                   _mean_one(train[2], "training" if self.early_stopping else ""),
+                   rules=rules, history=history, epochs=done + epochs, initial_epoch=done,
+                   seed=seed, loss=targets.loss, optimizer=optimizer, shuffle=settings.shuffle,
+                   batch_size=self._batch_size(train[0].shape[0]))
         if scorer is not None and record.best_arrays is not None:
             net.load_arrays(record.best_arrays)  # the weights of the best validation score
         if not incremental and not rules.stopped and rules.epochs == epochs:
@@ -155,17 +151,30 @@ class NNBase(BaseEstimator):
                           f"optimization hasn't converged yet (epochs={epochs}; the loss still "
                           f"improves by more than tol={settings.tol})", ConvergenceWarning,
                           stacklevel=3)
-        # set after training: a fit that raises keeps the model of the last fit that succeeded
         self.model_, self._optimizer, self._seed, self._space = net, optimizer, seed, space
         for name, value in targets.fitted.items():
             setattr(self, name, value)
-        self.history_ = merge(self.history_ if continuing else None, history)
-        self._record, self.n_iter_ = record, rules.epochs
-        self.loss_curve_ = list(record.loss_curve)
-        self.best_loss_ = record.best_loss
+        self._record, self.history_, self.n_iter_ = record, history, rules.epochs
+        self.loss_curve_, self.best_loss_ = record.loss_curve, record.best_loss
         self.validation_scores_ = record.validation_scores
         self.best_validation_score_ = record.best_validation_score
         return self
+
+    def _network(self, settings, n_in, n_out, seed, space, continuing):
+        """A new network, or the fitted one where the parameters still describe it."""
+        if not continuing:
+            return build_network(settings, n_in, n_out, seed,
+                                 target_backend(settings, space, self.device))
+        planned = planned_layers(settings, n_in, n_out)
+        if planned is None:  # a builder: only calling it tells
+            planned = build_network(settings, n_in, n_out, seed,
+                                    target_backend(settings, space, self.device)
+                                    ).config()["layers"]
+        if planned != self.model_.config()["layers"]:
+            raise ValueError(f"the parameters describe a network with {describe(planned)}, but "
+                             f"the fitted one has {describe(self.model_.config()['layers'])}; "
+                             f"set warm_start=False (or refit) to train a new network")
+        return self.model_
 
     def _split(self, X, targets, sw, seed, fraction):
         """(train, validation) triples (X, y, sample_weight) for early stopping, stratified by
@@ -316,7 +325,7 @@ def _mean_one(sw, split: str):
     total = float(np.sum(sw))
     if total <= 0.0:
         rows = f"{split} row of the early-stopping split" if split else "row"
-        raise ValueError(f"sample_weight is 0 for every {rows}: nothing would be learned or "
+        raise ValueError(f"sample_weight is zero for every {rows}: nothing would be learned or "
                          f"scored; give some of those rows a positive weight")
     return None if np.all(sw == sw[0]) else sw * (sw.shape[0] / total)
 

@@ -23,12 +23,13 @@ import math
 
 from ..backend import Backend
 from ..errors import ConfigError
-from ..nn.builders import mlp
-from ..nn.layers import ActivationLayer, BatchNorm, Dense, Dropout
+from ..nn.builders import mlp, mlp_layers
+from ..nn.layers import LAYERS, ActivationLayer, Dense
 from ..nn.sequential import Sequential
 from ..optim import Optimizer, get_optimizer
 
 DEFAULT_LR = 1e-3  # MLPClassifier's learning_rate_init
+ACTIVATION_LAYERS = [name for name, cls in LAYERS.items() if issubclass(cls, ActivationLayer)]
 
 
 def target_backend(settings, space, device) -> Backend | None:
@@ -87,17 +88,25 @@ def _check_fits(net: Sequential, n_in: int, n_out: int) -> None:
                           f"{n_out} outputs per sample")
 
 
-def same_architecture(fitted: Sequential, fresh: Sequential) -> bool:
-    return fitted.config()["layers"] == fresh.config()["layers"]
+def planned_layers(settings, n_in: int, n_out: int) -> list | None:
+    """The layer configs a new network would have, without making its weights (a continued
+    fit checks the fitted network against them); None for a builder: only calling it tells."""
+    if settings.model is None:
+        return [layer.config() for layer in mlp_layers(
+            n_in, settings.hidden, n_out, activation=settings.activation,
+            dropout=settings.dropout, batchnorm=settings.batchnorm)]
+    if isinstance(settings.model, Sequential):
+        return settings.model.config()["layers"]
+    return None
 
 
-def describe(net: Sequential) -> str:
-    """'hidden layers (16, 8)' for an MLP, with the layer kinds for anything else."""
-    widths = tuple(layer.n_out for layer in net.layers if isinstance(layer, Dense))[:-1]
-    plain = all(isinstance(layer, (Dense, BatchNorm, Dropout, ActivationLayer))
-                for layer in net.layers)
-    kinds = [type(layer).__name__ for layer in net.layers]
-    return f"hidden layers {widths}" + ("" if plain else f" ({', '.join(kinds)})")
+def describe(layers: list) -> str:
+    """'hidden layers (16, 8)' for the configs of an MLP's layers; the layer types too for
+    anything else."""
+    kinds = [c.get("type") for c in layers]
+    widths = tuple(c["n_out"] for c in layers if c.get("type") == "Dense")[:-1]
+    plain = set(kinds) <= {"Dense", "BatchNorm", "Dropout"} | set(ACTIVATION_LAYERS)
+    return f"hidden layers {widths}" + ("" if plain else f" ({', '.join(map(str, kinds))})")
 
 
 def new_optimizer(spec, lr, weight_decay) -> Optimizer:

@@ -15,7 +15,7 @@ one epoch at a time, each a few `nnkernel.fit` calls over dense chunks of its ro
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
@@ -52,10 +52,6 @@ class Record:
             self.validation_scores, self.best_validation_score = [], -math.inf
         if not early_stopping and self.best_loss is None:
             self.best_loss = math.inf
-
-    def copy(self) -> Record:
-        scores = None if self.validation_scores is None else list(self.validation_scores)
-        return replace(self, loss_curve=list(self.loss_curve), validation_scores=scores)
 
 
 class Rules(Callback):
@@ -112,27 +108,27 @@ class Rules(Callback):
             print(line)  # stdout, as MLPClassifier's verbose output
 
 
-def run_epochs(net, X, y, sw, *, rules: Rules, epochs: int, initial_epoch: int, seed: int,
-               **options) -> History:
-    """Train ``net`` for epochs [initial_epoch, epochs) of (X, y); the History of these.
+def run_epochs(net, X, y, sw, *, rules: Rules, history: History, epochs: int,
+               initial_epoch: int, seed: int, **options) -> None:
+    """Train ``net`` for epochs [initial_epoch, epochs) of (X, y), appending to ``history``.
 
     ``options``: loss, optimizer, batch_size and shuffle, as `nnkernel.fit` takes them.
     """
     if sparse.issparse(X):
-        return _sparse_epochs(net, X, y, sw, rules, epochs, initial_epoch, seed, **options)
-    history = fit(net, rows_for(net, X), y, epochs=epochs, initial_epoch=initial_epoch,
-                  seed=seed, callbacks=[rules], progress=False, sample_weight=sw, **options)
+        _sparse_epochs(net, X, y, sw, rules, history, epochs, initial_epoch, seed, **options)
+        return
+    fit(net, rows_for(net, X), y, epochs=epochs, initial_epoch=initial_epoch, seed=seed,
+        callbacks=[rules], progress=False, sample_weight=sw, history=history, **options)
     if rules.epochs < epochs - initial_epoch and not rules.stopped:  # nk.fit met a NaN loss
         rules.nan_stop()
-    return history
 
 
-def _sparse_epochs(net, X, y, sw, rules, epochs, initial_epoch, seed, *, shuffle, batch_size,
-                   **options) -> History:
+def _sparse_epochs(net, X, y, sw, rules, history, epochs, initial_epoch, seed, *, shuffle,
+                   batch_size, **options) -> None:
     """Each epoch over a shuffled order of the rows, made dense a chunk of whole batches at a
     time; each chunk is one `nnkernel.fit` epoch (its Dropout masks seeded by the chunk).
     Without Dropout, a sparse X that fits in one chunk trains exactly as its dense copy."""
-    history, n = History(), X.shape[0]
+    n = X.shape[0]
     batchnorm = any(isinstance(layer, (BatchNorm, BatchNorm2D)) for layer in net.layers)
     bounds = chunks(n, X.shape[1], batch_size, batchnorm)
     for epoch in range(initial_epoch, epochs):
@@ -151,19 +147,9 @@ def _sparse_epochs(net, X, y, sw, rules, epochs, initial_epoch, seed, *, shuffle
                 if not rules.stops_on_nan:
                     raise
                 rules.nan_stop()
-                return history
+                return
             total += part["loss"][0] * (b - a)
         logs = {"loss": total / n}
         history.append(epoch, logs)
         if rules.end_epoch(net, logs["loss"]):
             break
-    return history
-
-
-def merge(first: History | None, then: History) -> History:
-    """One History of two consecutive runs (a warm start after a fit)."""
-    if first is None:
-        return then
-    keys = list(first.history) + [k for k in then.history if k not in first.history]
-    return History(history={k: list(first.history.get(k, [])) + list(then.history.get(k, []))
-                            for k in keys}, epochs=list(first.epochs) + list(then.epochs))
