@@ -32,8 +32,14 @@ from nnkernel.sklearn import NNClassifier, NNRegressor, expected_failed_checks  
 FAST = {"hidden_layer_sizes": (16,), "epochs": 50, "lr": 0.03}
 
 
+def small_net(n_in, n_out):
+    """A builder for model=: any nnkernel network goes through the same checks."""
+    return [nk.Dense(n_in, 16), nk.Tanh(), nk.Dense(16, n_out)]
+
+
 @parametrize_with_checks(
     [NNClassifier(**FAST), NNRegressor(**FAST),
+     NNClassifier(model=small_net, epochs=50, lr=0.03),
      NNClassifier(**FAST | {"hidden_layer_sizes": (16, 16)}, batchnorm=True, dropout=0.1,
                   dtype="float64"),
      NNRegressor(**FAST, early_stopping=True, n_iter_no_change=3, activation="tanh",

@@ -154,11 +154,6 @@ def chunks(n: int, n_features: int, batch_size: int, batchnorm: bool) -> list:
     return bounds
 
 
-def dense(X):
-    """Rows of a sparse X as a dense array (a dense X as it is)."""
-    return X.toarray() if sparse.issparse(X) else X
-
-
 def on_net(net, X):
     """X on the network's device in its dtype (a sparse X stays on the host)."""
     if sparse.issparse(X):
