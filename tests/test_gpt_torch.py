@@ -273,3 +273,25 @@ def test_gpt_initialisation_is_gpt2s():
             assert abs(value.mean()) < 4 * want / math.sqrt(value.size), key
     assert model.num_parameters() == (50 * dim + 16 * dim + layers * (12 * dim * dim + 13 * dim)
                                       + 2 * dim)  # nanoGPT's count with a tied head
+
+
+def test_decay_keys_are_the_weight_matrices():
+    from nnkernel.nn.gpt import decay_keys
+
+    model = nk.gpt(V, T_MAX, C, HEADS, 2, seed=0)
+    assert decay_keys(model) == ["2.1.Wqkv", "2.1.Wo", "3.1.W", "3.3.W",
+                                 "4.1.Wqkv", "4.1.Wo", "5.1.W", "5.3.W"]
+    untied = nk.gpt(V, T_MAX, C, HEADS, 1, tie_weights=False, seed=0)
+    assert decay_keys(untied)[-1] == "5.W" and "0.W" not in decay_keys(untied)
+
+
+def test_normal_init_by_name_round_trips_through_the_config():
+    dense = nk.Dense(40, 50, init="normal(0.005)")
+    model = nk.Sequential(dense, seed=0, dtype="float64")
+    assert model.config()["layers"][0]["init"] == "normal(0.005)"
+    assert abs(host(model.params["0.W"]).std() / 0.005 - 1) < 0.05
+    rebuilt = nk.Sequential.from_config(model.config(), dtype="float64")
+    np.testing.assert_array_equal(host(rebuilt.params["0.W"]), host(model.params["0.W"]))
+    for bad in ("normal(-1)", "normal(x)", "normal(inf)"):
+        with pytest.raises(nk.ConfigError, match="standard deviation"):
+            nk.Dense(2, 3, init=bad)

@@ -20,6 +20,10 @@ attention probabilities, and at the end of each residual branch.
 
 Without ``tie_weights`` the output is a Dense(C, vocab_size) of its own, with a
 bias (initialised zero; nanoGPT's untied head has none).
+
+`decay_keys(model)` names the parameters GPT training decays (the matrices of
+the attention and Dense layers; not biases, LayerNorm or embeddings), for an
+optimizer's per-parameter weight-decay selection.
 """
 
 from __future__ import annotations
@@ -60,6 +64,18 @@ def gpt_layers(vocab_size: int, max_len: int, dim: int, heads: int, layers: int,
 def _fresh(drop: list) -> list:
     """A new Dropout per place (the same object twice would read as a shared layer)."""
     return [Dropout(d.p) for d in drop]
+
+
+def decay_keys(model) -> list[str]:
+    """The keys of the weight matrices of attention and Dense layers, in forward order: what
+    AdamW decays in GPT training (biases, LayerNorm and embeddings are left alone)."""
+    keys = []
+    for pos in model.plan.walk():
+        if pos.owns and isinstance(pos.layer, MultiHeadAttention):
+            keys += [pos.keys["Wqkv"], pos.keys["Wo"]]
+        elif pos.owns and isinstance(pos.layer, Dense):
+            keys.append(pos.keys["W"])
+    return keys
 
 
 def gpt(vocab_size: int, max_len: int, dim: int, heads: int, layers: int,

@@ -58,7 +58,8 @@ class AttentionKernels:
         return dq, dk, dv
 
     def attention_softmax(self, s, scale: float, causal: bool):
-        """P = softmax(s · scale + mask) over the last axis, stable (row maximum subtracted)."""
+        """P = softmax(s · scale + mask) over the last axis, stable (row maximum subtracted).
+        ``s`` is a fresh product that a twin may overwrite (it works in place)."""
         xp = self.xp
         s = s * scale
         if causal:
@@ -70,7 +71,8 @@ class AttentionKernels:
         return e / xp.sum(e, axis=-1, keepdims=True)
 
     def attention_softmax_backward(self, P, dPd, mask, o, do, scale: float):
-        """dS · scale with dS = P ⊙ (dP̃ ⊙ M − Δ), Δ = rowsum(dO ⊙ O)."""
+        """dS · scale with dS = P ⊙ (dP̃ ⊙ M − Δ), Δ = rowsum(dO ⊙ O); a twin may overwrite
+        the fresh ``dPd``."""
         xp = self.xp
         dP = dPd if mask is None else dPd * mask
         delta = xp.sum(do * o, axis=-1, keepdims=True)
