@@ -25,10 +25,13 @@ from .errors import (
     ShapeError,
 )
 from .nn import activations, init
+from .nn.attention import MultiHeadAttention
 from .nn.combinators import Residual
 from .nn.conv import AvgPool2D, Conv2D, Flatten, MaxPool2D
 from .nn.conv_norm import BatchNorm2D, Dropout2D
+from .nn.embedding import Embedding, PositionEmbedding, TiedOutput
 from .nn.ensemble import ensemble_mean, ensemble_variance, mean_probabilities
+from .nn.gpt import gpt
 from .nn.gradcheck import gradcheck
 from .nn.layers import (
     ELU,
@@ -82,6 +85,7 @@ __all__ = [
     "BackendMismatchError", "BatchNorm", "BatchNorm2D", "Callback", "checkpoint",
     "CheckpointError", "ConfigError", "Conv2D", "DatasetError", "datasets", "Dense",
     "DeviceError", "distributed", "Dropout", "Dropout2D", "DTypeError", "EarlyStopping", "ELU",
+    "Embedding", "gpt", "MultiHeadAttention", "PositionEmbedding", "TiedOutput",
     "ensemble_mean", "ensemble_variance", "evaluate", "export_onnx", "fit", "Flatten", "GELU",
     "gradcheck", "History", "Identity", "init", "keep_freed_memory", "kernels", "Layer",
     "LayerNorm", "LeakyReLU", "load", "losses", "MaxPool2D", "mean_probabilities",

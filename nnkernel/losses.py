@@ -160,16 +160,24 @@ def binary_cross_entropy(y, target, *, members: bool = False, weights=None,
 
 
 def cross_entropy(y, target, *, members: bool = False, weights=None,
-                  num_check: bool | None = None):
+                  num_check: bool | None = None, ignore_index: int | None = None):
     """Logits y (..., C); target integer labels (...) or probabilities (..., C).
 
     Softmax is fused in: value = mean(−Σ t log softmax(y)),  dy = (softmax(y) − t) / N.
     Labels are checked to lie in 0..C−1 where that is cheap (``num_check=None``: on the
     CPU; on a GPU the check would wait for the device, and `fit` checks each dataset
     once instead); ``num_check=True`` or ``False`` decides it outright.
+
+    ``ignore_index``: rows whose label is this id (padding) count for nothing: the mean
+    is over the other rows, their gradient is zero (torch's ``ignore_index``; a batch
+    with every row ignored gives 0, where torch gives NaN). Logits (B, T, V) with
+    labels (B, T) are a language model's: the mean over tokens.
     """
     xp, k, waits = _library(y)
-    t, labels = _class_target(xp, k, y, target, not waits if num_check is None else num_check)
+    check = not waits if num_check is None else num_check
+    if ignore_index is not None:
+        return _cross_entropy_ignoring(xp, k, y, target, ignore_index, members, weights, check)
+    t, labels = _class_target(xp, k, y, target, check)
     count = _count(y, members, per_row=True)
     if weights is None:  # the mean and its gradient in one call (a twin folds the mean in)
         return k.softmax_cross_entropy_mean(y, t, count, members, labels)
@@ -177,6 +185,32 @@ def cross_entropy(y, target, *, members: bool = False, weights=None,
                   else k.softmax_cross_entropy(y, t, count))
     losses, dy = _weighted(xp, losses, dy, weights, y, "cross_entropy", per_row=True)
     return k.mean(losses, members, count), dy
+
+
+def _cross_entropy_ignoring(xp, k, y, target, ignore, members, weights, check):
+    """Mean over the rows whose label is not ``ignore``:  with keep_i = [t_i ≠ ignore] and
+    n = Σ keep, value = Σ keep_i · loss_i / n,  dy_i = keep_i (softmax(y_i) − onehot(t_i)) / n."""
+    if isinstance(ignore, bool) or not isinstance(ignore, int):
+        raise ConfigError(f"cross_entropy: ignore_index must be an integer id, got {ignore!r}")
+    if not hasattr(target, "dtype"):
+        target = xp.asarray(target, device=array_api_compat.device(y))
+    if not is_integer(target.dtype):
+        raise DTypeError(f"cross_entropy: ignore_index needs integer labels, got dtype "
+                         f"{dtype_name(target.dtype)}")
+    keep = target != ignore
+    safe = xp.where(keep, target, xp.zeros_like(target))  # ignored rows: any valid class
+    t, _ = _class_target(xp, k, y, safe, check)
+    losses, dy = k.softmax_cross_entropy_labels(y, t, 1)   # per row: loss_i, softmax − onehot
+    scale = xp.astype(keep, y.dtype)
+    if weights is not None:
+        losses, dy = _weighted(xp, losses, dy, weights, y, "cross_entropy", per_row=True)
+    n = xp.sum(scale)  # the rows that count (a member's own: targets are shared or per member)
+    if members and scale.ndim == losses.ndim:
+        n = xp.sum(scale, axis=tuple(range(1, scale.ndim)), keepdims=True)
+    scale = scale / xp.maximum(n, 1.0)  # all ignored: 0, not 0/0
+    losses = losses * scale
+    value = xp.sum(losses, axis=tuple(range(1, losses.ndim))) if members else xp.sum(losses)
+    return value, dy * xp.expand_dims(scale, axis=-1)
 
 
 def _class_target(xp, k, y, target, check):

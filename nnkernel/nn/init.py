@@ -9,6 +9,7 @@ NumPy, CuPy, torch and array-api-strict alike.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -54,11 +55,32 @@ INITIALIZERS = {
 RELU_FAMILY = {"relu", "leaky_relu", "elu", "swish", "gelu"}
 
 
+def normal(std: float):
+    """N(0, std²) whatever the fans (GPT-2 draws its weights with std 0.02); by name, the
+    string "normal(0.02)", which a layer's config keeps."""
+    def init(shape, fan_in, fan_out, rng):
+        return rng.normal(0.0, std, size=shape)
+    return init
+
+
+_NORMAL = re.compile(r"normal\((.+)\)")
+
+
 def get_initializer(spec):
     if callable(spec):
         return spec
+    match = _NORMAL.fullmatch(spec) if isinstance(spec, str) else None
+    if match:
+        try:
+            std = float(match.group(1))
+        except ValueError:
+            std = -1.0
+        if not (std > 0 and math.isfinite(std)):
+            raise ConfigError(f"init {spec!r}: the standard deviation must be a positive number")
+        return normal(std)
     if spec not in INITIALIZERS:
-        raise ConfigError(f"unknown init {spec!r}; valid: {', '.join(sorted(INITIALIZERS))}")
+        raise ConfigError(f"unknown init {spec!r}; valid: {', '.join(sorted(INITIALIZERS))}, "
+                          f"normal(<std>)")
     return INITIALIZERS[spec]
 
 

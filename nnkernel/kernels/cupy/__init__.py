@@ -4,7 +4,8 @@ On a GPU each kernel launch costs ~10-25 µs of CPU time, so a small network is
 bound by the number of launches, not by arithmetic. The twin fuses what the
 reference spreads over several array operations: bias + activation, g′ and
 dropout (`dense.py`), softmax cross-entropy (`losses.py`), each optimizer update
-(`optim.py`), im2col/col2im (`conv.py`) — the same file names as
+(`optim.py`), im2col/col2im (`conv.py`), attention's softmax and its backward
+(`attention.py`), the token gather and scatter-add (`embedding.py`) — the same file names as
 ``kernels/reference/`` and ``kernels/numpy/``.
 
 TF32 is opt-in through `enable_tf32` (`nnkernel.backend.cupy.set_tf32` says what it
@@ -15,13 +16,16 @@ model uses the "cupy" backend, so NumPy-only installs never load CuPy.
 from __future__ import annotations
 
 from ..reference import Kernels
+from .attention import CupyAttentionKernels
 from .conv import CupyConvKernels
 from .dense import CupyDenseKernels
+from .embedding import CupyEmbeddingKernels
 from .losses import CupyLossKernels
 from .optim import CupyOptimKernels
 
 
-class CupyKernels(CupyDenseKernels, CupyLossKernels, CupyOptimKernels, CupyConvKernels, Kernels):
+class CupyKernels(CupyDenseKernels, CupyLossKernels, CupyOptimKernels, CupyConvKernels,
+                  CupyAttentionKernels, CupyEmbeddingKernels, Kernels):
     in_place = True  # the updates write into p and the state and return the same arrays
 
 

@@ -8,14 +8,16 @@ the standard does not. Same file names as ``kernels/reference/`` and
 from __future__ import annotations
 
 from ..reference import Kernels
+from .attention import NumpyAttentionKernels
 from .conv import NumpyConvKernels
 from .dense import NumpyDenseKernels
+from .embedding import NumpyEmbeddingKernels
 from .losses import NumpyLossKernels
 from .optim import NumpyOptimKernels, flush_subnormals
 
 
 class NumpyKernels(NumpyDenseKernels, NumpyLossKernels, NumpyOptimKernels, NumpyConvKernels,
-                   Kernels):
+                   NumpyAttentionKernels, NumpyEmbeddingKernels, Kernels):
     in_place = True  # the optimizer updates write into p and the state
 
 
