@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 import nnkernel as nk  # noqa: E402
 from nnkernel.cli.build import build_model  # noqa: E402
 from nnkernel.nn.builders import cnn, mlp  # noqa: E402
+from nnkernel.run_settings import RunConfig  # noqa: E402
 from nnkernel.sklearn import NNClassifier, NNRegressor  # noqa: E402
 from nnkernel.sklearn.network import build_network  # noqa: E402
 from nnkernel.sklearn.params import check_params  # noqa: E402
@@ -37,12 +38,11 @@ def test_batchnorm_network_is_the_command_lines():
     before BatchNorm with Glorot where the CLI's uses He)."""
     X, y = blobs()
     est = NNClassifier(hidden_layer_sizes=(8, 8), batchnorm=True, random_state=3, epochs=1)
-    hyper = {"loss": None, "hidden": [8, 8], "conv": None, "activation": "relu",
-             "dropout": 0.0, "batchnorm": True, "ensemble": None, "batch_size": 32}
+    config = RunConfig(hidden=[8, 8], activation="relu", dropout=0.0, batchnorm=True,
+                       batch_size=32, seed=3, dtype="float32")
     data = SimpleNamespace(name="blobs", task="classification", n_classes=3, n_features=4,
                            y_train=y)
-    cli = build_model(hyper, data, {"seed": 3, "runtime": {"dtype": "float32"}},
-                      nk.Backend("numpy"))
+    cli = build_model(config, data, nk.Backend("numpy"))
     assert est.fit(X, y).model_.config()["layers"] == cli.config()["layers"]  # same layers
     start = build_network(check_params(est), 4, 3, 3, None)  # the estimator's, before training
     for key, value in cli.arrays().items():  # same weights
