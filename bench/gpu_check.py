@@ -61,7 +61,7 @@ KERNEL = ["kernel", "CuPy twin", "twin, per parameter", "generic reference on Cu
 # name, title, table header, seconds at most (quick, full), seconds needed to start at all
 SECTIONS = [
     ("environment", "Environment", ["", ""], (30, 60), 5),
-    ("kernels", "Kernels: each built, compiled by CuPy and launched once (cold cache)",
+    ("kernels", "Kernels: each built, compiled by CuPy and launched once (its cache warmed)",
      ["kernel", "dtype", "seconds", "status"], (90, 300), 10),
     ("tests", "Tests on CuPy (pytest -k cupy: the twin, the backend matrix)",
      ["command", "result", "status"], (100, 600), 20),

@@ -104,9 +104,10 @@ def test_dry_run_walks_every_section_in_under_a_minute(tmp_path):
         assert section["rows"] and section["note"] == "", name
     pairs = [(s.name, d) for s in twin.cuda_sources()
              for d in ((s.dtype,) if hasattr(s, "dtype") else s.dtypes)]
-    assert [tuple(row[:2]) for row in sections["kernels"]["rows"]] == pairs
-    assert all(row[3].startswith("built; not compiled (dry run")
-               for row in sections["kernels"]["rows"])
+    cache, *kernels = sections["kernels"]["rows"]
+    assert cache[0] == "(CuPy's kernel cache)" and "before this section" in cache[3]
+    assert [tuple(row[:2]) for row in kernels] == pairs
+    assert all(row[3].startswith("built; not compiled (dry run") for row in kernels)
     assert "tests collected" in sections["tests"]["rows"][0][1]
     text = (tmp_path / "RESULTS-gpu.md").read_text()
     assert "no figure here is a GPU measurement" in text
