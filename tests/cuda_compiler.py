@@ -187,6 +187,8 @@ def find_compilers() -> tuple[list, list[str]]:
     $NNKERNEL_CUDA_COMPILERS (say ``nvrtc,nvcc``) asks for particular ones."""
     wanted = [w for w in os.environ.get("NNKERNEL_CUDA_COMPILERS", "").split(",") if w] or None
     found, missing = [], []
+    missing += [f"NNKERNEL_CUDA_COMPILERS names {w!r}, not nvrtc or nvcc"
+                for w in wanted or () if w not in ("nvrtc", "nvcc")]
     if wanted is None or "nvrtc" in wanted:
         path = _nvrtc_path()
         if path is None:

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 from cupy_codegen import (
     CUPY_HEADER,
+    FLOAT16_DECL,
     elementwise_args,
     elementwise_code,
     reduction_args,
@@ -97,6 +98,17 @@ def toolchain():
     return compilers, cc.cupy_include(), cc.cuda_include()
 
 
+def unavailable(unit, toolchain) -> str | None:
+    """Why this machine cannot compile the unit as CuPy would, if it cannot."""
+    compilers, cupy_inc, cuda_inc = toolchain
+    if cupy_inc is None and unit.source.startswith(CUPY_HEADER):
+        return "CuPy's headers (cupy/_core/include) not found: pip install cupy-cuda13x"
+    if cuda_inc is None and FLOAT16_DECL in unit.source and any(
+            c.name == "nvrtc" for c in compilers):
+        return "CUDA's headers (cuda_fp16.h) not found for NVRTC: set CUDA_PATH"
+    return None
+
+
 @pytest.fixture(scope="module")
 def compiled(toolchain, request):
     """{(compiler, label): Result} for the units this session runs (compiled together)."""
@@ -105,18 +117,17 @@ def compiled(toolchain, request):
               if getattr(item, "module", None) is request.module
               and "label" in getattr(getattr(item, "callspec", None), "params", {})}
     selected = [UNITS[label] for label in sorted(wanted)
-                if cupy_inc is not None or not UNITS[label].source.startswith(CUPY_HEADER)]
+                if unavailable(UNITS[label], toolchain) is None]
     return {(c.version, label): r for c in compilers
             for label, r in compile_units(c, selected, cupy_inc, cuda_inc).items()}
 
 
 @pytest.mark.parametrize("label", sorted(UNITS))
 def test_compiles_for_sm80_and_sm90(toolchain, compiled, label):
-    compilers, cupy_inc, _ = toolchain
     unit = UNITS[label]
-    if cupy_inc is None and unit.source.startswith(CUPY_HEADER):
-        pytest.skip("CuPy's headers (cupy/_core/include) not found: pip install cupy-cuda13x")
-    for compiler in compilers:
+    if reason := unavailable(unit, toolchain):
+        pytest.skip(reason)
+    for compiler in toolchain[0]:
         found = problems(unit, compiled[(compiler.version, label)])
         assert not found, f"{label} with {compiler.version}: " + "\n".join(found)
 
