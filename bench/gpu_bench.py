@@ -2,7 +2,10 @@
 
 Same network, float32, batch and optimizer (Adam) for both libraries, runs
 interleaved, wall time of synchronised blocks of steps, medians. Each function
-returns the rows of one markdown table; gpu_check.py writes them as they come.
+yields the rows of one markdown table as it measures them (bench/gpu_sections.py
+writes each at once, so a section stopped at its time limit keeps its rows).
+``args.plan`` picks the sizes: "quick" and "full" (the same sizes, fewer and
+shorter repeats in quick), "dry" (tiny sizes for a run without a device).
 """
 
 from __future__ import annotations
@@ -16,6 +19,14 @@ import numpy as np
 
 MLP = (784, 512, 512, 10)
 TINY = (2, 16, 1)
+_SIZES = {"mlp": MLP, "batches": (64, 256, 1024, 8192), "tiny_batch": 32,
+          "classes": (10, 1000, 32768), "rows": 8192, "wide_rows": 256, "dense": (8192, 512),
+          "gemm": (4096, 8192), "ensemble": (256, (784, 128, 10), 256)}
+PLANS = {"full": dict(_SIZES, repeats=7, block_s=0.2),
+         "quick": dict(_SIZES, repeats=3, block_s=0.05),
+         "dry": dict(mlp=(32, 16, 16, 10), batches=(8, 32), tiny_batch=8, classes=(10, 40),
+                     rows=64, wide_rows=8, dense=(64, 32), gemm=(64,),
+                     ensemble=(4, (32, 16, 10), 16), repeats=1, block_s=0.001)}
 
 
 # -- timing -------------------------------------------------------------------------------
@@ -132,42 +143,43 @@ STEP_HEADER = ["case", "nnkernel ms/step", "nnkernel samples/s", "torch ms/step"
 
 
 # -- sections ---------------------------------------------------------------------------------
-def bench_mlp(args, have_torch):
-    rows = []
-    for batch, tf32 in [(b, False) for b in (64, 256, 1024, 8192)] + [(8192, True)]:
+def bench_mlp(args):
+    plan, have_torch = PLANS[args.plan], args.have_torch
+    sizes, batches = plan["mlp"], plan["batches"]
+    for batch, tf32 in [(b, False) for b in batches] + [(batches[-1], True)]:
         set_tf32(tf32, have_torch)
         try:
-            steps = {"nnkernel": nnkernel_mlp_step(MLP, batch)}
+            steps = {"nnkernel": nnkernel_mlp_step(sizes, batch)}
             if have_torch:
-                steps["torch"] = torch_mlp_step(MLP, batch)
-            t = interleaved(steps, args.repeats, args.block_s)
+                steps["torch"] = torch_mlp_step(sizes, batch)
+            t = interleaved(steps, plan["repeats"], plan["block_s"])
         finally:
             set_tf32(False, have_torch)
-        label = f"784-512-512-10, batch {batch}" + (", TF32" if tf32 else "")
-        rows.append(comparison_row(label, t, batch))
-    return rows
+        label = f"{'-'.join(map(str, sizes))}, batch {batch}" + (", TF32" if tf32 else "")
+        yield comparison_row(label, t, batch)
 
 
-def bench_tiny(args, have_torch):
-    steps = {"nnkernel": nnkernel_mlp_step(TINY, 32, activation="tanh", loss="bce")}
-    if have_torch:
-        steps["torch"] = torch_mlp_step(TINY, 32, activation="tanh", loss="bce")
-    t = interleaved(steps, args.repeats, args.block_s)
-    return [comparison_row("2-16-1 tanh, batch 32 (launch-bound)", t, 32)]
+def bench_tiny(args):
+    plan, batch = PLANS[args.plan], PLANS[args.plan]["tiny_batch"]
+    steps = {"nnkernel": nnkernel_mlp_step(TINY, batch, activation="tanh", loss="bce")}
+    if args.have_torch:
+        steps["torch"] = torch_mlp_step(TINY, batch, activation="tanh", loss="bce")
+    t = interleaved(steps, plan["repeats"], plan["block_s"])
+    yield comparison_row(f"2-16-1 tanh, batch {batch} (launch-bound)", t, batch)
 
 
 KERNEL_HEADER = ["kernel", "CuPy twin", "twin, per parameter", "generic reference on CuPy",
                  "PyTorch"]
 
 
-def kernel_row(label, steps, args):
-    t = interleaved(steps, args.repeats, args.block_s)
+def kernel_row(label, steps, plan):
+    t = interleaved(steps, plan["repeats"], plan["block_s"])
     us = {name: f"{sec * 1e6:.1f}" for name, sec in t.items()}
     return [label, us["twin"], us.get("twin per parameter", "-"), us["reference"],
             us.get("torch", "n/a")]
 
 
-def bench_fused(args, have_torch):
+def bench_fused(args):
     """Each fused CuPy kernel against the generic reference on CuPy (and PyTorch's way)."""
     import array_api_compat
     import cupy
@@ -176,16 +188,18 @@ def bench_fused(args, have_torch):
     from nnkernel.kernels.reference import Kernels
     from nnkernel.nn.activations import get_activation
 
+    plan = PLANS[args.plan]
     xp = array_api_compat.array_namespace(cupy.empty(1))
-    twin, ref = CupyKernels(xp), Kernels(xp)
+    ref = Kernels(xp)
+    twin = ref if args.plan == "dry" else CupyKernels(xp)  # the stand-in runs no CUDA code
     rng = np.random.default_rng(0)
     dev = cupy.asarray
     torch = None
-    if have_torch:
+    if args.have_torch:
         import torch
-    rows = []
-    for C in (10, 1000, 32768):  # integer labels: warp per row below 1024 classes, block above
-        n = 8192 if C < 32768 else 256
+    N, K = plan["dense"]
+    for C in plan["classes"]:  # integer labels: warp per row below 1024 classes, block above
+        n = plan["rows"] if C < 32768 else plan["wide_rows"]
         z = dev(rng.standard_normal((n, C), dtype=np.float32))
         y = dev(rng.integers(0, C, n))
         steps = {"twin": lambda z=z, y=y, n=n: twin.softmax_cross_entropy_mean(
@@ -197,27 +211,28 @@ def bench_fused(args, have_torch):
             ty = torch.randint(0, C, (n,), device="cuda")
             steps["torch"] = lambda tz=tz, ty=ty: torch.autograd.grad(
                 torch.nn.functional.cross_entropy(tz, ty), tz)
-        rows.append(kernel_row(f"softmax + cross-entropy, int labels, mean and grad, {n}x{C}",
-                               steps, args))
+        yield kernel_row(f"softmax + cross-entropy, int labels, mean and grad, {n}x{C}",
+                         steps, plan)
 
-    x = dev(rng.standard_normal((8192, 512), dtype=np.float32))
-    W = dev(rng.standard_normal((512, 512), dtype=np.float32))
-    b = dev(rng.standard_normal(512, dtype=np.float32))
-    steps = {"twin": lambda: twin.affine_act(x, W, b, "relu"),
+    x = dev(rng.standard_normal((N, K), dtype=np.float32))
+    W = dev(rng.standard_normal((K, K), dtype=np.float32))
+    b = dev(rng.standard_normal(K, dtype=np.float32))
+    fused = getattr(twin, "affine_act", lambda x, W, b, _: xp.maximum(ref.affine(x, W, b), 0.0))
+    steps = {"twin": lambda: fused(x, W, b, "relu"),
              "reference": lambda: xp.maximum(ref.affine(x, W, b), 0.0)}
     if torch is not None:
         tx, tW, tb = (torch.as_tensor(a, device="cuda") for a in (x, W, b))
         steps["torch"] = lambda: torch.relu(torch.addmm(tb, tx, tW))
-    rows.append(kernel_row("GEMM + bias + ReLU, 8192x512 @ 512x512", steps, args))
+    yield kernel_row(f"GEMM + bias + ReLU, {N}x{K} @ {K}x{K}", steps, plan)
 
     relu = get_activation("relu")
-    a, da = cupy.maximum(x, 0.0), dev(rng.standard_normal((8192, 512), dtype=np.float32))
+    a, da = cupy.maximum(x, 0.0), dev(rng.standard_normal((N, K), dtype=np.float32))
     steps = {"twin": lambda: twin.activation_backward(relu, None, a, da),
              "reference": lambda: ref.activation_backward(relu, None, a, da)}
     if torch is not None:
         ta, tda = torch.as_tensor(a, device="cuda"), torch.as_tensor(da, device="cuda")
         steps["torch"] = lambda: torch.ops.aten.threshold_backward(tda, ta, 0.0)
-    rows.append(kernel_row("ReLU backward, 8192x512", steps, args))
+    yield kernel_row(f"ReLU backward, {N}x{K}", steps, plan)
 
     import nnkernel as nk
 
@@ -225,9 +240,10 @@ def bench_fused(args, have_torch):
     steps = {"twin": lambda: twin.dropout(x, 0.2, rs), "reference": lambda: ref.dropout(x, 0.2, rs)}
     if torch is not None:
         steps["torch"] = lambda: torch.nn.functional.dropout(tx, 0.2, training=True)
-    rows.append(kernel_row("Dropout p=0.2 forward (mask and output), 8192x512", steps, args))
+    yield kernel_row(f"Dropout p=0.2 forward (mask and output), {N}x{K}", steps, plan)
 
-    shapes = [(a_, b_) for a_, b_ in zip(MLP[:-1], MLP[1:], strict=True)]
+    mlp = plan["mlp"]
+    shapes = [(a_, b_) for a_, b_ in zip(mlp[:-1], mlp[1:], strict=True)]
     shapes = [s for pair in shapes for s in (pair, (pair[1],))]
     ps = [dev(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
     gs = [dev(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
@@ -249,43 +265,46 @@ def bench_fused(args, have_torch):
             tp.grad = torch.as_tensor(g, device="cuda").clone()
         steps["torch"] = torch.optim.Adam(tps, lr=1e-3).step
     n = sum(int(np.prod(s)) for s in shapes)
-    rows.append(kernel_row(f"Adam step, {n:,} parameters (6 arrays; twin: one flat buffer)",
-                           steps, args))
-    return rows
+    yield kernel_row(f"Adam step, {n:,} parameters (6 arrays; twin: one flat buffer)",
+                     steps, plan)
 
 
-def bench_gemm(args, mlp_rows):
+def bench_gemm(args):
+    """cuBLAS's float32 GEMM rate, and the MLP section's steps as GFLOP/s (args.earlier_rows)."""
     import cupy
 
     from nnkernel.bench.plan import mlp_flops
 
-    rows = []
-    for n in (4096, 8192):
-        a = cupy.random.standard_normal((n, n), dtype=cupy.float32)
-        b = cupy.random.standard_normal((n, n), dtype=cupy.float32)
+    plan = PLANS[args.plan]
+    rng = np.random.default_rng(0)
+    for n in plan["gemm"]:
+        a = cupy.asarray(rng.standard_normal((n, n), dtype=np.float32))
+        b = cupy.asarray(rng.standard_normal((n, n), dtype=np.float32))
         for tf32 in (False, True):
             set_tf32(tf32, have_torch=False)
             try:
                 gemm = functools.partial(cupy.matmul, a, b)
-                sec = interleaved({"gemm": gemm}, args.repeats, args.block_s)["gemm"]
+                sec = interleaved({"gemm": gemm}, plan["repeats"], plan["block_s"])["gemm"]
             finally:
                 set_tf32(False, have_torch=False)
-            rows.append([f"cupy.matmul float32 {n}x{n}" + (" (TF32)" if tf32 else ""),
-                         f"{2.0 * n**3 / sec / 1e9:,.0f}", "cuBLAS ceiling"])
-    flops = mlp_flops(MLP, 8192)
-    for row in mlp_rows:
-        if row[0].endswith("batch 8192"):
-            rows.append(["784-512-512-10 step, batch 8192, nnkernel",
-                         f"{flops / (float(row[1]) / 1e3) / 1e9:,.0f}", "achieved"])
+            yield [f"cupy.matmul float32 {n}x{n}" + (" (TF32)" if tf32 else ""),
+                   f"{2.0 * n**3 / sec / 1e9:,.0f}", "cuBLAS ceiling"]
+    mlp, batch = plan["mlp"], plan["batches"][-1]
+    flops = mlp_flops(mlp, batch)
+    for row in args.earlier_rows:
+        if row[0].endswith(f"batch {batch}"):
+            yield [f"{row[0]}, nnkernel", f"{flops / (float(row[1]) / 1e3) / 1e9:,.0f}",
+                   "achieved"]
             if row[3] != "n/a":
-                rows.append(["784-512-512-10 step, batch 8192, torch",
-                             f"{flops / (float(row[3]) / 1e3) / 1e9:,.0f}", "achieved"])
-    return rows
+                yield [f"{row[0]}, torch", f"{flops / (float(row[3]) / 1e3) / 1e9:,.0f}",
+                       "achieved"]
 
 
-def bench_ensemble(args, have_torch, members=256, sizes=(784, 128, 10), batch=256):
+def bench_ensemble(args):
     import nnkernel as nk
 
+    plan, have_torch = PLANS[args.plan], args.have_torch
+    members, sizes, batch = plan["ensemble"]
     layers = [nk.Dense(sizes[0], sizes[1], activation="relu"), nk.Dense(sizes[1], sizes[2])]
     ens = nk.Sequential(*layers, ensemble=members, backend="cupy")
     rng = np.random.default_rng(0)
@@ -302,9 +321,9 @@ def bench_ensemble(args, have_torch, members=256, sizes=(784, 128, 10), batch=25
     steps = {"nnkernel": nk_step}
     if have_torch:
         steps["torch"] = torch_func_ensemble_step(members, sizes, batch)
-    t = interleaved(steps, args.repeats, args.block_s)
+    t = interleaved(steps, plan["repeats"], plan["block_s"])
     label = f"E={members} x {'-'.join(map(str, sizes))}, shared batch {batch}"
-    return [comparison_row(label, t, batch)]
+    yield comparison_row(label, t, batch)
 
 
 def torch_func_ensemble_step(members, sizes, batch):

@@ -4,25 +4,24 @@ No GPU is needed: the kernels use a grid-stride loop, so with one block of one
 thread (a few lines of stand-ins for CUDA's built-ins) the same source runs on
 the CPU and covers every index. This checks the index arithmetic, which is
 where such kernels go wrong; launching them through CuPy is tested only where
-a GPU is (tests/test_cupy_twin.py's pattern). The source is read from the
-module's text, so CuPy is never imported.
+a GPU is (tests/test_cupy_twin.py's pattern). The source is the spec the twin
+builds its module from (`conv.cuda_sources()`), so CuPy is never called;
+tests/test_cuda_compile.py compiles it as device code.
 """
 
 from __future__ import annotations
 
-import ast
 import ctypes
 import shutil
 import subprocess
-from pathlib import Path
 
 import array_api_compat.numpy as np_compat
 import numpy as np
 import pytest
 
+from nnkernel.kernels.cupy import conv
 from nnkernel.kernels.reference.conv import ConvKernels
 
-MODULE = Path(__file__).resolve().parents[1] / "nnkernel" / "kernels" / "cupy" / "conv.py"
 CXX = shutil.which("g++") or shutil.which("c++")
 HOST_STANDINS = """
 struct dim3 { unsigned x; };
@@ -39,11 +38,9 @@ class Reference(ConvKernels):
 def host_kernels(tmp_path_factory):
     if CXX is None:
         pytest.skip("no C++ compiler")
-    tree = ast.parse(MODULE.read_text())
-    source = next(node.value.value for node in tree.body if isinstance(node, ast.Assign)
-                  and getattr(node.targets[0], "id", None) == "_SOURCE")
+    (source,) = [spec.code for spec in conv.cuda_sources() if spec.dtype == "double"]
     folder = tmp_path_factory.mktemp("conv_cuda")
-    (folder / "k.cpp").write_text(HOST_STANDINS + source % {"ctype": "double"})
+    (folder / "k.cpp").write_text(HOST_STANDINS + source)
     subprocess.run([CXX, "-O1", "-shared", "-fPIC", "-o", str(folder / "k.so"),
                     str(folder / "k.cpp")], check=True, capture_output=True, timeout=120)
     return ctypes.CDLL(str(folder / "k.so"))

@@ -5,37 +5,31 @@ element index ``i``: here it runs in a plain loop, compiled without FMA
 contraction as the twin compiles it (--fmad=false). The backward kernels must give
 the reference's numbers bit for bit; the dropout mask must keep 1 − p of the
 units, independently, reproducibly from its key. The snippets are read from the
-module's text, so CuPy is never imported; tests/test_cupy_twin.py launches them
-on a GPU.
+kernel specs the twin builds its kernels from (`dense.cuda_sources()`), so CuPy is
+never called; tests/test_cuda_compile.py compiles them as device code and
+tests/test_cupy_twin.py launches them on a GPU.
 """
 
 from __future__ import annotations
 
-import ast
 import ctypes
 import shutil
 import subprocess
-from pathlib import Path
 
 import array_api_compat.numpy as np_compat
 import numpy as np
 import pytest
 
+from nnkernel.kernels.cupy import dense
 from nnkernel.nn.activations import get_activation
 
-MODULE = Path(__file__).resolve().parents[1] / "nnkernel" / "kernels" / "cupy" / "dense.py"
 CXX = shutil.which("g++") or shutil.which("c++")
 
 
-def module_constant(name):
-    tree = ast.parse(MODULE.read_text())
-    node = next(n for n in tree.body if isinstance(n, ast.Assign)
-                and getattr(n.targets[0], "id", None) == name)
-    return ast.literal_eval(node.value)
-
-
 def host_code(ctype):
-    backward = module_constant("_BACKWARD_CODE")
+    backward = {spec.name[len("nnk_"):-len("_backward")]: spec.operation
+                for spec in dense.cuda_sources() if spec.name.endswith("_backward")}
+    assert sorted(backward) == ["relu", "sigmoid", "tanh"]
     code = [f"namespace {ctype}_ {{ typedef {ctype} T;"]
     for name, body in backward.items():
         code.append(f'extern "C" void {name}_{ctype}(const T* a_, const T* da_, T* dz_, long n) '
@@ -44,7 +38,7 @@ def host_code(ctype):
     code.append(f'extern "C" void dropout_{ctype}(const T* x_, unsigned long long key, '
                 "double p, T scale, T* y_, T* mask_, long n) { for (long i = 0; i < n; ++i) "
                 "{ const T x = x_[i]; T& y = y_[i]; T& mask = mask_[i]; "
-                + module_constant("_DROPOUT_CODE") + " } }")
+                + dense.DROPOUT.operation + " } }")
     return "\n".join(code) + "}\n"
 
 

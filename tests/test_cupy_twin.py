@@ -4,7 +4,7 @@ Every `CupyKernels` method is compared with the generic reference `Kernels`
 (run by NumPy on the host, or on the same CuPy arrays where the numbers must be
 equal to the bit) on random inputs, in float32 and float64, for single models,
 leading batch dimensions and ensembles. These run only where CuPy sees a GPU
-(python bench/gpu_check.py runs them there). The first test runs everywhere: a
+(python3 bench/gpu_check.py runs them there). The first test runs everywhere: a
 NumPy-only program must never import CuPy. Without a GPU, the kernels' CUDA
 sources run as host C++ (tests/test_cupy_xent_source.py,
 tests/test_cupy_elementwise_source.py) and CuPy's Python paths on a test double

@@ -1,7 +1,9 @@
 """CuPy twin of the convolution kernels: im2col and col2im as one CUDA kernel each.
 
-UNTESTED ON A GPU: written against the CuPy 13/14 API without a GPU to run it.
-Test it against the reference (tests/test_conv_kernels.py's cases) before use.
+UNTESTED ON A GPU: written against the CuPy 13/14 API without a GPU to run it;
+compiled as device code in CI (tests/test_cuda_compile.py) and run as host C++
+(tests/test_conv_cupy_source.py). Test it against the reference
+(tests/test_conv_kernels.py's cases) on a GPU before use.
 
 - im2col: one thread per entry of X̂ (C·kH·kW, N·H_out·W_out), reading its
   input pixel or writing 0 in the padding: one launch instead of the
@@ -30,6 +32,7 @@ except ImportError:  # the CUDA sources stay readable, and compile-testable, wit
     cupy = None
 
 from ..reference.conv import ConvKernels, check_conv_shapes, conv_out_size
+from .specs import Raw
 
 _SOURCE = r"""
 typedef %(ctype)s T;
@@ -87,10 +90,20 @@ _THREADS = 256
 _MAX_BLOCKS = 65535 * 32  # the grid-stride loop covers any size
 
 
+def _spec(ctype: str) -> Raw:
+    return Raw("nnk_im2col_col2im", _SOURCE % {"ctype": ctype}, ("nnk_im2col", "nnk_col2im"),
+               ctype)
+
+
 @functools.cache
 def _kernels(ctype: str):
-    module = cupy.RawModule(code=_SOURCE % {"ctype": ctype})
+    module = _spec(ctype).module()
     return module.get_function("nnk_im2col"), module.get_function("nnk_col2im")
+
+
+def cuda_sources() -> list:
+    """Every kernel this module builds (nnkernel/kernels/cupy/specs.py's contract)."""
+    return [_spec("float"), _spec("double")]
 
 
 def _launch(kernel, src, dst, x_shape, kh, kw, stride, padding, H_out, W_out):

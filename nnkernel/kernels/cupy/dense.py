@@ -26,6 +26,8 @@ try:
 except ImportError:  # the CUDA sources stay readable, and compile-testable, without CuPy
     cupy = None
 
+from .specs import Elementwise
+
 # -- fused bias + activation ---------------------------------------------------------
 # The activation formulas match nnkernel.activations exactly (sigmoid in its tanh form).
 _ACTIVATION_CODE = {
@@ -36,12 +38,15 @@ _ACTIVATION_CODE = {
 }
 
 
+def _bias_act_spec(activation: str) -> Elementwise:
+    """z ← g(z + b) in place; b broadcasts over the rows of z."""
+    return Elementwise(f"nnk_bias_{activation}", "T b", "T z",
+                       "T v = z + b; " + _ACTIVATION_CODE[activation], ndim=2)
+
+
 @functools.cache
 def _bias_act_kernel(activation: str):
-    """z ← g(z + b) in place; b broadcasts over the rows of z."""
-    return cupy.ElementwiseKernel(
-        "T b", "T z", "T v = z + b; " + _ACTIVATION_CODE[activation],
-        f"nnk_bias_{activation}")
+    return _bias_act_spec(activation).build()
 
 
 # -- activation backward, fused: dz = da ⊙ g′ from a = g(z) (nnkernel.nn.activations) ----------
@@ -54,10 +59,14 @@ _BACKWARD_CODE = {
 }
 
 
+def _backward_spec(activation: str) -> Elementwise:
+    return Elementwise(f"nnk_{activation}_backward", "T a, T da", "T dz",
+                       _BACKWARD_CODE[activation], options=("--fmad=false",))
+
+
 @functools.cache
 def _backward_kernel(activation: str):
-    return cupy.ElementwiseKernel("T a, T da", "T dz", _BACKWARD_CODE[activation],
-                                  f"nnk_{activation}_backward", options=("--fmad=false",))
+    return _backward_spec(activation).build()
 
 
 # -- dropout: a counter-based mask, compared and scaled in the same launch ---------------------
@@ -76,10 +85,20 @@ y = x * mask;
 """
 
 
+DROPOUT = Elementwise("nnk_dropout", "T x, uint64 key, float64 p, T scale", "T y, T mask",
+                      _DROPOUT_CODE, dtypes=("float32", "float64"),
+                      scalars=frozenset({"key", "p", "scale"}))
+
+
 @functools.cache
 def _dropout_kernel():
-    return cupy.ElementwiseKernel("T x, uint64 key, float64 p, T scale", "T y, T mask",
-                                  _DROPOUT_CODE, "nnk_dropout")
+    return DROPOUT.build()
+
+
+def cuda_sources() -> list:
+    """Every kernel this module builds (nnkernel/kernels/cupy/specs.py's contract)."""
+    return ([_bias_act_spec(a) for a in _ACTIVATION_CODE]
+            + [_backward_spec(a) for a in _BACKWARD_CODE] + [DROPOUT])
 
 
 class CupyDenseKernels:

@@ -18,7 +18,8 @@ loss and δ = (softmax(z) − t) / count, where the reference takes ~12 launches
   partials through shared memory), so a wide row is not left to 32 threads.
 
 UNTESTED ON A GPU when written (no GPU in that session): written against CuPy
-13/14 RawKernel, compiled with NVRTC on the CPU; tests/test_cupy_twin.py
+13/14 RawKernel; tests/test_cuda_compile.py compiles it as device code in CI,
+tests/test_cupy_xent_source.py runs it as host C++, tests/test_cupy_twin.py
 compares it with the reference for C = 10, 1000 and 32768 where a GPU is.
 """
 
@@ -32,6 +33,8 @@ try:
     import cupy
 except ImportError:  # the CUDA sources stay readable, and compile-testable, without CuPy
     cupy = None
+
+from .specs import Raw
 
 _SOURCE = r"""
 typedef %(ctype)s T;
@@ -141,9 +144,20 @@ def source(ctype: str, labels: bool, per_block: bool) -> tuple[str, str]:
                       "labels": int(labels), "block": int(per_block), "name": name}, name
 
 
+def _spec(ctype: str, labels: bool, per_block: bool) -> Raw:
+    code, name = source(ctype, labels, per_block)
+    return Raw(name, code, (name,), ctype)
+
+
 @functools.cache
 def _kernel(ctype: str, labels: bool, per_block: bool):
-    return cupy.RawKernel(*source(ctype, labels, per_block))
+    return _spec(ctype, labels, per_block).kernel()
+
+
+def cuda_sources() -> list:
+    """Every kernel this module builds (nnkernel/kernels/cupy/specs.py's contract)."""
+    return [_spec(ctype, labels, block) for ctype in ("float", "double")
+            for labels in (False, True) for block in (False, True)]
 
 
 def softmax_xent(z, t, count: int, labels: bool, mean: bool = False):

@@ -18,14 +18,18 @@ except ImportError:  # the CUDA sources stay readable, and compile-testable, wit
     cupy = None
 
 from ..reference.optim import SUBNORMAL_FLUSH_EVERY
-
+from .specs import Elementwise, Reduction
 
 # -- optimizer updates: one in-place elementwise kernel per parameter ----------------------
 # Each variant is composed from the flags and built once; hyperparameters are kernel
 # arguments, so a per-member learning rate (an (E, 1, ..., 1) array) broadcasts like a
-# scalar and a schedule never triggers a recompilation.
-@functools.cache
-def _sgd_kernel(weight_decay: bool, momentum: bool, nesterov: bool, first: bool):
+# scalar and a schedule never triggers a recompilation. They are Python floats (passed by
+# value) but for an ensemble's per-member values.
+_HYPER = frozenset({"lr", "wd", "mu", "damp", "beta1", "omb1", "beta2", "omb2", "eps", "bc1",
+                    "sqrt_bc2", "tiny", "alpha", "oma"})
+
+
+def _sgd_spec(weight_decay: bool, momentum: bool, nesterov: bool, first: bool):
     ins = ["T g", "T lr"] + (["T wd"] if weight_decay else []) + (
         ["T mu", "T damp"] if momentum else [])
     outs = ["T p"] + (["T buf"] if momentum else [])
@@ -35,11 +39,11 @@ def _sgd_kernel(weight_decay: bool, momentum: bool, nesterov: bool, first: bool)
         body.append("d = d + mu * buf;" if nesterov else "d = buf;")
     body.append("p = p - lr * d;")
     name = f"nnk_sgd_wd{weight_decay:d}_m{momentum:d}_n{nesterov:d}_f{first:d}"
-    return cupy.ElementwiseKernel(", ".join(ins), ", ".join(outs), "\n".join(body), name)
+    return Elementwise(name, ", ".join(ins), ", ".join(outs), "\n".join(body),
+                       scalars=_HYPER)
 
 
-@functools.cache
-def _adam_kernel(weight_decay: bool, decoupled: bool, flush: bool = False):
+def _adam_spec(weight_decay: bool, decoupled: bool, flush: bool = False):
     ins = ["T g", "T lr", "T beta1", "T omb1", "T beta2", "T omb2", "T eps", "T bc1",
            "T sqrt_bc2"] + (["T wd"] if weight_decay else []) + (["T tiny"] if flush else [])
     body = []
@@ -55,11 +59,10 @@ def _adam_kernel(weight_decay: bool, decoupled: bool, flush: bool = False):
     body += ["v = beta2 * v + omb2 * (d * d);",
              "p = p - (lr / bc1) * (m / (sqrt(v) / sqrt_bc2 + eps));"]
     name = f"nnk_adam_wd{weight_decay:d}_dec{decoupled:d}_f{flush:d}"
-    return cupy.ElementwiseKernel(", ".join(ins), "T p, T m, T v", "\n".join(body), name)
+    return Elementwise(name, ", ".join(ins), "T p, T m, T v", "\n".join(body), scalars=_HYPER)
 
 
-@functools.cache
-def _rmsprop_kernel(weight_decay: bool, centered: bool, momentum: bool):
+def _rmsprop_spec(weight_decay: bool, centered: bool, momentum: bool):
     ins = ["T g", "T lr", "T alpha", "T oma", "T eps"] + (["T wd"] if weight_decay else []) \
         + (["T mu"] if momentum else [])
     outs = ["T p", "T v"] + (["T gavg"] if centered else []) + (["T buf"] if momentum else [])
@@ -74,14 +77,45 @@ def _rmsprop_kernel(weight_decay: bool, centered: bool, momentum: bool):
     else:
         body += ["p = p - lr * (d / avg);"]
     name = f"nnk_rmsprop_wd{weight_decay:d}_c{centered:d}_m{momentum:d}"
-    return cupy.ElementwiseKernel(", ".join(ins), ", ".join(outs), "\n".join(body), name)
+    return Elementwise(name, ", ".join(ins), ", ".join(outs), "\n".join(body),
+                       scalars=_HYPER)
+
+
+# Σ x² in one reduction launch (the reference: a g·g temporary, then a sum)
+SUM_OF_SQUARES = Reduction("nnk_sum_of_squares", "T x", "T y", "x * x", "a + b", "y = a", "0")
+
+
+
+@functools.cache
+def _sgd_kernel(weight_decay: bool, momentum: bool, nesterov: bool, first: bool):
+    return _sgd_spec(weight_decay, momentum, nesterov, first).build()
+
+
+@functools.cache
+def _adam_kernel(weight_decay: bool, decoupled: bool, flush: bool = False):
+    return _adam_spec(weight_decay, decoupled, flush).build()
+
+
+@functools.cache
+def _rmsprop_kernel(weight_decay: bool, centered: bool, momentum: bool):
+    return _rmsprop_spec(weight_decay, centered, momentum).build()
 
 
 @functools.cache
 def _sum_of_squares_kernel():
-    """Σ x² in one reduction launch (the reference: a g·g temporary, then a sum)."""
-    return cupy.ReductionKernel("T x", "T y", "x * x", "a + b", "y = a", "0",
-                                "nnk_sum_of_squares")
+    return SUM_OF_SQUARES.build()
+
+
+def cuda_sources() -> list:
+    """Every kernel this module builds (nnkernel/kernels/cupy/specs.py's contract): each
+    flag combination the update methods below can ask for."""
+    bits = (False, True)
+    sgd = [_sgd_spec(wd, False, False, False) for wd in bits]
+    sgd += [_sgd_spec(wd, True, n, f) for wd in bits for n in bits for f in bits]
+    adam = [_adam_spec(wd, dec and wd, fl) for wd in bits for dec in bits for fl in bits
+            if wd or not dec]
+    rms = [_rmsprop_spec(wd, c, m) for wd in bits for c in bits for m in bits]
+    return sgd + adam + rms + [SUM_OF_SQUARES]
 
 
 class CupyOptimKernels:
