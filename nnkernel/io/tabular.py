@@ -22,7 +22,7 @@ import numpy as np
 
 from nnkernel.errors import CheckpointError, DatasetError, NonFiniteError
 
-from . import labels
+from . import labels, npy_read
 from .safe_read import bytes_from_env, open_regular
 
 if TYPE_CHECKING:  # datasets imports this module; this one imports it back only when called
@@ -84,28 +84,26 @@ def read_text(path: Path, what: str = "CSV file") -> str:
 
 
 def read_npy(path: Path) -> np.ndarray:
-    """One array of numbers from a .npy file, its declared size checked before it is read."""
+    """One array of numbers from a .npy file, its declared size checked before it is read.
+
+    Any damage (a header NumPy's parser chokes on, a size that disagrees with the
+    file, a dtype that is not a number) is a DatasetError naming the file.
+    """
     f, size = open_data_file(path, "input file")
-    with f:
-        try:
-            version = np.lib.format.read_magic(f)
-            header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                      else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = header(f)
-        except (ValueError, OSError, EOFError) as e:
-            raise DatasetError(f"cannot read {path} as a .npy array: {e}") from e
-        if dtype.hasobject or dtype.kind not in "biuf":
-            raise DatasetError(f"{path}: features must be numbers, found dtype {dtype}")
-        declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if declared != size - f.tell():
-            raise DatasetError(f"{path}: its header declares shape {shape} of {dtype} "
-                               f"({declared:,} bytes) but the file holds {size - f.tell():,} "
-                               "bytes of data; it is truncated or damaged")
-        f.seek(0)
-        try:
-            return np.load(f, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as e:
-            raise DatasetError(f"cannot read {path} as a .npy array: {e}") from e
+    try:
+        with f:
+            shape, fortran, dtype, header = npy_read.read_header(f, str(path), DatasetError)
+            if dtype.kind not in "biuf":
+                raise DatasetError(f"{path}: features must be numbers, found dtype {dtype}")
+            declared = npy_read.data_bytes(shape, dtype)
+            if declared != size - header:
+                raise DatasetError(f"{path}: its header declares shape {shape} of {dtype} "
+                                   f"({declared:,} bytes) but the file holds "
+                                   f"{size - header:,} bytes of data; it is truncated or "
+                                   "damaged")
+            return npy_read.read_data(f, shape, fortran, dtype, str(path), DatasetError)
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from e
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
