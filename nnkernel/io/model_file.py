@@ -228,8 +228,8 @@ def _check_entries(header: dict, shapes: dict, path: Path, room: int) -> None:
         where = f"{path}: tensor {key!r}"
         if not isinstance(entry, dict):
             raise CheckpointError(f"{where} is not a tensor entry ({_short(entry)})")
-        if entry.get("dtype") not in _SAFETENSORS_DTYPES:
-            name = _SAFETENSORS_NAMES.get(entry.get("dtype"), _short(entry.get("dtype")))
+        if not isinstance(entry.get("dtype"), str) or entry["dtype"] not in _SAFETENSORS_DTYPES:
+            name = _SAFETENSORS_NAMES.get(str(entry.get("dtype")), _short(entry.get("dtype")))
             raise CheckpointError(f"{path}: array {key!r} has dtype {name}, expected floating "
                                   "point (float16, float32 or float64)")
         shape = entry.get("shape")

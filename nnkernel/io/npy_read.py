@@ -25,6 +25,7 @@ NUMERIC_KINDS = "biufc"
 _MAGIC = b"\x93NUMPY"
 _LENGTH_BYTES = {(1, 0): 2, (2, 0): 4}  # 3.0 (UTF-8 field names) holds no plain numbers
 _CHUNK = 16 << 20
+_MAX_SIZE = 2**63  # NumPy's npy_intp on a 64-bit machine
 
 
 def read_header(f, where: str, error: type[Exception]):
@@ -63,7 +64,16 @@ def read_header(f, where: str, error: type[Exception]):
                     "(nnkernel reads arrays of numbers only)")
     if dtype.kind not in NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype:
         raise error(f"{where} has dtype {dtype.str}, which is not a numeric dtype")
+    # NumPy holds sizes in int64: a shape whose dims (zeros left out) multiply past it
+    # cannot be an array, even an empty one
+    if math.prod(d for d in shape if d) * dtype.itemsize >= _MAX_SIZE:
+        raise error(f"{where} declares shape {_shown(shape)}, which no array can have")
     return tuple(shape), bool(fortran), dtype, 8 + len(length_bytes) + length
+
+
+def _shown(shape: tuple) -> str:
+    text = str(tuple(shape))
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def data_bytes(shape: tuple, dtype: np.dtype) -> int:
