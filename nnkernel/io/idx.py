@@ -27,7 +27,7 @@ from .tabular import max_data_bytes, open_data_file
 __all__ = ["MAX_DEFLATE_RATIO", "load_idx"]
 
 MAX_DEFLATE_RATIO = 1032  # deflate's most: 258 bytes per 2-bit code, ~1032:1 overall
-_CHUNK = 16 << 20
+_CHUNK = 256 << 10  # inflated a chunk at a time into the array: ~1 MB beside it
 
 
 def load_idx(path: str | os.PathLike) -> np.ndarray:
