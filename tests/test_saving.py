@@ -558,3 +558,14 @@ def test_a_run_model_npz_elsewhere_or_an_empty_directory_is_refused_by_name(trai
     with pytest.raises(CheckpointError, match="is a directory, not a model file, and not a "
                                               "training run"):
         nk.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["syntax", "token", "overflow"])
+def test_predict_names_the_npy_file_it_cannot_read(trained_run, capsys, name):
+    """Item 16: `nnkernel predict` printed "SyntaxError: invalid syntax" without the file."""
+    from nnkernel.cli import main
+
+    path = CORPUS / "npy" / f"finding_{name}.npy"
+    assert main(["predict", str(trained_run), str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"nnkernel: error: {path}")
