@@ -624,3 +624,27 @@ def test_csv_readers_hold_numbers_not_strings(tmp_path):
     assert traced_peak(lambda: loaded.append(datasets.load_features(path))) < 8 * size
     np.testing.assert_array_equal(loaded[1][:, :20], X)
     assert loaded[0].n_features == 20 and loaded[0].n_classes == 3
+
+
+def test_download_stops_a_server_that_sends_more_than_any_published_file(
+        tmp_path, server, monkeypatch):
+    from nnkernel.io import download as download_module
+
+    url, root = server
+    monkeypatch.setitem(datasets.SOURCES, "mnist", Source(url, "sha256", _sha256s(root)))
+    monkeypatch.setattr(download_module, "MAX_DOWNLOAD_BYTES", 100)
+    dest = tmp_path / "dl"
+    with pytest.raises(DatasetError, match=r"ubyte.gz sent more than 100 bytes"):
+        download("mnist", dest)
+    assert not [p for p in dest.iterdir() if p.name.endswith(".part")]
+
+
+def test_download_checks_a_file_already_there_a_chunk_at_a_time(tmp_path, server, monkeypatch):
+    url, root = server
+    monkeypatch.setitem(datasets.SOURCES, "mnist", Source(url, "sha256", _sha256s(root)))
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    (dest / "train-images-idx3-ubyte.gz").write_bytes(bytes(16 << 20))  # damaged: replaced
+    peak = traced_peak(lambda: download("mnist", dest))
+    assert peak < 4 << 20
+    assert _sha256s(dest) == _sha256s(root)
