@@ -142,7 +142,7 @@ def load(path, backend="numpy", device=None, *, dtype=None,
     CheckpointError naming it.
     """
     path = Path(path)
-    run = _run_directory(path)
+    run = _run_directory(path, max_bytes)
     if run is not None:
         return _load_run(run, backend, device, dtype, max_bytes)
     record, arrays = model_file.read(path, max_bytes)
@@ -156,14 +156,14 @@ def load(path, backend="numpy", device=None, *, dtype=None,
     return model
 
 
-def read_metadata(path) -> dict:
+def read_metadata(path, *, max_bytes: int | None = None) -> dict:
     """The metadata record of a saved model (format and nnkernel versions, dtype, config,
     preprocessing), checked but without building the model or reading its arrays; for a
     run directory (or its model.npz), the same record made from its config.json."""
     path = Path(path)
-    run = _run_directory(path)
+    run = _run_directory(path, max_bytes)
     if run is None:
-        return model_file.read(path, arrays=False)[0]
+        return model_file.read(path, max_bytes, arrays=False)[0]
     from . import run_dir
     from .run_config import validate_run_config
 
@@ -180,7 +180,7 @@ def read_metadata(path) -> dict:
     return model_file.checked_record(record, run / run_dir.CONFIG)
 
 
-def _run_directory(path: Path) -> Path | None:
+def _run_directory(path: Path, max_bytes: int | None) -> Path | None:
     """The run directory ``path`` names (itself, or the one of its model.npz), else None.
 
     A model.npz is a run's when it has no nnkernel.json record and a config.json is
@@ -196,7 +196,7 @@ def _run_directory(path: Path) -> Path | None:
     if path.name != run_dir.MODEL or not os.path.lexists(path.parent / run_dir.CONFIG):
         return None
     try:
-        model_file.read(path, arrays=False)
+        model_file.read(path, max_bytes, arrays=False)
     except model_file.NoRecord:
         return path.parent
     except CheckpointError:
