@@ -62,18 +62,18 @@ def check_directory(f, size: int, path) -> None:
     at = tail.rfind(_END)
     if at < 0 or len(tail) - at < 22:
         return  # no end record: zipfile refuses the file
-    sizes = [int.from_bytes(tail[at + 12:at + 16], "little")]
+    directory = int.from_bytes(tail[at + 12:at + 16], "little")
     locator = at - 20
     if locator >= 0 and tail[locator:locator + 4] == _END64_LOCATOR:
         start = size - tail_len + locator - 56  # zipfile reads the zip64 record from there
         if start >= 0:
             f.seek(start)
             record = f.read(56)
-            if record[:4] == _END64:
-                sizes.append(int.from_bytes(record[40:48], "little"))
+            if record[:4] == _END64:  # then zipfile takes its sizes, not the end record's
+                directory = int.from_bytes(record[40:48], "little")
     f.seek(0)
-    if max(sizes) > MAX_DIRECTORY_BYTES:
-        raise CheckpointError(f"{path}: its zip directory claims {max(sizes):,} bytes, over "
+    if directory > MAX_DIRECTORY_BYTES:
+        raise CheckpointError(f"{path}: its zip directory claims {directory:,} bytes, over "
                               f"{MAX_DIRECTORY_BYTES:,}; the file is damaged or hostile")
 
 
