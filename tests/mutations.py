@@ -22,11 +22,17 @@ import zlib
 
 HUGE = [0, 1, 2**7, 2**8 - 1, 2**15, 2**16 - 1, 2**31 - 1, 2**31, 2**32 - 1, 2**32,
         2**53, 2**62, 2**63 - 1, 2**64 - 1]
-JSON_VALUES = [0, -1, 1, 2**31, 2**63, 10**400, 1e308, -0.0, 0.5, True, None, "", "x" * 50,
-               [], {}, [1, 2], "float16", "float64", "Shared", "Dense", "relu", float("nan")]
+JSON_VALUES = [0, -1, 1, 2, 2**31, 2**63, 10**400, 1e308, -0.0, 0.5, True, None, "", "x" * 50,
+               [], {}, [1, 2], [None, 4, 4], [1, 2**40, 2**40], "float16", "float64", "Shared",
+               "Dense", "Conv2D", "Flatten", "BatchNorm2D", "MaxPool2D", "relu", "softmax",
+               float("nan"), float("inf"), -float("inf"), "Infinity", -2**63]
+LAYER_FIELDS = ["type", "n_in", "n_out", "n", "eps", "momentum", "activation", "alpha", "p",
+                "in_channels", "out_channels", "channels", "kernel_size", "stride", "padding",
+                "same_as", "init"]
 NPY_DESCRS = ["<f4", "<f8", ">f8", "<f2", "|u1", "<i8", "|b1", "<c16", "|O", "<U3", "|V8",
               "f4,,", "[('a', '<f4')]", "<M8[s]", "(2,)<f4", "<f16"]
-CSV_CELLS = ["", "nan", "inf", "-inf", "1e400", "-1", "0", "1.5", "9" * 400, "0x10", "1_000",
+CSV_CELLS = ["", "nan", "inf", "-inf", "1e400", "3.5e38", "-1", "0", "1.5", "9" * 400, "0x10",
+             "1_000", "2.5", "1e-320", "10000000", "-0",
              "\x00", "é", '"', '""', "a,b", "\n", "2147483648", "-9223372036854775809", " 1"]
 
 
@@ -218,8 +224,36 @@ def _json_bytes(obj) -> bytes:
 
 
 def mutate_json_bytes(raw: bytes, rng) -> tuple[bytes, str]:
-    obj, how = mutate_json(json.loads(raw), rng)
-    return _json_bytes(obj), f"JSON {how}"
+    obj, hows = json.loads(raw), []
+    for _ in range(rng.choice([1, 1, 1, 2, 3])):
+        if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and rng.random() < 0.6:
+            obj, how = _mutate_layers(obj, rng)
+        else:
+            obj, how = mutate_json(obj, rng)
+        hows.append(how)
+    return _json_bytes(obj), f"JSON {'; '.join(hows)}"
+
+
+def _mutate_layers(record: dict, rng):
+    """A model record with one layer field, the input shape or the ensemble size changed."""
+    record = json.loads(json.dumps(record))
+    config = record["config"]
+    layers = config.get("layers")
+    roll = rng.random()
+    if roll < 0.15 or not isinstance(layers, list) or not layers:
+        key = rng.choice(["input_shape", "ensemble", "seed", "dtype"])
+        config[key] = rng.choice(JSON_VALUES)
+        return record, f"config.{key} = {str(config[key])[:20]}"
+    i = rng.randrange(len(layers))
+    if roll < 0.25:
+        layers.insert(rng.randrange(len(layers) + 1),
+                      {"type": "Shared", "same_as": rng.choice([0, i, -1, len(layers), 2**31])})
+        return record, "a Shared layer inserted"
+    if not isinstance(layers[i], dict):
+        layers[i] = {}
+    field = rng.choice(LAYER_FIELDS)
+    layers[i][field] = rng.choice(JSON_VALUES + [v for v in HUGE if v > 2**16])
+    return record, f"layers[{i}].{field} = {str(layers[i][field])[:20]}"
 
 
 # -- safetensors -------------------------------------------------------------------------------
