@@ -569,3 +569,18 @@ def test_predict_names_the_npy_file_it_cannot_read(trained_run, capsys, name):
     assert main(["predict", str(trained_run), str(path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"nnkernel: error: {path}")
+
+
+def test_a_safetensors_header_larger_than_any_model_needs_is_not_parsed(tmp_path):
+    """safetensors allows a 100 MB header; parsed, 17 MB of "[0,0,...]" took 4x its size."""
+    text = b'{"a": [' + b"0," * (17 << 19) + b'0]}'
+    path = tmp_path / "big.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match="safetensors header is [\\d,]+ bytes, more"):
+            nk.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * path.stat().st_size  # the file itself, read once

@@ -193,9 +193,12 @@ def _read_safetensors(data: bytes, path: Path, limit: int, want_arrays: bool):
     if data[8:9] != b"{":
         raise CheckpointError(f"{path} is neither an .npz (zip) nor a .safetensors file; it is "
                               "truncated or not an nnkernel model")
-    if n > min(len(data) - 8, 100 << 20):
+    if n > len(data) - 8:
         raise CheckpointError(f"{path}: the safetensors header claims {n:,} bytes but the file "
                               f"has {len(data) - 8:,} after it; the file is truncated")
+    if n > MAX_RECORD:  # safetensors allows 100 MB; a model of 10,000 layers needs ~4 MB
+        raise CheckpointError(f"{path}: the safetensors header is {n:,} bytes, more than "
+                              f"{MAX_RECORD:,}; it is not a model nnkernel wrote")
     header = parse_json(data[8:8 + n], f"{path}: the safetensors header")
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or not isinstance(meta.get(SAFETENSORS_KEY), str):
