@@ -36,17 +36,25 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
     f, size = open_data_file(path, "IDX file")  # a FIFO or /dev/zero is refused
     try:
         with f:
-            data = f.read(size + 1)
+            start = f.read(4)
+            if start[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
+                return _gunzip_idx(path, start + f.read(size + 1 - len(start)))
+            start += f.read(4 * start[3] if len(start) == 4 and start[3] in (1, 3) else 0)
+            dims, header = _header(path, start)
+            expected = header + math.prod(dims)
+            if size != expected:
+                raise DatasetError(f"{path}: {size} bytes, expected {expected} for shape "
+                                   f"{dims}; the file is truncated or corrupt, delete it and "
+                                   "download it again")
+            out = np.empty(expected - header, dtype=np.uint8)  # read into it: no copy
+            view, done = memoryview(out), 0
+            while done < out.size and (n := f.readinto(view[done:])):
+                done += n
+            if done < out.size or f.read(1):
+                raise DatasetError(f"{path} changed size while it was read")
+            return out.reshape(dims)
     except OSError as e:
         raise DatasetError(f"cannot read IDX file {path}: {e.strerror or e}") from e
-    if data[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
-        return _gunzip_idx(path, data)
-    dims, header = _header(path, data)
-    expected = header + math.prod(dims)
-    if len(data) != expected:
-        raise DatasetError(f"{path}: {len(data)} bytes, expected {expected} for shape {dims}; "
-                           "the file is truncated or corrupt, delete it and download it again")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
 def _header(path: Path, data: bytes) -> tuple[tuple, int]:
@@ -65,14 +73,24 @@ def _gunzip_idx(path: Path, data: bytes) -> np.ndarray:
     """Inflate a gzipped IDX file into its array, no further than its header's shape says,
     after checking that shape against the stream (see the module docstring)."""
     inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    pending = data
+    source, fed, tail = memoryview(data), 0, b""
     done = 0
 
-    def take(n: int) -> bytes:  # at most n bytes (n > 0: a max_length of 0 means no limit)
-        nonlocal pending
-        chunk = inflate.decompress(pending, n)
-        pending = inflate.unconsumed_tail
-        return chunk
+    def take(n: int) -> bytes:
+        """At most n bytes, fed a slice of input at a time (each call's unconsumed input is
+        copied: feeding the whole file would copy it per call)."""
+        nonlocal fed, tail
+        parts, got = [], 0
+        while got < n and not inflate.eof:
+            if not tail:
+                if fed >= len(source):
+                    break  # the input is used up
+                tail, fed = source[fed:fed + _CHUNK], fed + _CHUNK
+            part = inflate.decompress(tail, n - got)  # n - got > 0: 0 would mean no limit
+            tail = inflate.unconsumed_tail
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
 
     def broken(why) -> DatasetError:
         return DatasetError(f"{path}: corrupt or truncated gzip data ({why}); delete the file "
