@@ -584,3 +584,16 @@ def test_a_safetensors_header_larger_than_any_model_needs_is_not_parsed(tmp_path
     finally:
         tracemalloc.stop()
     assert peak < 1.5 * path.stat().st_size  # the file itself, read once
+
+
+def test_an_architecture_whose_shapes_do_not_chain_is_the_files_fault(tmp_path, fmt):
+    """from_config's ShapeError (a conv model's input_shape too small for its Dense) was let
+    out as it was; the file describes the model, so it is a CheckpointError naming it."""
+    model = nk.Sequential(nk.Conv2D(1, 2, 3, padding=1), nk.MaxPool2D(2), nk.Flatten(),
+                          nk.Dense(8, 2), seed=0, input_shape=(1, 4, 4))
+    record = json.loads(saving._record(model, {}, "x"))
+    record["config"]["input_shape"] = [1, 2, 2]
+    path = tmp_path / f"m.{fmt}"
+    (write_npz if fmt == "npz" else write_safetensors)(path, record, model.arrays())
+    with pytest.raises(CheckpointError, match=r"m\.\w+ describes an invalid model: .*Dense"):
+        nk.load(path)
