@@ -40,6 +40,8 @@ FINDINGS = {  # file: what the reader did before the fix (issue 22)
     "npy/finding_overflow.npy": "OverflowError from a 23-digit dimension (item 16)",
     "npy/finding_v2_huge_header.npy": "MemoryError: a 4 GiB header length read at once (item 16)",
     # found by tests/fuzz_readers.py while the readers were rewritten
+    "model/fuzz_shapes_do_not_chain.npz": "a bare ShapeError, not a CheckpointError",
+    "safetensors/fuzz_shapes_do_not_chain.safetensors": "the same, as safetensors",
     "safetensors/fuzz_dtype_not_a_string.safetensors": "TypeError: a dtype of [] in the header",
     "npy/fuzz_empty_but_impossible_shape.npy": "ValueError from NumPy: shape (0, 2**63 - 1, 2)",
 }
@@ -121,12 +123,16 @@ def files() -> dict[str, bytes]:
     def deep_n_in(record):
         record["config"]["layers"][0]["n_in"] = 2**31
 
+    def narrow(record):  # too small an image for the Dense after Flatten
+        record["config"]["input_shape"] = [1, 2, 2]
+
     out = {}
     for suffix, folder in ((".npz", "model"), (".safetensors", "safetensors")):
         for name, model in (("mlp", mlp), ("ensemble", ens), ("tied", tied), ("conv", conv)):
             out[f"{folder}/seed_{name}{suffix}"] = model_bytes(model, suffix)
         out[f"{folder}/finding_dense_30000{suffix}"] = model_bytes(mlp, suffix, wide)
         out[f"{folder}/finding_n_in_2pow31{suffix}"] = model_bytes(mlp, suffix, deep_n_in)
+        out[f"{folder}/fuzz_shapes_do_not_chain{suffix}"] = model_bytes(conv, suffix, narrow)
     blob = out["safetensors/seed_mlp.safetensors"]
     n = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8:8 + n])
@@ -182,19 +188,18 @@ def files() -> dict[str, bytes]:
         head % ("'<f4'", f"(0, {2**63 - 1}, 2)"))
     out["npy/finding_v2_huge_header.npy"] = b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**32 - 1) \
         + b"{'descr': '<f4'"
-    npz = io.BytesIO()
-    np.savez(npz, X=X.astype(np.float32), y=y)
-    out["npz_dataset/seed_xy.npz"] = npz.getvalue()
-    npz = io.BytesIO()
-    np.savez_compressed(npz, X_train=X[:8], y_train=y[:8], X_test=X[8:], y_test=y[8:])
-    out["npz_dataset/seed_split_compressed.npz"] = npz.getvalue()
-    npz = io.BytesIO()
-    np.savez(npz, X=images.astype(np.uint8), y=labels)
-    out["npz_dataset/seed_images.npz"] = npz.getvalue()
+    def npz(method=zipfile.ZIP_STORED, **arrays):  # np.savez's layout, without its clock
+        return zip_bytes([(k + ".npy", npy_bytes(v), method) for k, v in arrays.items()])
+
+    out["npz_dataset/seed_xy.npz"] = npz(X=X.astype(np.float32), y=y)
+    out["npz_dataset/seed_split_compressed.npz"] = npz(
+        zipfile.ZIP_DEFLATED, X_train=X[:8], y_train=y[:8], X_test=X[8:], y_test=y[8:])
+    out["npz_dataset/seed_images.npz"] = npz(X=images.astype(np.uint8), y=labels)
     return out
 
 
 def main() -> None:
+    """Write the corpus (the same bytes every time, for the same nnkernel)."""
     for name, data in files().items():
         path = CORPUS / name
         path.parent.mkdir(parents=True, exist_ok=True)

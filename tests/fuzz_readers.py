@@ -6,7 +6,8 @@ after importing nnkernel, plus `HEADROOM`), then for a number of cases or second
 mutates a corpus file (`mutations.mutate`: bit flips, truncation, header and
 size fields set huge, edits inside the zip members, JSON records, .npy headers,
 gzip streams) and calls the reader on it, each call under a per-case alarm. A
-reader may return or raise an nnkernel error (`NnkernelError`); anything else,
+reader may return or raise an nnkernel error of its own kinds (`READERS`: a
+CheckpointError for a model file, a DatasetError for data); anything else,
 including MemoryError (more memory than the file justifies) and a case over
 the alarm (a hang), is a finding: its bytes are saved under the output folder.
 The first cases are fixed: every corpus file as it is, a FIFO, /dev/zero, a
@@ -39,22 +40,25 @@ CORPUS = HERE / "fuzz_corpus"
 HEADROOM = 384 << 20  # corpus files are a few KB: no honest read of one needs this much
 CASE_SECONDS = float(os.environ.get("NNKERNEL_FUZZ_CASE_SECONDS", "5"))
 
-# name: (corpus folder, the call, as "module:function" of nnkernel)
+# name: (corpus folder, the call as "module:function" of nnkernel, the errors it may raise:
+# the file's fault is the file's error, CheckpointError for a model, DatasetError for data)
+DATA_ERRORS = ("DatasetError", "NonFiniteError")
 READERS = {
-    "load": ("model", "nnkernel.io.saving:load"),
-    "npz_metadata": ("npz_metadata", "nnkernel.io.saving:read_metadata"),
-    "safetensors": ("safetensors", "nnkernel.io.saving:load"),
-    "idx": ("idx", "nnkernel.io.idx:load_idx"),
-    "csv": ("csv", "nnkernel.io.tabular:load_csv"),
-    "csv_features": ("csv", "nnkernel.io.datasets:load_features"),
-    "npy": ("npy", "nnkernel.io.datasets:load_features"),
-    "npz_dataset": ("npz_dataset", "nnkernel.io.datasets:load_npz"),
+    "load": ("model", "nnkernel.io.saving:load", ("CheckpointError",)),
+    "npz_metadata": ("npz_metadata", "nnkernel.io.saving:read_metadata", ("CheckpointError",)),
+    "safetensors": ("safetensors", "nnkernel.io.saving:load", ("CheckpointError",)),
+    "idx": ("idx", "nnkernel.io.idx:load_idx", ("DatasetError",)),
+    "csv": ("csv", "nnkernel.io.tabular:load_csv", DATA_ERRORS),
+    # features of the wrong shape for prediction are a ShapeError, as for arrays
+    "csv_features": ("csv", "nnkernel.io.datasets:load_features", (*DATA_ERRORS, "ShapeError")),
+    "npy": ("npy", "nnkernel.io.datasets:load_features", (*DATA_ERRORS, "ShapeError")),
+    "npz_dataset": ("npz_dataset", "nnkernel.io.datasets:load_npz", DATA_ERRORS),
 }
 # "name=folder:module:function,...": a target replaced, to test this harness itself
 for _item in filter(None, os.environ.get("NNKERNEL_FUZZ_READERS", "").split(",")):
     _name, _, _spec = _item.partition("=")
     _folder, _, _call = _spec.partition(":")
-    READERS[_name] = (_folder, _call)
+    READERS[_name] = (_folder, _call, ("NnkernelError",))
 
 
 # ------------------------------------------------------------------------------- worker
@@ -128,7 +132,7 @@ def worker(reader: str, seed: int, seconds: float, cases: int, out: Path) -> int
                 path = work / f"case{source.suffix}"
                 path.write_bytes(data)
             print(json.dumps({"start": i, "case": what}), flush=True)
-            outcome = _run(call, path, NnkernelError)
+            outcome = _run(call, path, NnkernelError, READERS[reader][2])
             counts["finding" if outcome[0] == "finding" else outcome[0]] += 1
             if outcome[0] == "finding":
                 saved = _save(out, reader, what, data if data is not None else b"", path,
@@ -140,13 +144,18 @@ def worker(reader: str, seed: int, seconds: float, cases: int, out: Path) -> int
     return 0
 
 
-def _run(call, path: Path, allowed) -> tuple[str, str]:
+def _run(call, path: Path, nnkernel_error, allowed: tuple) -> tuple[str, str]:
+    """("ok" | "nnkernel error" | "finding", what happened): an nnkernel error of a class
+    not in ``allowed`` (names) is a finding too."""
     signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
     try:
         call(path)
         return "ok", ""
-    except allowed as e:
-        return "nnkernel error", f"{type(e).__name__}: {str(e)[:200]}"
+    except nnkernel_error as e:
+        text = f"{type(e).__name__}: {str(e)[:200]}"
+        if not {c.__name__ for c in type(e).__mro__} & set(allowed):
+            return "finding", f"{text} (expected {' or '.join(allowed)})"
+        return "nnkernel error", text
     except _Timeout:
         return "finding", f"no answer within {CASE_SECONDS} s (a hang)"
     except BaseException as e:  # noqa: BLE001 - every other exception is the finding

@@ -37,7 +37,7 @@ def test_reader_gives_only_nnkernel_errors_under_fuzzing(reader, tmp_path):
 
 
 def test_the_corpus_holds_seeds_and_every_finding():
-    for folder, _ in READERS.values():
+    for folder, *_ in READERS.values():
         assert any(p.name.startswith("seed_") for p in (CORPUS / folder).iterdir()), folder
     for name in FINDINGS:
         path = CORPUS / name
