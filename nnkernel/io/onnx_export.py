@@ -288,9 +288,9 @@ def _batchnorm(g: _Graph, i: int, layer: dict, x: str) -> str:
 
 
 def attribute_eps(g: _Graph, eps: float) -> float:
-    """The epsilon attribute of a normalisation node. ONNX float attributes are 32-bit:
-    in a float64 model eps (1e-5 becomes 1.0000000000000001e-05 ± 3e-13) goes into the
-    variance instead (`var_plus_eps`) and the attribute is 0."""
+    """The epsilon attribute of a normalisation node. ONNX float attributes are 32-bit
+    (1e-5 is stored as 9.99999975e-06), so in a float64 model eps goes into the variance
+    instead (`var_plus_eps`) and the attribute is 0."""
     return eps if g.dtype == np.float32 else 0.0
 
 
