@@ -319,3 +319,60 @@ def test_write_restores_the_signal_handlers_it_installs(tmp_path):
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
     checkpoint.atomic_write_bytes(tmp_path / "f.bin", b"x")
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+# --------------------------------------------- issue 22: the zip directory and .npy headers
+
+def write_many_members(path: Path, n: int, zip64: bool = False) -> None:
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(n):
+            zf.writestr(f"m{i}.npy", b"")
+    if zip64:  # the end record's size field 0xFFFFFFFF, the real one in a zip64 record
+        data = bytearray(path.read_bytes())
+        at = data.rfind(b"PK\x05\x06")
+        size = int.from_bytes(data[at + 12:at + 16], "little")
+        offset = int.from_bytes(data[at + 16:at + 20], "little")
+        record = (b"PK\x06\x06" + (44).to_bytes(8, "little") + (45).to_bytes(2, "little") * 2
+                  + bytes(8) + n.to_bytes(8, "little") * 2 + size.to_bytes(8, "little")
+                  + offset.to_bytes(8, "little"))
+        locator = b"PK\x06\x07" + bytes(4) + at.to_bytes(8, "little") + (1).to_bytes(4, "little")
+        end = bytes(data[at:at + 12]) + b"\xff" * 8 + bytes(data[at + 20:])
+        path.write_bytes(bytes(data[:at]) + record + locator + end)
+
+
+@pytest.mark.parametrize("zip64", [False, True], ids=["zip", "zip64"])
+def test_a_zip_directory_over_its_limit_is_refused_before_zipfile_reads_it(
+        tmp_path, monkeypatch, zip64):
+    """zipfile keeps ~0.5 KB per directory entry: a file of small entries is a memory bomb
+    (200,000 entries, 17 MB, took 116 MB). The directory's size is read from the end record
+    (or the zip64 one) and bounded first."""
+    from nnkernel.io import npz_read
+
+    path = tmp_path / "model.npz"
+    write_many_members(path, 3000, zip64)
+    assert zipfile.ZipFile(path).namelist()[-1] == "m2999.npy"  # a valid zip
+    monkeypatch.setattr(npz_read, "MAX_DIRECTORY_BYTES", 64 << 10)
+    peak = peak_python_bytes(lambda: load_arrays(path))
+    assert peak < 256 << 10
+    with pytest.raises(CheckpointError, match=r"zip directory claims 1\d\d,\d{3} bytes, over"):
+        load_arrays(path)
+    monkeypatch.setattr(npz_read, "MAX_DIRECTORY_BYTES", 16 << 20)
+    with pytest.raises(CheckpointError, match="no NumPy magic"):  # read on: empty members
+        load_arrays(path)
+
+
+@pytest.mark.parametrize(("name", "needle"), [
+    ("finding_v2_huge_header", "header claims 4,294,967,295"),
+    ("finding_syntax", r"damaged .npy header \(SyntaxError"),
+    ("finding_token", r"damaged .npy header \(TokenError"),
+    ("finding_overflow", "which no array can have"),
+    ("fuzz_empty_but_impossible_shape", "which no array can have")])
+def test_a_member_with_a_damaged_npy_header_is_a_checkpoint_error(tmp_path, name, needle):
+    """The .npy files of tests/fuzz_corpus/npy as members: one reader for both."""
+    path = tmp_path / "model.npz"
+    corpus = Path(__file__).resolve().parent / "fuzz_corpus" / "npy"
+    write_member(path, "a.npy", (corpus / f"{name}.npy").read_bytes())
+    peak = peak_python_bytes(lambda: load_arrays(path))
+    assert peak < 1 << 20
+    with pytest.raises(CheckpointError, match=needle):
+        load_arrays(path)

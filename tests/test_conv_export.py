@@ -67,6 +67,25 @@ def test_every_conv_layer_in_one_network_matches_the_model(dtype, ensemble):
         ["N", 2, 11, 15]
 
 
+@pytest.mark.parametrize("ensemble", [None, 2], ids=["single", "ensemble"])
+def test_float64_batchnorm2d_uses_eps_in_float64(ensemble):
+    """BatchNormalization's epsilon attribute is 32-bit; a float64 model keeps eps exact
+    (var + eps as a float64 initializer). No Conv, so onnxruntime runs it in float64."""
+    model = nk.Sequential(nk.BatchNorm2D(3, eps=0.1), nk.Flatten(), nk.Dense(12, 2), seed=2,
+                          dtype="float64", ensemble=ensemble, input_shape=(3, 2, 2))
+    arrays = model.arrays()
+    arrays["0.running_var"] = np.full_like(arrays["0.running_var"], 1e-4)
+    arrays["2.W"] = arrays["2.W"] * 1e3
+    model.load_arrays(arrays)
+    x = np.random.default_rng(1).normal(size=(5, 3, 2, 2))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(to_onnx(model).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    got, want = session.run(None, {"x": x})[0], np.asarray(model(x))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
 def test_conv_graph_uses_the_named_ops_and_torch_layout_weights():
     model = nk.Sequential(nk.Conv2D(1, 4, 3, padding=1, activation="relu"), nk.MaxPool2D(2),
                           nk.Flatten(), nk.Dense(4 * 4 * 4, 10), input_shape=(1, 8, 8))

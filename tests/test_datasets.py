@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import urllib.request
 from pathlib import Path
 
@@ -522,3 +523,129 @@ def test_one_hot():
         one_hot(np.array([0.0, 1.0]), 2)
     with pytest.raises(DatasetError, match="outside 0..1"):
         one_hot(np.array([0, 2]), 2)
+
+
+# ------------------------------------------ issue 22: IDX and .npy readers bounded by the file
+
+CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
+
+
+def traced_peak(fn) -> int:
+    """Peak bytes allocated through Python's and NumPy's allocators while fn runs."""
+    tracemalloc.start()
+    try:
+        fn()
+    except DatasetError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_idx_with_dims_of_2_to_the_32_is_a_dataset_error():
+    """Item 13: an OverflowError from zlib before (the inflate size did not fit ssize_t)."""
+    path = CORPUS / "idx" / "finding_huge_dims.gz"
+    with pytest.raises(DatasetError, match=r"finding_huge_dims.gz.*shape \(4294967295, "):
+        load_idx(path)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ""])
+def test_idx_is_read_once_into_its_array(tmp_path, suffix):
+    """Item 13: the old reader held a gzip stream twice, then copied it (~3x the array);
+    a plain file was read, then copied (2x)."""
+    images = np.zeros((2048, 64, 64), np.uint8)  # 8 MiB of zeros, gzipped ~8 KB
+    path = write_idx(tmp_path / f"images{suffix}", images)
+    loaded = []
+    peak = traced_peak(lambda: loaded.append(load_idx(path)))
+    assert peak < 1.25 * images.nbytes
+    np.testing.assert_array_equal(loaded[0], images)
+
+
+def gzip_claiming(n_images: int, content: bytes, trailer: int | None = None) -> bytes:
+    """A gzipped IDX whose header claims n_images 64x64 images, holding ``content``."""
+    header = b"\x00\x00\x08\x03" + struct.pack(">3I", n_images, 64, 64)
+    blob = bytearray(gzip.compress(header + content, compresslevel=9))
+    if trailer is not None:
+        blob[-4:] = struct.pack("<I", trailer % 2**32)
+    return bytes(blob)
+
+
+def test_gzipped_idx_claiming_more_than_it_can_hold_is_refused_before_inflating(tmp_path):
+    """Item 13: a header claiming 8 MiB over a stream of 4 MiB (its trailer says so), or
+    over a stream whose trailer agrees but which deflate cannot make that large, is
+    refused before a byte is inflated."""
+    path = tmp_path / "images.gz"
+    path.write_bytes(gzip_claiming(2048, bytes(4 << 20)))
+    assert traced_peak(lambda: load_idx(path)) < 256 << 10
+    with pytest.raises(DatasetError, match="trailer records 4,194,320 bytes inflated, expected "
+                                           "8,388,624 for shape"):
+        load_idx(path)
+    declared = 16 + 2**20 * 64 * 64  # 4 GiB
+    path.write_bytes(gzip_claiming(2**20, bytes(4 << 20), trailer=declared))
+    assert traced_peak(lambda: load_idx(path)) < 256 << 10
+    with pytest.raises(DatasetError, match="more than [\\d,]+ bytes of gzip can inflate to"):
+        load_idx(path)
+
+
+@pytest.mark.parametrize("name", ["syntax", "token", "overflow", "v2_huge_header"])
+def test_a_damaged_npy_header_is_a_dataset_error_naming_the_file(name):
+    """Item 16: SyntaxError, tokenize.TokenError, OverflowError and MemoryError came out of
+    load_features (and so out of `nnkernel predict`, without the file's name)."""
+    path = CORPUS / "npy" / f"finding_{name}.npy"
+    peak = traced_peak(lambda: datasets.load_features(path))
+    with pytest.raises(DatasetError) as info:
+        datasets.load_features(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+    assert peak < 1 << 20  # the 4 GiB header length is refused, not read
+
+
+def test_npy_features_load_as_numpy_reads_them(tmp_path):
+    for a in (np.arange(12, dtype=np.float64).reshape(4, 3),
+              np.asfortranarray(np.arange(12, dtype=">f4").reshape(3, 4)),
+              np.arange(6, dtype=np.uint8).reshape(2, 3)):
+        np.save(tmp_path / "x.npy", a)
+        np.testing.assert_array_equal(datasets.load_features(tmp_path / "x.npy"), a)
+    np.save(tmp_path / "x.npy", np.zeros((2, 3), np.complex64))
+    with pytest.raises(DatasetError, match="features must be numbers, found dtype complex64"):
+        datasets.load_features(tmp_path / "x.npy")
+
+
+def test_csv_readers_hold_numbers_not_strings(tmp_path):
+    """A CSV is converted a row at a time (8 bytes a value), not held as lists of strings:
+    the old readers peaked at 22x (load_csv) and 12x (load_features) the file's size,
+    which the size limit (the memory available) did not allow for."""
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 10, size=(20000, 20))
+    path = write_csv(tmp_path / "m.csv", ",".join(f"f{i}" for i in range(20)) + ",label",
+                     [[*r, r[0] % 3] for r in X])
+    size = path.stat().st_size
+    loaded = []
+    assert traced_peak(lambda: loaded.append(load_csv(path))) < 12 * size
+    assert traced_peak(lambda: loaded.append(datasets.load_features(path))) < 8 * size
+    np.testing.assert_array_equal(loaded[1][:, :20], X)
+    assert loaded[0].n_features == 20 and loaded[0].n_classes == 3
+
+
+def test_download_stops_a_server_that_sends_more_than_any_published_file(
+        tmp_path, server, monkeypatch):
+    from nnkernel.io import download as download_module
+
+    url, root = server
+    monkeypatch.setitem(datasets.SOURCES, "mnist", Source(url, "sha256", _sha256s(root)))
+    monkeypatch.setattr(download_module, "MAX_DOWNLOAD_BYTES", 100)
+    dest = tmp_path / "dl"
+    with pytest.raises(DatasetError, match=r"ubyte.gz sent more than 100 bytes"):
+        download("mnist", dest)
+    assert not [p for p in dest.iterdir() if p.name.endswith(".part")]
+
+
+def test_download_checks_a_file_already_there_a_chunk_at_a_time(tmp_path, server, monkeypatch):
+    url, root = server
+    monkeypatch.setitem(datasets.SOURCES, "mnist", Source(url, "sha256", _sha256s(root)))
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    (dest / "train-images-idx3-ubyte.gz").write_bytes(bytes(16 << 20))  # damaged: replaced
+    peak = traced_peak(lambda: download("mnist", dest))
+    assert peak < 4 << 20
+    assert _sha256s(dest) == _sha256s(root)

@@ -103,6 +103,23 @@ def test_every_layer_kind_in_one_network_matches_the_model(tmp_path, dtype, ense
     check_against_model(model, dtype, ensemble=ensemble, tmp_path=tmp_path)
 
 
+@pytest.mark.parametrize("opset", [17, 18])
+@pytest.mark.parametrize("ensemble", [None, 2], ids=["single", "ensemble"])
+def test_float64_norms_use_eps_in_float64(ensemble, opset):
+    """ONNX float attributes are 32-bit: eps = 0.1 stored as an attribute is 0.10000000149,
+    which moves a float64 output whose variance is near eps by ~1e-8 relative."""
+    model = nk.Sequential(nk.Dense(3, 4), nk.BatchNorm(4, eps=0.1), nk.LayerNorm(4, eps=0.1),
+                          nk.Dense(4, 2), seed=3, dtype="float64", ensemble=ensemble)
+    arrays = model.arrays()
+    arrays["1.running_var"] = np.full_like(arrays["1.running_var"], 1e-4)
+    arrays["3.W"] = arrays["3.W"] * 1e3  # the outputs O(1e3): a 1e-8 error shows as 1e-5
+    model.load_arrays(arrays)
+    x = np.random.default_rng(0).normal(size=(7, 3)) * 0.05  # small: var ~ eps in LayerNorm
+    got = run_onnx(to_onnx(model, opset=opset), x)
+    want = np.asarray(model(x))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
 def test_every_exportable_layer_is_tested():
     tested = {type(f()).__name__ for f in ACTIVATION_LAYERS.values()}
     conv = {"Conv2D", "MaxPool2D", "AvgPool2D", "BatchNorm2D", "Dropout2D", "Flatten"}

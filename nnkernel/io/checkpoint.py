@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import signal
 import tempfile
@@ -25,30 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, DTypeError
+from . import npz_read
+from .npz_read import LayoutMismatch
 from .safe_read import describe_limit, max_checkpoint_bytes, open_regular
 
 __all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "LayoutMismatch", "atomic_write_bytes",
-           "atomic_write_json", "load_arrays", "read_json", "save_arrays"]
+           "atomic_write_json", "load_arrays", "parse_json", "read_json", "save_arrays"]
 
 # config.json is a few kB and metrics.json grows by ~100 bytes per epoch and member.
 MAX_JSON_BYTES = 64 << 20
 MAX_JSON_DEPTH = 32  # nnkernel's own files nest 4 levels
-_NUMERIC_KINDS = "biufc"
-_READ_CHUNK = 16 << 20
-_KIND_NAMES = {"b": "bool", "i": "integer", "u": "unsigned integer", "f": "floating point",
-               "c": "complex"}
-
-
-class LayoutMismatch(CheckpointError):
-    """A member of an .npz is not in the ``expected`` layout given to `load_arrays`.
-
-    ``detail`` is the message without the file, for callers that name the layout
-    ("does not match the architecture in config.json: <detail>").
-    """
-
-    def __init__(self, message: str, path: Path, detail: str):
-        super().__init__(message)
-        self.path, self.detail = path, detail
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -169,26 +154,33 @@ def read_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> dict:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from e
     if len(data) > size:  # it grew after the size check
         raise CheckpointError(f"{path} is over the limit of {max_bytes:,} bytes")
+    return parse_json(data, str(path))
+
+
+def parse_json(data: bytes, where: str) -> dict:
+    """The JSON object in ``data``; anything else is a CheckpointError starting with
+    ``where``: not UTF-8, not JSON, an integer of more than 4300 digits, nesting deeper
+    than `MAX_JSON_DEPTH`, or a value that is not an object."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CheckpointError(f"{path} is not a UTF-8 JSON file (byte {e.start})") from e
+        raise CheckpointError(f"{where} is not a UTF-8 JSON file (byte {e.start})") from e
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise CheckpointError(
-            f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+            f"{where} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
             "the file is corrupt or truncated"
         ) from e
     except RecursionError as e:
-        raise CheckpointError(f"{path} is nested too deeply to be an nnkernel file") from e
+        raise CheckpointError(f"{where} is nested too deeply to be an nnkernel file") from e
     except ValueError as e:  # e.g. an integer longer than sys.get_int_max_str_digits()
-        raise CheckpointError(f"{path} is not a valid nnkernel JSON file: "
+        raise CheckpointError(f"{where} is not a valid nnkernel JSON file: "
                               f"{str(e).splitlines()[0]}") from e
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+        raise CheckpointError(f"{where}: expected a JSON object, found {type(obj).__name__}")
     if _json_depth(obj) > MAX_JSON_DEPTH:
-        raise CheckpointError(f"{path} is nested more than {MAX_JSON_DEPTH} levels deep; "
+        raise CheckpointError(f"{where} is nested more than {MAX_JSON_DEPTH} levels deep; "
                               "nnkernel files are not, so it is damaged or hostile")
     return obj
 
@@ -240,7 +232,8 @@ def load_arrays(path: str | os.PathLike, expected: Mapping | None = None,
     - only a regular file is read (a FIFO, /dev/zero or a directory is refused
       before a byte is read);
     - the file, and the sum of its members' uncompressed sizes, stay within
-      ``max_bytes`` (default: $NNKERNEL_MAX_CHECKPOINT_BYTES, else 2 GiB);
+      ``max_bytes`` (default: $NNKERNEL_MAX_CHECKPOINT_BYTES, else 2 GiB), and
+      its zip directory within `npz_read.MAX_DIRECTORY_BYTES`;
     - each member's .npy header (shape, dtype) is read before its data is
       inflated: the dtype must be plain numeric (bool, int, uint, float, complex),
       the data size the header declares must equal the zip entry's size, and
@@ -256,98 +249,12 @@ def load_arrays(path: str | os.PathLike, expected: Mapping | None = None,
     path = Path(path)
     limit = max_checkpoint_bytes(max_bytes)
     limit_hint = limit_hint or describe_limit(limit)
-    f, _ = open_regular(path, limit, limit_hint=limit_hint)
+    f, size = open_regular(path, limit, limit_hint=limit_hint)
     with f:
         if not zipfile.is_zipfile(f):
             raise CheckpointError(f"{path} is not an .npz (zip) file; it is truncated or not "
                                   "a checkpoint")
-        try:
-            with zipfile.ZipFile(f) as zf:
-                members = _checked_members(path, zf.infolist(), limit, limit_hint)
-                return {key: _read_member(path, zf, info, key, expected)
-                        for key, info in members}
-        except CheckpointError:
-            raise
-        except Exception as e:
-            # A damaged or hostile zip fails in many ways (zipfile, zlib, numpy's
-            # header parser); for the caller all mean "unreadable".
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"cannot load {path}: {reason}") from e
-
-
-def _checked_members(path: Path, infos, limit: int, limit_hint: str | None = None) -> list:
-    """(key, ZipInfo) per member, once the whole directory of the zip passed the checks
-    that need no decompression: names, duplicates, methods, total uncompressed size."""
-    members, seen, total = [], set(), 0
-    for info in infos:
-        if not info.filename.endswith(".npy"):
-            raise CheckpointError(f"cannot load {path}: member {info.filename!r} is not a .npy "
-                                  "array")
-        key = info.filename[:-4]
-        if key in seen:
-            raise CheckpointError(f"cannot load {path}: it holds the array {key!r} twice")
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise CheckpointError(f"cannot load {path}: member {info.filename!r} uses zip "
-                                  f"compression method {info.compress_type}; np.savez writes "
-                                  "stored or deflated members only")
-        seen.add(key)
-        total += info.file_size
-        members.append((key, info))
-    if total > limit:
-        raise CheckpointError(f"{path} holds {total:,} bytes uncompressed, over "
-                              f"{limit_hint or describe_limit(limit)}")
-    return members
-
-
-def _read_member(path: Path, zf, info, key: str, expected) -> np.ndarray:
-    """One member: header first, every check, then exactly the declared bytes of data."""
-    with zf.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise CheckpointError(f"cannot load {path}: array {key!r} uses .npy format version "
-                                  f"{version[0]}.{version[1]}; expected 1.0 or 2.0")
-        where = f"cannot load {path}: array {key!r}"
-        if dtype.hasobject:
-            raise CheckpointError(f"{where} holds Python objects, which would need pickle; "
-                                  "refused (nnkernel reads arrays of numbers only)")
-        if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype:
-            raise CheckpointError(f"{where} has dtype {dtype.str}, which is not a numeric dtype")
-        if expected is not None:
-            _check_expected(path, key, expected.get(key), shape, dtype)
-        count = math.prod(shape)
-        n_bytes = count * dtype.itemsize
-        held = info.file_size - f.tell()
-        if n_bytes != held:
-            raise CheckpointError(f"{where} declares shape {shape} of {dtype} ({n_bytes:,} "
-                                  f"bytes of data) but the zip entry holds {held:,}")
-        buf = np.empty(n_bytes, dtype=np.uint8)
-        view, done = memoryview(buf), 0
-        while done < n_bytes:  # in chunks: readinto copies through a bytes object of its size
-            n = f.readinto(view[done:done + _READ_CHUNK])
-            if not n:
-                raise CheckpointError(f"{where} is truncated")
-            done += n
-        if f.read(1):  # also makes zipfile check the CRC, if the last read did not
-            raise CheckpointError(f"{where} holds more data than its size says")
-    arr = buf.view(dtype)
-    if fortran:
-        return arr.reshape(shape[::-1]).transpose()
-    return arr.reshape(shape)
-
-
-def _check_expected(path: Path, key: str, spec, shape: tuple, dtype: np.dtype) -> None:
-    where = f"{path} does not match the expected layout: array {key!r}"
-    if spec is None:
-        raise LayoutMismatch(f"{where} is not part of it", path, f"unexpected array {key!r}")
-    want_shape, kinds = spec
-    if tuple(want_shape) != tuple(shape):
-        raise LayoutMismatch(f"{where} has shape {shape}, expected {tuple(want_shape)}", path,
-                             f"array {key!r} has shape {shape}, expected {tuple(want_shape)}")
-    if dtype.kind not in kinds:
-        names = " or ".join(_KIND_NAMES.get(k, k) for k in kinds)
-        raise LayoutMismatch(f"{where} has dtype {dtype}, expected {names}", path,
-                             f"array {key!r} has dtype {dtype}, expected {names}")
+        with npz_read.open_zip(f, size, path) as zf:
+            members = npz_read.checked_members(path, zf.infolist(), limit, limit_hint)
+            return {key: npz_read.read_member(path, zf, info, key, expected)
+                    for key, info in members}

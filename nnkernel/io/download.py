@@ -13,6 +13,11 @@ from pathlib import Path
 
 from nnkernel.errors import ConfigError, DatasetError
 
+from .safe_read import open_regular
+
+# The largest published file is 26 MB (Fashion-MNIST's training images, gzipped).
+MAX_DOWNLOAD_BYTES = 64 << 20
+
 
 @dataclass(frozen=True)
 class Source:
@@ -57,14 +62,20 @@ def download(name: str, dest_dir: str | os.PathLike, *, base_url: str | None = N
         raise DatasetError(f"cannot create download directory {dest}: {e.strerror or e}") from e
     for filename, want in source.checksums.items():
         target = dest / filename
-        if target.is_file() and _digest(target.read_bytes(), source.algorithm) == want:
+        if target.is_file() and _file_digest(target, source.algorithm) == want:
             continue  # already there and intact
         url = base + filename
         fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{filename}.", suffix=".part")
         try:
             hasher = hashlib.new(source.algorithm)
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+                received = 0
                 while chunk := resp.read(1 << 20):
+                    received += len(chunk)
+                    if received > MAX_DOWNLOAD_BYTES:  # a server that never stops
+                        raise DatasetError(f"{url} sent more than {MAX_DOWNLOAD_BYTES:,} bytes, "
+                                           "more than the published file has; stopped. "
+                                           + _how_to_get(name, _search_dirs(name, dest)))
                     hasher.update(chunk)
                     out.write(chunk)
             got = hasher.hexdigest()
@@ -87,5 +98,14 @@ def download(name: str, dest_dir: str | os.PathLike, *, base_url: str | None = N
     return dest
 
 
-def _digest(data: bytes, algorithm: str) -> str:
-    return hashlib.new(algorithm, data).hexdigest()
+def _file_digest(path: Path, algorithm: str) -> str | None:
+    """The checksum of a file already there, read in chunks (None: not a readable file)."""
+    try:
+        f, _ = open_regular(path, None, error=DatasetError)
+        with f:
+            hasher = hashlib.new(algorithm)
+            while chunk := f.read(1 << 20):
+                hasher.update(chunk)
+        return hasher.hexdigest()
+    except (DatasetError, OSError):
+        return None

@@ -2,7 +2,8 @@
 
     Conv2D       Conv(x, W, b; kernel_shape, strides, pads), then its fused activation
     MaxPool2D    MaxPool(kernel_shape, strides);  AvgPool2D  AveragePool(same)
-    BatchNorm2D  BatchNormalization(epsilon) with the running statistics
+    BatchNorm2D  BatchNormalization(epsilon) with the running statistics (float64: with
+                 running_var + eps and epsilon=0, as in onnx_export)
     Dropout2D    nothing (the identity at inference)
     Flatten      Flatten(axis=1)
 
@@ -77,9 +78,14 @@ def batchnorm2d(g, i, layer, x):
     if g.ensemble is not None and not _members_in_channels(g):  # a shared input, per member
         x = g.op("Tile", [x, _ints(g, f"{i}.repeats", [1, g.ensemble, 1, 1])], f"{i}.tile")
         g.member_channels = True
+    from .onnx_export import attribute_eps, var_plus_eps
+
+    eps = float(layer["eps"])
     keys = [f"{i}.{name}" for name in ("gamma", "beta", "running_mean", "running_var")]
-    return g.op("BatchNormalization", [x, *(_member_major(g, key) for key in keys)],
-                f"{i}.batchnorm", epsilon=float(layer["eps"]))
+    var = var_plus_eps(g, i, keys[3], eps, stack=lambda key, value=None: _member_major(
+        g, key, value))
+    return g.op("BatchNormalization", [x, *(_member_major(g, key) for key in keys[:3]), var],
+                f"{i}.batchnorm", epsilon=attribute_eps(g, eps))
 
 
 def dropout2d(g, i, layer, x):

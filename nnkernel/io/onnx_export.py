@@ -17,6 +17,10 @@ become initializers under their nnkernel keys ("0.W", "0.b", ...):
     Dropout      nothing (the identity at inference)
     BatchNorm    BatchNormalization(epsilon=eps) with the running statistics
     LayerNorm    LayerNormalization(axis=-1, epsilon=eps)
+                 ONNX float attributes are 32-bit, so in a float64 model eps goes
+                 into the graph as a float64 value: BatchNormalization takes
+                 running_var + eps (summed in float64) and epsilon=0, and LayerNorm
+                 is written out with ReduceMean, Sqrt and Div
     Conv2D, MaxPool2D, AvgPool2D, BatchNorm2D, Dropout2D, Flatten: see `onnx_conv`
     (an image model's input "x" is (N, C, H, W), unknown sizes named H and W)
 
@@ -114,6 +118,7 @@ def to_onnx(model, *, opset: int = 17, batch_dim: str | int = "N",
     _check_exportable(config["layers"])
     graph = _Graph(onnx, np.dtype(config["dtype"]), config.get("ensemble"), model.arrays())
     graph.sample_ndim = [pos.sample_ndim for pos in model.plan.positions]  # at each input
+    graph.opset = opset
     y = graph.input_name
     for i, layer in enumerate(config["layers"]):
         y = _LAYER_BUILDERS[layer["type"]](graph, i, layer, y)
@@ -269,8 +274,9 @@ def _batchnorm(g: _Graph, i: int, layer: dict, x: str) -> str:
     eps = float(layer["eps"])
     keys = [f"{i}.{name}" for name in ("gamma", "beta", "running_mean", "running_var")]
     if g.ensemble is None:
-        return g.op("BatchNormalization", [x, *(g.param(k) for k in keys)], f"{i}.batchnorm",
-                    epsilon=eps)
+        return g.op("BatchNormalization", [x, *(g.param(k) for k in keys[:3]),
+                                           var_plus_eps(g, i, keys[3], eps)],
+                    f"{i}.batchnorm", epsilon=attribute_eps(g, eps))
     gamma, beta, mean = (g.param(k, per_feature=True) for k in keys[:3])
     # 1/√(var + eps) computed once here, in the model's dtype, as BatchNorm.forward does.
     var = np.asarray(g.arrays[keys[3]], dtype=g.dtype)
@@ -281,16 +287,56 @@ def _batchnorm(g: _Graph, i: int, layer: dict, x: str) -> str:
     return g.op("Add", [t, beta], f"{i}.batchnorm")
 
 
+def attribute_eps(g: _Graph, eps: float) -> float:
+    """The epsilon attribute of a normalisation node. ONNX float attributes are 32-bit
+    (1e-5 is stored as 9.99999975e-06), so in a float64 model eps goes into the variance
+    instead (`var_plus_eps`) and the attribute is 0."""
+    return eps if g.dtype == np.float32 else 0.0
+
+
+def var_plus_eps(g: _Graph, i: int, key: str, eps: float, stack=None) -> str:
+    """The running variance for BatchNormalization: as saved in a float32 model; in a
+    float64 one var + eps, summed in float64 as BatchNorm.forward does, under a name
+    of its own ("<i>.running_var_plus_eps")."""
+    if g.dtype == np.float32:
+        return (stack or g.param)(key)
+    value = np.asarray(g.arrays[key], dtype=g.dtype) + eps
+    return (stack or g.param)(f"{i}.running_var_plus_eps", value=value)
+
+
 def _layernorm(g: _Graph, i: int, layer: dict, x: str) -> str:
     eps = float(layer["eps"])
     gamma, beta = f"{i}.gamma", f"{i}.beta"
-    if g.ensemble is None:
+    per_feature = g.ensemble is not None
+    if g.dtype != np.float32:
+        t = _layernorm_float64(g, i, x, eps)
+    elif not per_feature:
         return g.op("LayerNormalization", [x, g.param(gamma), g.param(beta)], f"{i}.layernorm",
                     axis=-1, epsilon=eps)
-    ones = g.param(f"{i}.ones", value=np.ones(int(layer["n"])))
-    t = g.op("LayerNormalization", [x, ones], f"{i}.xhat", axis=-1, epsilon=eps)
-    t = g.op("Mul", [g.param(gamma, per_feature=True), t], f"{i}.scaled")
-    return g.op("Add", [t, g.param(beta, per_feature=True)], f"{i}.layernorm")
+    else:
+        ones = g.param(f"{i}.ones", value=np.ones(int(layer["n"])))
+        t = g.op("LayerNormalization", [x, ones], f"{i}.xhat", axis=-1, epsilon=eps)
+    t = g.op("Mul", [g.param(gamma, per_feature=per_feature), t], f"{i}.scaled")
+    return g.op("Add", [t, g.param(beta, per_feature=per_feature)], f"{i}.layernorm")
+
+
+def _layernorm_float64(g: _Graph, i: int, x: str, eps: float) -> str:
+    """x̂ = (x − mean)·(1/√(var + eps)) over the last axis, written out as LayerNorm.forward
+    computes it: LayerNormalization's epsilon attribute is 32-bit."""
+    def mean(v: str, name: str) -> str:
+        if g.opset >= 18:  # axes became an input
+            axes = f"{i}.axes"
+            if not any(t.name == axes for t in g.initializers):
+                g.initializers.append(g.onnx.numpy_helper.from_array(
+                    np.asarray([-1], dtype=np.int64), axes))
+            return g.op("ReduceMean", [v, axes], name, keepdims=1)
+        return g.op("ReduceMean", [v], name, axes=[-1], keepdims=1)
+
+    centred = g.op("Sub", [x, mean(x, f"{i}.mean")], f"{i}.centred")
+    var = mean(g.op("Mul", [centred, centred], f"{i}.squared"), f"{i}.var")
+    std = g.op("Sqrt", [g.op("Add", [var, g.const(eps)], f"{i}.var_eps")], f"{i}.std")
+    inv_std = g.op("Div", [g.const(1.0), std], f"{i}.inv_std")
+    return g.op("Mul", [centred, inv_std], f"{i}.xhat")
 
 
 _LAYER_BUILDERS = {"Dense": _dense, "Dropout": _dropout, "BatchNorm": _batchnorm,

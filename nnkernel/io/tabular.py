@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import zipfile
+from array import array
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +25,7 @@ import numpy as np
 
 from nnkernel.errors import CheckpointError, DatasetError, NonFiniteError
 
-from . import labels
+from . import labels, npy_read
 from .safe_read import bytes_from_env, open_regular
 
 if TYPE_CHECKING:  # datasets imports this module; this one imports it back only when called
@@ -60,6 +63,10 @@ def float32_overflow(a: np.ndarray):
     if a.dtype.kind != "f" or a.dtype.itemsize <= 4 or a.size == 0:
         return None
     limit = float(np.finfo(np.float32).max)
+    with np.errstate(invalid="ignore"):
+        lo, hi = float(np.min(a)), float(np.max(a))  # no copy of ``a`` in the common case
+    if -limit <= lo and hi <= limit:
+        return None
     if not np.abs(a[np.isfinite(a)]).max(initial=0.0) > limit:
         return None
     flat = int(np.flatnonzero(np.isfinite(a) & (np.abs(a) > limit))[0])
@@ -73,39 +80,64 @@ def open_data_file(path: Path, what: str = "data file"):
                         limit_hint=_limit_hint(limit) if limit else None)
 
 
-def read_text(path: Path, what: str = "CSV file") -> str:
-    f, size = open_data_file(path, what)
-    try:
-        with f:
-            data = f.read(size + 1)
-        return data.decode("utf-8-sig")  # a byte order mark is not part of the first name
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"cannot read {what} {path}: {e}") from e
+@contextmanager
+def csv_rows(path: Path, what: str = "CSV file"):
+    """A csv.reader over the file, decoded as it is read (UTF-8; a byte order mark is not
+    part of the first name): the text is never held whole. Undecodable bytes and csv's
+    own errors become DatasetError."""
+    f, _ = open_data_file(path, what)
+    with f, io.TextIOWrapper(f, encoding="utf-8-sig", newline="") as text:
+        try:
+            yield csv.reader(text)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise DatasetError(f"cannot read {what} {path}: {e}") from e
+
+
+def numeric_rows(path: Path, rows, width: int, names=None, first=None):
+    """(float64 array (n, width), each row's line number) of the csv.reader ``rows``
+    (after ``first``, a (line, row) already read), blank lines skipped. A row is
+    converted as it is read, into 8 bytes a value: a list of the strings cost ~20 times
+    the file. ``names`` (the header) names a bad column."""
+    values, lines = array("d"), array("q")
+    numbered = ((rows.line_num, row) for row in rows)
+    for line, row in itertools.chain([first] if first else [], numbered):
+        if not row:
+            continue
+        if len(row) != width:
+            what = f"header has {width}" if names else f"the first has {width}"
+            raise DatasetError(f"{path}, line {line}: {len(row)} fields, {what}")
+        try:
+            values.extend([float(v) for v in row])
+        except ValueError:
+            j = next(j for j, v in enumerate(row) if not _is_number(v))
+            column = f", column {names[j]!r}" if names else f", field {j + 1}"
+            raise DatasetError(f"{path}, line {line}{column}: {row[j][:40]!r} is not a number; "
+                               "all columns must be numeric") from None
+        lines.append(line)
+    return np.frombuffer(values, dtype=np.float64).reshape(-1, width), lines
 
 
 def read_npy(path: Path) -> np.ndarray:
-    """One array of numbers from a .npy file, its declared size checked before it is read."""
+    """One array of numbers from a .npy file, its declared size checked before it is read.
+
+    Any damage (a header NumPy's parser chokes on, a size that disagrees with the
+    file, a dtype that is not a number) is a DatasetError naming the file.
+    """
     f, size = open_data_file(path, "input file")
-    with f:
-        try:
-            version = np.lib.format.read_magic(f)
-            header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                      else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = header(f)
-        except (ValueError, OSError, EOFError) as e:
-            raise DatasetError(f"cannot read {path} as a .npy array: {e}") from e
-        if dtype.hasobject or dtype.kind not in "biuf":
-            raise DatasetError(f"{path}: features must be numbers, found dtype {dtype}")
-        declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if declared != size - f.tell():
-            raise DatasetError(f"{path}: its header declares shape {shape} of {dtype} "
-                               f"({declared:,} bytes) but the file holds {size - f.tell():,} "
-                               "bytes of data; it is truncated or damaged")
-        f.seek(0)
-        try:
-            return np.load(f, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as e:
-            raise DatasetError(f"cannot read {path} as a .npy array: {e}") from e
+    try:
+        with f:
+            shape, fortran, dtype, header = npy_read.read_header(f, str(path), DatasetError)
+            if dtype.kind not in "biuf":
+                raise DatasetError(f"{path}: features must be numbers, found dtype {dtype}")
+            declared = npy_read.data_bytes(shape, dtype)
+            if declared != size - header:
+                raise DatasetError(f"{path}: its header declares shape {shape} of {dtype} "
+                                   f"({declared:,} bytes) but the file holds "
+                                   f"{size - header:,} bytes of data; it is truncated or "
+                                   "damaged")
+            return npy_read.read_data(f, shape, fortran, dtype, str(path), DatasetError)
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from e
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -138,25 +170,21 @@ def load_csv(path: str | os.PathLike, target: str = "label", *, task: str | None
     saved run's class count). The test set is a fixed-seed 20% of the rows.
     """
     path = Path(path)
-    header, body, lines = _read_table(path)
-    if target not in header:
-        raise DatasetError(f"{path} has no target column {target!r}; available columns: "
-                           f"{', '.join(header)}; pass target=NAME (--target NAME)")
-    twice = sorted({h for h in header if header.count(h) > 1})
-    if twice:  # the second "label" would silently become a feature
-        raise DatasetError(f"{path}: the header names {', '.join(map(repr, twice))} more than "
-                           "once; each column needs its own name")
-    for row, line in zip(body, lines, strict=True):
-        if len(row) != len(header):
-            raise DatasetError(f"{path}, line {line}: {len(row)} fields, header has "
-                               f"{len(header)}")
-    try:
-        table = np.array(body, dtype=np.float64)
-    except ValueError:
-        i, j = next((i, j) for i, row in enumerate(body) for j, v in enumerate(row)
-                    if not _is_number(v))
-        raise DatasetError(f"{path}, line {lines[i]}, column {header[j]!r}: {body[i][j]!r} is "
-                           "not a number; all columns must be numeric") from None
+    with csv_rows(path) as rows:
+        header = next((row for row in rows if row), None)
+        if header is None:
+            raise DatasetError(f"{path} is empty: expected a header row and data rows")
+        header = [h.strip() for h in header]
+        if target not in header:
+            raise DatasetError(f"{path} has no target column {target!r}; available columns: "
+                               f"{', '.join(header)}; pass target=NAME (--target NAME)")
+        twice = sorted({h for h in header if header.count(h) > 1})
+        if twice:  # the second "label" would silently become a feature
+            raise DatasetError(f"{path}: the header names {', '.join(map(repr, twice))} more "
+                               "than once; each column needs its own name")
+        table, lines = numeric_rows(path, rows, len(header), header)
+    if table.shape[0] == 0:
+        raise DatasetError(f"{path} is empty: expected a header row and at least one data row")
     t = header.index(target)
     X = np.delete(table, t, axis=1)
     names = [h for h in header if h != target]
@@ -177,23 +205,6 @@ def load_csv(path: str | os.PathLike, target: str = "label", *, task: str | None
     return _from_arrays(path.stem, X, y, str(path), task=task, n_classes=n_classes)
 
 
-def _read_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """(header, data rows, each row's line number), blank lines skipped."""
-    text = read_text(path)
-    rows, lines = [], []
-    try:
-        reader = csv.reader(io.StringIO(text, newline=""))
-        for row in reader:
-            if row:  # tolerate blank lines
-                rows.append(row)
-                lines.append(reader.line_num)
-    except csv.Error as e:
-        raise DatasetError(f"cannot read CSV file {path}: {e}") from e
-    if len(rows) < 2:
-        raise DatasetError(f"{path} is empty: expected a header row and at least one data row")
-    return [h.strip() for h in rows[0]], rows[1:], lines[1:]
-
-
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -204,20 +215,14 @@ def _is_number(text: str) -> bool:
 
 
 def _read_csv_features(path: Path) -> np.ndarray:
-    text = read_text(path, "input file")
-    try:
-        rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
-    except csv.Error as e:
-        raise DatasetError(f"cannot read CSV file {path}: {e}") from e
-    if rows and not all(_is_number(v) for v in rows[0]):
-        rows = rows[1:]  # a header
-    if not rows:
+    """The rows of a numeric CSV; a first row that is not all numbers is a header."""
+    with csv_rows(path, "input file") as rows:
+        first = next((row for row in rows if row), None)
+        if first is None:
+            raise DatasetError(f"{path} has no data rows")
+        header = None if all(_is_number(v) for v in first) else first
+        table, _ = numeric_rows(path, rows, len(first), header,
+                                first=None if header else (rows.line_num, first))
+    if table.shape[0] == 0:
         raise DatasetError(f"{path} has no data rows")
-    width = len(rows[0])
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise DatasetError(f"{path}: row {i + 1} has {len(row)} fields, the first has {width}")
-        for v in row:
-            if not _is_number(v):
-                raise DatasetError(f"{path}: row {i + 1}: {v!r} is not a number")
-    return np.array(rows, dtype=np.float64)
+    return table
