@@ -30,6 +30,8 @@ try:
 except ImportError:  # the CUDA sources stay readable, and compile-testable, without CuPy
     cupy = None
 
+from .specs import Raw
+
 _COMMON = r"""
 typedef %(ctype)s T;
 typedef long long i64;
@@ -100,9 +102,19 @@ def source(ctype: str, kernel: str) -> tuple[str, str]:
     return (_COMMON + body) % {"ctype": ctype, "name": name}, name
 
 
+def _spec(ctype: str, kernel: str) -> Raw:
+    code, name = source(ctype, kernel)
+    return Raw(name, code, (name,), ctype)
+
+
 @functools.cache
 def _kernel(ctype: str, kernel: str):
-    return cupy.RawKernel(*source(ctype, kernel))
+    return _spec(ctype, kernel).kernel()
+
+
+def cuda_sources() -> list:
+    """Every kernel this module builds (nnkernel/kernels/cupy/specs.py's contract)."""
+    return [_spec(ctype, kernel) for ctype in ("float", "double") for kernel in KERNELS]
 
 
 def _launch(kernel: str, x, arguments) -> None:

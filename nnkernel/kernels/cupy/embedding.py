@@ -25,18 +25,26 @@ try:
 except ImportError:  # the CUDA sources stay readable, and compile-testable, without CuPy
     cupy = cupyx = None
 
+from .specs import Elementwise
+
 # The body of an ElementwiseKernel over y (N·C elements; i is the element's index).
 _GATHER_CODE = """
 const long long row = i / C, col = i % C;
-const long long id = (long long)ids[row];
+const long long id = ids[row];
 y = (id >= 0 && id < V) ? W[id * C + col] : (T)nan("");
 """
+GATHER = Elementwise("nnk_embedding_gather", "raw T W, raw int64 ids, int64 V, int64 C", "T y",
+                     _GATHER_CODE, dtypes=("float32", "float64"), scalars=frozenset({"V", "C"}))
 
 
 @functools.cache
 def _gather_kernel():
-    return cupy.ElementwiseKernel("raw T W, raw I ids, int64 V, int64 C", "T y", _GATHER_CODE,
-                                  "nnk_embedding_gather")
+    return GATHER.build()
+
+
+def cuda_sources() -> list:
+    """Every kernel this module builds (nnkernel/kernels/cupy/specs.py's contract)."""
+    return [GATHER]
 
 
 class CupyEmbeddingKernels:
@@ -45,7 +53,8 @@ class CupyEmbeddingKernels:
             return super().embedding(W, ids)
         V, C = W.shape
         y = cupy.empty((*ids.shape, C), dtype=W.dtype)
-        _gather_kernel()(W, ids, np.int64(V), np.int64(C), y)  # raw arrays: flat indices
+        ids = cupy.ascontiguousarray(ids, dtype=np.int64)  # raw: read by flat index
+        _gather_kernel()(W, ids, np.int64(V), np.int64(C), y)
         return y
 
     def embedding_backward(self, ids, dy, num_embeddings, out=None):
