@@ -50,6 +50,12 @@ OPTIMIZERS = {
     "adamw": (lambda: optim.AdamW(), lambda p: torch.optim.AdamW(p)),
     "adamw_strong": (lambda: optim.AdamW(lr=0.02, weight_decay=0.5, eps=1e-6),
                      lambda p: torch.optim.AdamW(p, lr=0.02, weight_decay=0.5, eps=1e-6)),
+    # decay on matrices only, as GPT training: torch's two parameter groups
+    "adamw_matrices": (lambda: optim.AdamW(lr=0.02, weight_decay=0.3, decay="matrices"),
+                       lambda p: torch.optim.AdamW(
+                           [{"params": [t for t in p if t.dim() >= 2], "weight_decay": 0.3},
+                            {"params": [t for t in p if t.dim() < 2], "weight_decay": 0.0}],
+                           lr=0.02)),
 }
 
 
@@ -118,7 +124,7 @@ def test_trajectory_matches_torch(backend, name):
     assert moved > 1e-3
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", TRAJECTORY_BACKENDS)
 @pytest.mark.parametrize("name", ["sgd_momentum", "rmsprop_centered", "adam", "adamw"])
 def test_frozen_parameter_stays_bit_identical(backend, name):
     ours, theirs = OPTIMIZERS[name]
@@ -127,13 +133,13 @@ def test_frozen_parameter_stays_bit_identical(backend, name):
     assert np.array_equal(host(twins.model.params["0.b"]), before)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", TRAJECTORY_BACKENDS)
 def test_trajectory_with_gradient_clipping(backend):
     run_both(backend, optim.SGD(lr=0.2, momentum=0.9, clip_norm=0.3),
              lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9), clip=0.3)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", TRAJECTORY_BACKENDS)
 def test_trajectory_with_a_schedule(backend):
     run_both(backend, optim.Adam(lr=0.05, schedule=optim.StepDecay(7, 0.5)),
              lambda p: torch.optim.Adam(p, lr=0.05),
