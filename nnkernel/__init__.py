@@ -14,14 +14,17 @@ from . import kernels, losses, optim
 from .backend import Backend, available_backends
 from .backend.malloc import keep_freed_memory
 from .errors import (
+    ArchitectureError,
     BackendMismatchError,
     CheckpointError,
     ConfigError,
     DatasetError,
     DeviceError,
     DTypeError,
+    MissingKeyError,
     NnkernelError,
     NonFiniteError,
+    PassError,
     ShapeError,
 )
 from .nn import activations, init
@@ -81,15 +84,15 @@ def __getattr__(name):
 
 
 __all__ = [
-    "__version__", "activations", "available_backends", "AvgPool2D", "Backend",
-    "BackendMismatchError", "BatchNorm", "BatchNorm2D", "Callback", "checkpoint",
+    "__version__", "activations", "ArchitectureError", "available_backends", "AvgPool2D",
+    "Backend", "BackendMismatchError", "BatchNorm", "BatchNorm2D", "Callback", "checkpoint",
     "CheckpointError", "ConfigError", "Conv2D", "DatasetError", "datasets", "Dense",
     "DeviceError", "distributed", "Dropout", "Dropout2D", "DTypeError", "EarlyStopping", "ELU",
-    "Embedding", "gpt", "MultiHeadAttention", "PositionEmbedding", "TiedOutput",
-    "ensemble_mean", "ensemble_variance", "evaluate", "export_onnx", "fit", "Flatten", "GELU",
-    "gradcheck", "History", "Identity", "init", "keep_freed_memory", "kernels", "Layer",
-    "LayerNorm", "LeakyReLU", "load", "losses", "MaxPool2D", "mean_probabilities",
-    "NnkernelError", "NonFiniteError", "optim", "ReLU", "Residual", "run_dir", "save",
-    "Sequential", "ShapeError", "Sigmoid", "SiLU", "Softmax", "Swish", "Tanh",
-    "TrainingInterrupted",
+    "Embedding", "ensemble_mean", "ensemble_variance", "evaluate", "export_onnx", "fit",
+    "Flatten", "GELU", "gpt", "gradcheck", "History", "Identity", "init", "keep_freed_memory",
+    "kernels", "Layer", "LayerNorm", "LeakyReLU", "load", "losses", "MaxPool2D",
+    "mean_probabilities", "MissingKeyError", "MultiHeadAttention", "NnkernelError",
+    "NonFiniteError", "optim", "PassError", "PositionEmbedding", "ReLU", "Residual", "run_dir",
+    "save", "Sequential", "ShapeError", "Sigmoid", "SiLU", "Softmax", "Swish", "Tanh",
+    "TiedOutput", "TrainingInterrupted",
 ]

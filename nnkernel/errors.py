@@ -40,3 +40,18 @@ class CheckpointError(NnkernelError, ValueError):
 
 class DeviceError(NnkernelError, RuntimeError):
     """The requested backend or device is not available on this machine."""
+
+
+class MissingKeyError(NnkernelError, KeyError):
+    """A parameter, gradient or state key the model does not have."""
+
+    def __str__(self):  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class PassError(NnkernelError, RuntimeError):
+    """A backward pass without the recorded forward pass it needs."""
+
+
+class ArchitectureError(NnkernelError, TypeError):
+    """An attempt to change what a model's architecture fixes (remove a parameter or state)."""

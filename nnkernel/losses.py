@@ -43,7 +43,11 @@ def _as_output_array(xp, y, a, what: str, dtype=None):
     if not hasattr(a, "shape"):
         return xp.asarray(a, dtype=dtype, device=array_api_compat.device(y))
     if type(a) is type(y):
-        return a
+        if type(a) is np.ndarray or array_api_compat.device(a) == array_api_compat.device(y):
+            return a
+        raise BackendMismatchError(f"{what} is on device {array_api_compat.device(a)!s} but the "
+                                   f"outputs are on {array_api_compat.device(y)!s}; move it "
+                                   f"with model.backend.asarray(...) first")
     if isinstance(a, np.ndarray) and type(y).__module__.split(".")[0] in ("numpy", "dask"):
         return a
     try:

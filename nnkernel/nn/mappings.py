@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 
 from ..backend import dtype_name
-from ..errors import DTypeError, NnkernelError, ShapeError
+from ..errors import ArchitectureError, DTypeError, MissingKeyError, NnkernelError, ShapeError
 
 
 def checked(backend, dtype, value, shape: tuple, what: str):
@@ -70,8 +70,8 @@ class _StoreMapping(MutableMapping):
     def _checked(self, key, value, what):
         store = self.store
         if key not in store.bounds:
-            raise KeyError(f"{key!r} is not a parameter of this model; parameters: "
-                           f"{', '.join(store.keys)}")
+            raise MissingKeyError(f"{key!r} is not a parameter of this model; parameters: "
+                                  f"{', '.join(store.keys)}")
         return checked(store.backend, store.dtype, value, store.lead + store.shapes[key],
                        f"{what} {key!r}")
 
@@ -89,8 +89,8 @@ class Parameters(_StoreMapping):
         self.store.write(key, self._checked(key, value, "parameter"))
 
     def __delitem__(self, key):
-        raise TypeError("a model's parameters cannot be removed; to freeze one, leave it out "
-                        "of the gradients passed to the optimizer")
+        raise ArchitectureError("a model's parameters cannot be removed; to freeze one, leave "
+                                "it out of the gradients passed to the optimizer")
 
     @property
     def flat(self):
@@ -158,14 +158,15 @@ class State(MutableMapping):
 
     def __setitem__(self, key, value):
         if key not in self._arrays:
-            raise KeyError(f"{key!r} is not a state entry of this model; state: "
-                           f"{', '.join(self._arrays) or 'none'}")
+            raise MissingKeyError(f"{key!r} is not a state entry of this model; state: "
+                                  f"{', '.join(self._arrays) or 'none'}")
         model = self._model
         self._arrays[key] = checked(model.backend, model.dtype, value,
                                     tuple(self._arrays[key].shape), f"state {key!r}")
 
     def __delitem__(self, key):
-        raise TypeError("a model's state entries cannot be removed (they belong to its layers)")
+        raise ArchitectureError("a model's state entries cannot be removed (they belong to its "
+                                "layers)")
 
     def __len__(self):
         return len(self._arrays)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import Backend, dtype_name, is_float, is_integer
-from ..errors import ConfigError, DTypeError, ShapeError
+from ..errors import ConfigError, DTypeError, PassError, ShapeError
 from .context import Cell, LayerContext, Pass
 from .layer import Layer
 from .mappings import Gradients, Parameters, State
@@ -196,7 +196,7 @@ class Sequential(ModelData):
         of the step's work) and None is returned.
         """
         if self._recorded is None:
-            raise RuntimeError("backward() needs a recorded pass: call forward(x, train=True) "
+            raise PassError("backward() needs a recorded pass: call forward(x, train=True) "
                                "first (a new, copied, loaded or moved model has none, and "
                                "model(x) and predict do not record)")
         backprops, out_shape, shared = self._recorded

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..backend import kernels_for_array
 from ..checks import finite_positive, in_range
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingKeyError
 from ..nn.mappings import Gradients, Parameters
 from .clipping import clip_by_global_norm, clip_scale
 from .flat import FlatState
@@ -127,8 +127,8 @@ class Optimizer(StateFiles):
             grads = clip_by_global_norm(grads, self.clip_norm, members=per_member)
         for key, g in grads.items():
             if key not in params:
-                raise KeyError(f"gradient {key!r} has no parameter; "
-                               f"parameters: {', '.join(map(str, params))}")
+                raise MissingKeyError(f"gradient {key!r} has no parameter among the ones "
+                                      f"passed to step: {', '.join(map(str, params))}")
             p = params[key]
             k = kernels_for_array(p)
             xp = k.xp
@@ -349,8 +349,8 @@ def _active_keys(store, grads):
     else:
         unknown = [k for k in grads if k not in store.bounds]
         if unknown:
-            raise KeyError(f"gradient {unknown[0]!r} has no parameter; "
-                           f"parameters: {', '.join(store.keys)}")
+            raise MissingKeyError(f"gradient {unknown[0]!r} has no parameter; "
+                                  f"parameters: {', '.join(store.keys)}")
         into = Gradients(store)
         for key, g in grads.items():
             into[key] = g
