@@ -47,6 +47,7 @@ from .nn.layers import (
     Swish,
     Tanh,
 )
+from .nn.recurrent import GRU, LSTM, RNN, RecurrentState
 from .nn.sequential import Sequential
 from .train import Callback, EarlyStopping, History, TrainingInterrupted, evaluate, fit
 
@@ -80,4 +81,5 @@ __all__ = [
     "NnkernelError", "NonFiniteError", "optim", "ReLU", "Residual", "run_dir", "save",
     "Sequential", "ShapeError", "Sigmoid", "SiLU", "Softmax", "Swish", "Tanh",
     "TrainingInterrupted",
+    "GRU", "LSTM", "RNN", "RecurrentState",
 ]

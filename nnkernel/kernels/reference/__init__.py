@@ -11,9 +11,10 @@ from .conv import ConvKernels
 from .dense import DenseKernels, fill
 from .losses import LossKernels
 from .optim import SUBNORMAL_FLUSH_EVERY, OptimKernels
+from .recurrent import RecurrentKernels
 
 
-class Kernels(DenseKernels, LossKernels, OptimKernels, ConvKernels):
+class Kernels(DenseKernels, LossKernels, OptimKernels, ConvKernels, RecurrentKernels):
     """Reference kernels; library twins subclass this and override what they speed up."""
 
     in_place = False  # updates return new arrays; True: they write into p and the state
@@ -24,4 +25,4 @@ class Kernels(DenseKernels, LossKernels, OptimKernels, ConvKernels):
 
 
 __all__ = ["SUBNORMAL_FLUSH_EVERY", "ConvKernels", "DenseKernels", "Kernels", "LossKernels",
-           "OptimKernels", "fill"]
+           "OptimKernels", "RecurrentKernels", "fill"]
