@@ -225,7 +225,7 @@ class Recurrent(Layer):
         seqs, finals, backs = [], [], []
         for d, s in enumerate(self.suffixes):
             y, final, back = self._direction(
-                k, x, [params[p + s] for p in self.cell_params], [part[d] for part in start],
+                k, x, [params[p + s] for p in self.cell_params], [part[d, ...] for part in start],
                 keep, d == 1, self.return_sequences)
             seqs.append(y)
             finals.append(final)
@@ -238,7 +238,7 @@ class Recurrent(Layer):
             dx, grads, d_start = None, {}, []
             for d, (s, back_d) in enumerate(zip(self.suffixes, backs, strict=True)):
                 dy_d = dy if dy is None or D == 1 else dy[..., d * H:(d + 1) * H]
-                df = [None] * len(start) if d_final is None else [part[d] for part in d_final]
+                df = [None] * len(start) if d_final is None else [p[d, ...] for p in d_final]
                 if not self.return_sequences:  # y was the final h: dy reaches it
                     df[0] = dy_d if df[0] is None or dy_d is None else df[0] + dy_d
                     dy_d = None

@@ -91,7 +91,7 @@ def rnn_backward(cache, dy, dhT=None, need_dx=True):
     T = x.shape[1]
     if dy is not None and keep is not None:
         dy = xp.where(keep, dy, 0.0)      # y was 0 there: its gradient goes nowhere
-    WhT = xp.matrix_transpose(Wh)
+    WhT = k.recurrent_weight_t(Wh)
     dh = xp.zeros_like(h0) if dhT is None else dhT
     dA = [None] * T
     for t in reversed(_steps(T, reverse)):
@@ -136,7 +136,7 @@ def lstm_backward(cache, dy, dhT=None, dcT=None, need_dx=True):
     T = x.shape[1]
     if dy is not None and keep is not None:
         dy = xp.where(keep, dy, 0.0)
-    WhT = xp.matrix_transpose(Wh)
+    WhT = k.recurrent_weight_t(Wh)
     dh = xp.zeros_like(h0) if dhT is None else dhT
     dc = xp.zeros_like(c0) if dcT is None else dcT
     dA = [None] * T
@@ -178,7 +178,7 @@ def gru_backward(cache, dy, dhT=None, need_dx=True):
     T = x.shape[1]
     if dy is not None and keep is not None:
         dy = xp.where(keep, dy, 0.0)
-    WhT = xp.matrix_transpose(Wh)
+    WhT = k.recurrent_weight_t(Wh)
     dh = xp.zeros_like(h0) if dhT is None else dhT
     dxw, dhh = [None] * T, [None] * T
     for t in reversed(_steps(T, reverse)):

@@ -12,10 +12,11 @@ from .conv import NumpyConvKernels
 from .dense import NumpyDenseKernels
 from .losses import NumpyLossKernels
 from .optim import NumpyOptimKernels, flush_subnormals
+from .recurrent import NumpyRecurrentKernels
 
 
 class NumpyKernels(NumpyDenseKernels, NumpyLossKernels, NumpyOptimKernels, NumpyConvKernels,
-                   Kernels):
+                   NumpyRecurrentKernels, Kernels):
     in_place = True  # the optimizer updates write into p and the state
 
 

@@ -37,6 +37,10 @@ def _blocks(a, n):
 class RecurrentKernels:
     """Mixed into `Kernels` (which provides ``self.xp``); twins override these steps."""
 
+    def recurrent_weight_t(self, W):
+        """Whᵀ for the backward's per-step products dA·Whᵀ (a twin may lay it out for BLAS)."""
+        return self.xp.matrix_transpose(W)
+
     # -- Elman RNN: h = act(xw + hh) ----------------------------------------------------------
     def rnn_step(self, xw, hh, h_prev, keep=None, activation="tanh"):
         """h_t = act(x_t Wx + b + h_{t-1} Wh), act tanh or relu. Returns (h, saved)."""
