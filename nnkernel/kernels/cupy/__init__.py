@@ -19,9 +19,11 @@ from .conv import CupyConvKernels
 from .dense import CupyDenseKernels
 from .losses import CupyLossKernels
 from .optim import CupyOptimKernels
+from .recurrent import CupyRecurrentKernels
 
 
-class CupyKernels(CupyDenseKernels, CupyLossKernels, CupyOptimKernels, CupyConvKernels, Kernels):
+class CupyKernels(CupyDenseKernels, CupyLossKernels, CupyOptimKernels, CupyConvKernels,
+                  CupyRecurrentKernels, Kernels):
     in_place = True  # the updates write into p and the state and return the same arrays
 
 
