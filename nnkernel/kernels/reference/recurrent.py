@@ -4,7 +4,8 @@ The time loop lives in `nnkernel.nn.rnn_cells`: before it one GEMM gives every
 step's input projection ``xw = x Wx + b``; inside it one product ``hh = h Wh`` per
 step, then one call here does everything element-wise that the step needs
 (one fused launch on the CuPy twin). Shapes: ``xw`` and ``hh`` (B, G·H) with the
-G gate blocks side by side (torch's order), states (B, H), ``keep`` None or a
+G gate blocks side by side (torch's order; ``hh`` is the loop's own fresh product,
+which a twin may overwrite), states (B, H), ``keep`` None or a
 (B, 1) boolean: False where the step is padding (past a sequence's length), and
 there the state passes through unchanged, h_t = h_{t-1}, and no gradient reaches
 the cell.
