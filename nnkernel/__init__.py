@@ -53,6 +53,7 @@ from .nn.layers import (
     Swish,
     Tanh,
 )
+from .nn.recurrent import GRU, LSTM, RNN, RecurrentState
 from .nn.sequential import Sequential
 from .train import Callback, EarlyStopping, History, TrainingInterrupted, evaluate, fit
 from .train.callbacks import use_model_writer as _use_model_writer
@@ -89,10 +90,10 @@ __all__ = [
     "CheckpointError", "ConfigError", "Conv2D", "DatasetError", "datasets", "Dense",
     "DeviceError", "distributed", "Dropout", "Dropout2D", "DTypeError", "EarlyStopping", "ELU",
     "Embedding", "ensemble_mean", "ensemble_variance", "evaluate", "export_onnx", "fit",
-    "Flatten", "GELU", "gpt", "gradcheck", "History", "Identity", "init", "keep_freed_memory",
-    "kernels", "Layer", "LayerNorm", "LeakyReLU", "load", "losses", "MaxPool2D",
-    "mean_probabilities", "MissingKeyError", "MultiHeadAttention", "NnkernelError",
-    "NonFiniteError", "optim", "PassError", "PositionEmbedding", "ReLU", "Residual", "run_dir",
-    "save", "Sequential", "ShapeError", "Sigmoid", "SiLU", "Softmax", "Swish", "Tanh",
-    "TiedOutput", "TrainingInterrupted",
+    "Flatten", "GELU", "gpt", "gradcheck", "GRU", "History", "Identity", "init",
+    "keep_freed_memory", "kernels", "Layer", "LayerNorm", "LeakyReLU", "load", "losses", "LSTM",
+    "MaxPool2D", "mean_probabilities", "MissingKeyError", "MultiHeadAttention", "NnkernelError",
+    "NonFiniteError", "optim", "PassError", "PositionEmbedding", "RecurrentState", "ReLU",
+    "Residual", "RNN", "run_dir", "save", "Sequential", "ShapeError", "Sigmoid", "SiLU",
+    "Softmax", "Swish", "Tanh", "TiedOutput", "TrainingInterrupted",
 ]

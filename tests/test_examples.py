@@ -32,7 +32,7 @@ def number(pattern: str, text: str) -> float:
 
 def test_every_example_is_tested():
     tested = {"linear_regression.py", "sigmoid_neuron.py", "xor.py", "quickstart.py",
-              "ensemble_sweep.py"}
+              "ensemble_sweep.py", "sequence_classification.py"}
     found = {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
     assert found == tested
 
@@ -96,3 +96,11 @@ def test_ensemble_sweep_reports_each_member(tmp_path):
     acc = {float(r[1]): float(r[4]) for r in rows}
     assert set(acc) == {1e-4, 1e-3, 1e-2}
     assert acc[1e-2] > 0.9 and acc[1e-2] > acc[1e-4] + 0.2, out  # too small a rate lags behind
+
+
+def test_sequence_classification_learns_the_frequencies_ignoring_padding(tmp_path):
+    out = run_example("sequence_classification.py", tmp_path)
+    losses = [float(m) for m in re.findall(r"train loss ([\d.]+)", out)]
+    assert len(losses) == 6 and losses[-1] < losses[0] / 5, out
+    assert "NaN or zero padding, same predictions: True" in out
+    assert number(r"test accuracy ([\d.]+)\s*$", out) > 0.9, out

@@ -28,10 +28,12 @@ from .dense import CupyDenseKernels
 from .embedding import CupyEmbeddingKernels
 from .losses import CupyLossKernels
 from .optim import CupyOptimKernels
+from .recurrent import CupyRecurrentKernels
 
 
 class CupyKernels(CupyDenseKernels, CupyLossKernels, CupyOptimKernels, CupyConvKernels,
-                  CupyAttentionKernels, CupyEmbeddingKernels, Kernels):
+                  CupyAttentionKernels, CupyEmbeddingKernels,
+                  CupyRecurrentKernels, Kernels):
     in_place = True  # the updates write into p and the state and return the same arrays
 
 

@@ -14,10 +14,12 @@ from .dense import NumpyDenseKernels
 from .embedding import NumpyEmbeddingKernels
 from .losses import NumpyLossKernels
 from .optim import NumpyOptimKernels, flush_subnormals
+from .recurrent import NumpyRecurrentKernels
 
 
 class NumpyKernels(NumpyDenseKernels, NumpyLossKernels, NumpyOptimKernels, NumpyConvKernels,
-                   NumpyAttentionKernels, NumpyEmbeddingKernels, Kernels):
+                   NumpyAttentionKernels, NumpyEmbeddingKernels,
+                   NumpyRecurrentKernels, Kernels):
     in_place = True  # the optimizer updates write into p and the state
 
 

@@ -13,10 +13,11 @@ from .dense import DenseKernels, fill
 from .embedding import EmbeddingKernels
 from .losses import LossKernels
 from .optim import SUBNORMAL_FLUSH_EVERY, OptimKernels
+from .recurrent import RecurrentKernels
 
 
 class Kernels(DenseKernels, LossKernels, OptimKernels, ConvKernels, AttentionKernels,
-              EmbeddingKernels):
+              EmbeddingKernels, RecurrentKernels):
     """Reference kernels; library twins subclass this and override what they speed up."""
 
     in_place = False  # updates return new arrays; True: they write into p and the state
@@ -27,4 +28,4 @@ class Kernels(DenseKernels, LossKernels, OptimKernels, ConvKernels, AttentionKer
 
 
 __all__ = ["SUBNORMAL_FLUSH_EVERY", "AttentionKernels", "ConvKernels", "DenseKernels",
-           "EmbeddingKernels", "Kernels", "LossKernels", "OptimKernels", "fill"]
+           "EmbeddingKernels", "Kernels", "LossKernels", "OptimKernels", "RecurrentKernels", "fill"]
