@@ -447,12 +447,16 @@ def test_load_refuses_a_file_over_the_byte_limit_before_reading_it(tmp_path, mon
 
 
 def _declaring(record, n_in, n_out=8):
-    record["config"]["layers"][0].update(n_in=n_in, n_out=n_out)
+    """The first Dense declared (n_in, n_out), and the layers after it resized to chain."""
+    layers = record["config"]["layers"]
+    layers[0].update(n_in=n_in, n_out=n_out)
+    layers[1].update(n=n_out)   # BatchNorm
+    layers[4].update(n_in=n_out)  # the next Dense
     return record
 
 
 @pytest.mark.parametrize(("n_in", "n_out", "needle"), [
-    (30000, 30000, r"declares 3,600,\d{3},\d{3} bytes of parameters and state, over the limit"),
+    (30000, 30000, r"declares 3,60\d,\d{3},\d{3} bytes of parameters and state, over the limit"),
     (2**31, 8, r"declares 68,\d{3},\d{3},\d{3} bytes"),
     (6000, 6000, r"'0.W' has shape \(6, 8\), the architecture needs \(6000, 6000\)")],
     ids=["dense-30000", "n_in-2**31", "under-the-limit"])

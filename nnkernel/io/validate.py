@@ -158,19 +158,14 @@ def model_array_shapes(model_config) -> tuple[dict, dict] | None:
     one that builds (`validate_run_config` reports why).
     """
     from ..errors import NnkernelError
-    from ..nn.layers import layer_from_config
+    from ..nn.model_data import layers_from_config
+    from ..nn.plan import array_shapes, model_input_shape, plan
 
     try:
-        layers, ensemble = model_config["layers"], model_config.get("ensemble")
-        lead = () if ensemble is None else (_size(ensemble),)
-        params, state = {}, {}
-        for i, cfg in enumerate(layers):
-            if isinstance(cfg, dict) and cfg.get("type") == "Shared":
-                continue  # the arrays of an earlier layer
-            layer = layer_from_config(cfg)
-            params.update({f"{i}.{n}": (*lead, *s) for n, s in layer.param_shapes().items()})
-            state.update({f"{i}.{n}": (*lead, *s) for n, s in layer.state_shapes().items()})
-        return params, state
+        ensemble = model_config.get("ensemble")
+        layers = layers_from_config(model_config)
+        the_plan = plan(layers, model_input_shape(layers, model_config.get("input_shape")))
+        return array_shapes(the_plan, None if ensemble is None else _size(ensemble))
     except (KeyError, TypeError, ValueError, AttributeError, NnkernelError):
         return None
 

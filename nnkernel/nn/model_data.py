@@ -36,8 +36,7 @@ class ModelData:
     def from_config(cls, cfg: dict, backend="numpy", device=None, dtype=None) -> ModelData:
         if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
             raise ConfigError("a model config is a JSON object with a 'layers' list")
-        built: dict = {}  # path -> layer object, in forward order
-        layers = [_layer_of(c, str(i), built) for i, c in enumerate(cfg["layers"])]
+        layers = layers_from_config(cfg)
         return cls(*layers, seed=cfg.get("seed", 0), dtype=dtype or cfg.get("dtype", "float32"),
                    backend=backend, device=device, ensemble=cfg.get("ensemble"),
                    input_shape=cfg.get("input_shape"))
@@ -124,6 +123,14 @@ class ModelData:
         ens.load_arrays({k: np.stack([h[k] for h in host]) for k in host[0]})
         return ens
 
+
+
+def layers_from_config(cfg: dict) -> list:
+    """The layer objects of a model config, shared and tied references resolved."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
+        raise ConfigError("a model config is a JSON object with a 'layers' list")
+    built: dict = {}  # path -> layer object, in forward order
+    return [_layer_of(c, str(i), built) for i, c in enumerate(cfg["layers"])]
 
 
 def _path_text(path: str):

@@ -20,7 +20,7 @@ from .layer import Layer
 from .mappings import Gradients, Parameters, State
 from .model_data import ModelData
 from .parameters import Gathered, ParameterStore
-from .plan import initial_arrays, plan
+from .plan import initial_arrays, model_input_shape, plan
 from .summary import summary_table
 
 
@@ -61,12 +61,7 @@ class Sequential(ModelData):
 
     # -- construction -------------------------------------------------------------------------
     def _plan_shapes(self, input_shape):
-        shape = tuple(input_shape) if input_shape is not None else next(
-            (layer.input_shape() for layer in self.layers if layer.input_shape() is not None),
-            None)
-        if shape is None:
-            raise ConfigError("the model cannot tell its input shape; pass input_shape=")
-        self.input_shape = shape
+        shape = self.input_shape = model_input_shape(self.layers, input_shape)
         self.plan = plan(self.layers, shape)
         self.output_shape = self.plan.output_shape
         self._shapes: dict = {}  # per-sample input shape -> output shape, for the input check
