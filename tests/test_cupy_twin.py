@@ -68,9 +68,10 @@ def cp():
 
 @pytest.fixture(scope="module")
 def twin(cp):
+    from nnkernel.backend import cupy as cupy_backend
     from nnkernel.kernels import cupy as cupy_twin
 
-    cupy_twin.enable_tf32(False)  # compare at full float32 precision whatever CUPY_TF32 says
+    cupy_backend.set_tf32(False)  # compare at full float32 precision whatever CUPY_TF32 says
     return cupy_twin.CupyKernels(array_api_compat.array_namespace(cp.empty(1)))
 
 
@@ -422,7 +423,7 @@ def test_training_on_cupy_matches_numpy(optimizer, lr, ensemble):
 
 @gpu
 def test_tf32_switch(cp):
-    from nnkernel.kernels import cupy as cupy_twin
+    from nnkernel.backend import cupy as cupy_backend
 
     rng = np.random.default_rng(9)
     a, b = randn(rng, (512, 512), "float32"), randn(rng, (512, 512), "float32")
@@ -433,14 +434,14 @@ def test_tf32_switch(cp):
         return float(np.abs(got - exact).max() / np.abs(exact).max())
 
     try:
-        on = cupy_twin.enable_tf32(True)
+        on = cupy_backend.set_tf32(True)
         capable = int(cp.cuda.Device().compute_capability) >= 80
-        assert on == capable == cupy_twin.tf32_enabled()
+        assert on == capable == cupy_backend.tf32_enabled()
         tf32_error = rel_error()
-        assert not cupy_twin.enable_tf32(False)
+        assert not cupy_backend.set_tf32(False)
         fp32_error = rel_error()
     finally:
-        cupy_twin.enable_tf32(False)
+        cupy_backend.set_tf32(False)
     assert fp32_error < 1e-5
     if capable:  # a 10-bit mantissa in the multiply: errors near 2^-11, far above float32's
         assert 1e-5 < tf32_error < 1e-2

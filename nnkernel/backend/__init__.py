@@ -10,10 +10,9 @@ nothing is ever treated as NumPy by default.
 from __future__ import annotations
 
 import sys
-import types
 from typing import Any
 
-from ..errors import ConfigError, DeviceError
+from ..errors import ConfigError
 from .arrays import dtype_name, is_float, is_integer, namespace_of, to_numpy
 from .base import FLOAT_DTYPES, Backend, describe_array
 from .cupy import CupyBackend
@@ -22,57 +21,15 @@ from .devices import parse_device
 from .jax import JaxBackend
 from .numpy import NumpyBackend
 from .random import Random
+from .registry import ALIASES, CLASSES, backend_class, backend_class_of, names, register
 from .strict import StrictBackend
 from .torch import TorchBackend
 
-_CLASSES: dict[str, type[Backend]] = {cls.name: cls for cls in (
-    NumpyBackend, CupyBackend, TorchBackend, StrictBackend, JaxBackend, DaskBackend)}
-BACKENDS = tuple(_CLASSES)
-ALIASES = {"np": "numpy", "cp": "cupy", "pytorch": "torch", "strict": "array_api_strict",
-           "array-api-strict": "array_api_strict", "jnp": "jax", "jax.numpy": "jax",
-           "dask.array": "dask", "da": "dask"}
-_BY_TYPE: dict = {}
-
-
-def register(cls: type[Backend], *aliases: str) -> type[Backend]:
-    """Add a backend class (used by the optional backends)."""
-    global BACKENDS
-    _CLASSES[cls.name] = cls
-    ALIASES.update({a: cls.name for a in aliases})
-    BACKENDS = tuple(_CLASSES)
-    return cls
-
-
-def backend_class(spec: Any) -> type[Backend]:
-    """The Backend subclass for a name ("numpy", "cp", ...), a namespace module or an array."""
-    if isinstance(spec, Backend):
-        return type(spec)
-    if isinstance(spec, str):
-        key = ALIASES.get(spec.lower(), spec.lower().replace("-", "_"))
-        if key not in _CLASSES:
-            raise ConfigError(f"unknown backend {spec!r}; valid backends: {', '.join(BACKENDS)}")
-        return _CLASSES[key]
-    if isinstance(spec, types.ModuleType):  # a namespace module
-        for cls in _CLASSES.values():
-            if spec.__name__ in cls.namespaces:
-                return cls
-        raise DeviceError(f"unsupported array namespace {spec.__name__!r}; nnkernel runs on "
-                          f"{', '.join(BACKENDS)} (pass one of those names, or its namespace)")
-    return backend_class_of(spec)
-
-
-def backend_class_of(x) -> type[Backend]:
-    """The Backend subclass of an array, by its type (remembered per type)."""
-    kind = type(x)
-    cls = _BY_TYPE.get(kind)
-    if cls is None:
-        top = kind.__module__.split(".")[0]
-        cls = next((c for c in _CLASSES.values() if top in c.type_modules), None)
-        if cls is None:
-            raise DeviceError(f"unsupported array type {kind.__module__}.{kind.__name__}; "
-                              f"nnkernel runs on {', '.join(BACKENDS)}")
-        _BY_TYPE[kind] = cls
-    return cls
+# The subclasses registered themselves as they were defined; this is the order in which
+# messages and `nnkernel info` list them.
+for _cls in (NumpyBackend, CupyBackend, TorchBackend, StrictBackend, JaxBackend, DaskBackend):
+    CLASSES[_cls.name] = CLASSES.pop(_cls.name)
+BACKENDS = names()
 
 
 def kernels_for_array(x):
@@ -115,12 +72,12 @@ def resolve_backend(backend: str | None = None, device: Any = "cpu") -> Backend:
 
 def compiling_backends() -> list[str]:
     """Names of the backends whose `Backend.compile` traces a step (jax)."""
-    return [name for name, cls in _CLASSES.items() if cls.compile is not Backend.compile]
+    return [name for name, cls in CLASSES.items() if cls.compile is not Backend.compile]
 
 
 def _loaded_classes():
     # only libraries already imported can have raised an error: importing one would be slow
-    return (cls for cls in _CLASSES.values()
+    return (cls for cls in CLASSES.values()
             if cls._module is not None or cls.module_name in sys.modules)
 
 
@@ -140,7 +97,7 @@ def device_out_of_memory(error: BaseException) -> bool:
 def available_backends() -> dict[str, str]:
     """Backend name -> 'ok' or the reason it cannot be used here (imports each one)."""
     report = {}
-    for name, cls in _CLASSES.items():
+    for name, cls in CLASSES.items():
         try:
             cls()
             report[name] = "ok"
@@ -157,9 +114,11 @@ def describe_gpus(cupy_status: str) -> str:
 
 
 __all__ = [
-    "BACKENDS", "FLOAT_DTYPES", "Backend", "Random", "available_backends", "backend_class",
-    "backend_class_of", "backend_name_of", "compiling_backends", "describe_array",
-    "describe_gpus", "device_out_of_memory", "dtype_name", "is_float", "is_integer",
-    "kernels_for", "kernels_for_array", "kernels_for_namespace", "namespace_of",
-    "out_of_memory", "parse_device", "register", "resolve_backend", "to_numpy"
+    "ALIASES", "available_backends", "Backend", "backend_class", "backend_class_of",
+    "backend_name_of", "BACKENDS", "CLASSES", "compiling_backends", "CupyBackend",
+    "DaskBackend", "describe_array", "describe_gpus", "device_out_of_memory", "dtype_name",
+    "FLOAT_DTYPES", "is_float", "is_integer", "JaxBackend", "kernels_for", "kernels_for_array",
+    "kernels_for_namespace", "names", "namespace_of", "NumpyBackend", "out_of_memory",
+    "parse_device", "Random", "register", "resolve_backend", "StrictBackend", "to_numpy",
+    "TorchBackend",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 
+from . import registry
+
 # The standard's dtype names, each before any name it contains ("uint8" before "int8").
 _DTYPE_WORDS = ("float64", "float32", "float16", "bfloat16", "complex128", "complex64",
                 "uint64", "uint32", "uint16", "uint8", "int64", "int32", "int16", "int8", "bool")
@@ -55,9 +57,7 @@ def to_numpy(x) -> np.ndarray:
         return x
     if isinstance(x, (np.generic, int, float, bool, list, tuple)):
         return np.asarray(x)
-    from . import backend_class_of  # the registry knows how each library copies to the host
-
-    return backend_class_of(x).host(x)
+    return registry.backend_class_of(x).host(x)  # each library knows its copy to the host
 
 
 def seed_words(seed) -> list[int]:

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import BackendMismatchError, ConfigError, DeviceError, DTypeError
 from ..kernels.reference import Kernels
+from . import registry
 from .arrays import dtype_name
 from .random import Random
 
@@ -60,11 +61,14 @@ class Backend:
     _xp = None
     _kernels = None
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            registry.register(cls)
+
     def __new__(cls, name: Any = "numpy", device: Any = None):
         if cls is Backend:
-            from . import backend_class
-
-            cls = backend_class(name)
+            cls = registry.backend_class(name)
         return super().__new__(cls)
 
     def __init__(self, name: Any = None, device: Any = None):
@@ -233,9 +237,7 @@ class Backend:
         if where is None or not hasattr(obj, "__dlpack__"):
             return None
         try:
-            from . import backend_class_of
-
-            if not backend_class_of(obj).exchangeable(obj):
+            if not registry.backend_class_of(obj).exchangeable(obj):
                 return None
         except Exception:  # noqa: BLE001 - a producer nnkernel has no class for
             pass
@@ -267,10 +269,9 @@ class Backend:
     # -- compiling a step --------------------------------------------------------------------
     def compile(self, fn, donate=()):
         """A traced, compiled version of a pure function of arrays (JAX: jax.jit)."""
-        from . import compiling_backends
-
+        compiling = [n for n, c in registry.CLASSES.items() if c.compile is not Backend.compile]
         raise ConfigError(f"compile=True traces the training step as a pure function; that "
-                          f"needs a backend that compiles ({', '.join(compiling_backends())}), "
+                          f"needs a backend that compiles ({', '.join(compiling)}), "
                           f"and the model is on {self.name}; move it with "
                           f"model.to(backend='jax') (--backend jax) or train without compile")
 
@@ -315,10 +316,8 @@ class Backend:
 
 def describe_array(x) -> str:
     """'a torch array on device cpu' or the type's full name, for error messages."""
-    from . import backend_class_of
-
     try:
-        name = backend_class_of(x).name
+        name = registry.backend_class_of(x).name
         return f"a {name} array on device {array_api_compat.device(x)!s}"
     except Exception:  # noqa: BLE001 - a description, not control flow
         return f"a {type(x).__module__}.{type(x).__name__}"

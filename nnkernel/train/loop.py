@@ -37,6 +37,7 @@ from .metrics import score
 from .progress import Progress
 from .signals import InterruptFlag
 from .step import train_step
+from .totals import Totals, first_nonfinite, host_mean
 
 CHECK_EVERY_ASYNC = 50  # steps between NaN checks where reading the loss waits for a GPU
 
@@ -152,7 +153,7 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
         for epoch in range(initial_epoch, epochs):
             run.epoch = epoch
             first_step = initial_step if epoch == initial_epoch else 0
-            totals = _Totals.resume(history.partial if dp is None or dp.is_root else None,
+            totals = Totals.resume(history.partial if dp is None or dp.is_root else None,
                                     epoch, first_step)  # the saved sums count once
             history.partial = None
             t0 = time.perf_counter() - totals.seconds
@@ -175,7 +176,7 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
                 totals.add(value, b - a, correct)
                 pending.append(value)
                 if len(pending) >= check_every or step == steps - 1:
-                    bad = _first_nonfinite(xp, pending)
+                    bad = first_nonfinite(xp, pending)
                     if dp is not None:  # every rank stops at the same step, or none does
                         bad = dp.agree(bad, stop_flag)
                     if bad is not None:
@@ -202,9 +203,9 @@ def fit(model, X, y=None, *, loss="cross_entropy", optimizer="adam", epochs: int
                     return _end(callbacks, run, history)
                 raise NonFiniteError(f"the parameters became NaN/Inf at epoch {epoch + 1}, step "
                                      f"{steps}; try a lower learning rate or weight decay")
-            logs = {"loss": _host(totals.loss, totals.seen)}
+            logs = {"loss": host_mean(totals.loss, totals.seen)}
             if classify:
-                logs["accuracy"] = _host(totals.correct, totals.seen)
+                logs["accuracy"] = host_mean(totals.correct, totals.seen)
             if val is not None:
                 scores = _validate(model, val, loss_fn, max(batch_size, 1024), metrics, dp)
                 logs.update({f"val_{name}": value for name, value in scores.items()})
@@ -253,35 +254,6 @@ def _end(callbacks, run, history):
     for cb in callbacks:
         cb.on_train_end(run)
     return history
-
-
-class _Totals:
-    """Running sums of an epoch (device scalars, read only at its end)."""
-
-    def __init__(self, loss=0.0, correct=0.0, seen=0, seconds=0.0):
-        self.loss, self.correct, self.seen, self.seconds = loss, correct, seen, seconds
-
-    @classmethod
-    def resume(cls, partial, epoch, step):
-        """Start from an interrupted epoch's sums, when that is the epoch being resumed."""
-        if partial and step and partial.get("epoch") == epoch and partial.get("step") == step:
-            return cls(partial["loss_sum"], partial["correct"], int(partial["seen"]),
-                       float(partial.get("seconds", 0.0)))
-        return cls()
-
-    def add(self, value, rows, correct):
-        self.loss = self.loss + value * float(rows)
-        if correct is not None:
-            self.correct = self.correct + correct
-        self.seen += rows
-
-    def snapshot(self, epoch, step, seconds) -> dict:
-        def host(v):
-            arr = np.asarray(to_numpy(v) if not isinstance(v, float) else v, dtype=np.float64)
-            return float(arr) if arr.ndim == 0 else arr.tolist()
-
-        return {"epoch": epoch, "step": step, "loss_sum": host(self.loss),
-                "correct": host(self.correct), "seen": self.seen, "seconds": seconds}
 
 
 def evaluate(model, X, y, *, loss="cross_entropy", batch_size: int = 1024, sample_weight=None,
@@ -337,7 +309,7 @@ def evaluation_pass(model, X, y, loss_fn, *, batch_size: int = 1024, sample_weig
                 correct = correct + correct_count(xp, members, out, yb)
         out = (None if not parts else parts[0] if len(parts) == 1
                else xp.concat(parts, axis=1 if members else 0))
-    loss_value, accuracy = _host(loss_sum, n), (_host(correct, n) if classify else None)
+    loss_value, accuracy = host_mean(loss_sum, n), (host_mean(correct, n) if classify else None)
     return loss_value, accuracy, out, y
 
 
@@ -376,20 +348,3 @@ def correct_count(xp, members: bool, out, yb):
         yb = xp.argmax(yb, axis=-1)
     hits = xp.astype(pred == yb, out.dtype)
     return xp.sum(hits, axis=tuple(range(1, hits.ndim)) if members else None)
-
-
-def _host(total, count):
-    """A device scalar (or per-member vector) divided by count, as Python float(s)."""
-    arr = to_numpy(total) if not isinstance(total, float) else np.asarray(total)
-    arr = np.asarray(arr, dtype=np.float64) / count
-    return float(arr) if arr.ndim == 0 else arr.tolist()
-
-
-def _first_nonfinite(xp, values):
-    """Index of the first non-finite loss among ``values`` (one host copy), or None."""
-    stacked = values[0] if len(values) == 1 else xp.stack(values)
-    host = np.asarray(to_numpy(stacked), dtype=np.float64).reshape(len(values), -1)
-    ok = np.isfinite(host).all(axis=1)
-    return None if ok.all() else int(np.argmin(ok))
-
-

@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from .totals import host_mean
+
 MIN_INTERVAL = 0.1  # seconds between redraws
 BAR = 20  # the widest bar, in characters
 SEP = "  "
@@ -53,7 +55,6 @@ class Progress:
 
     def line(self, epoch, step, totals, classify, now, width=80) -> str:
         """The bar's text for a terminal ``width`` columns wide (at most width − 1 long)."""
-        from .loop import _host
 
         done = step - self.first_step
         elapsed = now - self.t0
@@ -63,9 +64,9 @@ class Progress:
             per_step = elapsed / done
             timing = [f"ETA {duration(per_step * (self.steps - step))}",
                       f"{per_step * 1e3:.1f} ms/step"]
-        values = [f"loss {fmt(_host(totals.loss, totals.seen))}"]
+        values = [f"loss {fmt(host_mean(totals.loss, totals.seen))}"]
         if classify:
-            values.append(f"acc {fmt(_host(totals.correct, totals.seen))}")
+            values.append(f"acc {fmt(host_mean(totals.correct, totals.seen))}")
         prefix = f"epoch {epoch + 1}/{self.epochs} "
         # the bar's room is what the fields leave at their usual widest, timing included even
         # before it shows, so that the bar keeps its length from frame to frame

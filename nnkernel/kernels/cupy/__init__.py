@@ -5,12 +5,12 @@ bound by the number of launches, not by arithmetic. The twin fuses what the
 reference spreads over several array operations: bias + activation, g′ and
 dropout (`dense.py`), softmax cross-entropy (`losses.py`), each optimizer update
 (`optim.py`), im2col/col2im (`conv.py`), attention's softmax and its backward
-(`attention.py`), the token gather and scatter-add (`embedding.py`) — the same file names as
-``kernels/reference/`` and ``kernels/numpy/``.
+(`attention.py`), the token gather and scatter-add (`embedding.py`), the recurrent gates
+(`recurrent.py`) — the same file names as ``kernels/reference/`` and ``kernels/numpy/``.
 
-TF32 is opt-in through `enable_tf32` (`nnkernel.backend.cupy.set_tf32` says what it
-trades). These modules import CuPy at their top where it is installed; nnkernel
-imports them only when a model uses the "cupy" backend, so NumPy-only installs
+TF32 is opt-in through `nnkernel.backend.cupy.set_tf32` (it says what it trades).
+These modules import CuPy at their top where it is installed; nnkernel imports
+them only when a model uses the "cupy" backend, so NumPy-only installs
 never load CuPy. Without CuPy they still import: `cuda_sources()` lists every
 kernel of the folder for the CUDA compile test (the contract for a new module is
 in `specs.py`).
@@ -35,20 +35,6 @@ class CupyKernels(CupyDenseKernels, CupyLossKernels, CupyOptimKernels, CupyConvK
                   CupyAttentionKernels, CupyEmbeddingKernels,
                   CupyRecurrentKernels, Kernels):
     in_place = True  # the updates write into p and the state and return the same arrays
-
-
-# -- TF32 (the switch lives with the backend; these names stay for scripts that use them) --
-def enable_tf32(enabled: bool = True) -> bool:
-    """Let float32 2-D matrix products use TF32; see `nnkernel.backend.cupy.set_tf32`."""
-    from ...backend.cupy import set_tf32
-
-    return set_tf32(enabled)
-
-
-def tf32_enabled() -> bool:
-    from ...backend.cupy import tf32_enabled as enabled
-
-    return enabled()
 
 
 # -- every CUDA source of the folder, for tests/test_cuda_compile.py -------------------------
