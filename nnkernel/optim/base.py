@@ -122,9 +122,9 @@ class Optimizer(StateFiles):
     def _step_arrays(self, params, grads, factor) -> None:
         """The update for a plain dict of arrays: entry by entry, rebinding the dict (the
         arrays passed in are not written, whatever the library)."""
+        stacked = getattr(params, "ensemble", None) is not None  # a leading member axis
         if self.clip_norm is not None:
-            per_member = self._members or getattr(params, "ensemble", None) is not None
-            grads = clip_by_global_norm(grads, self.clip_norm, members=per_member)
+            grads = clip_by_global_norm(grads, self.clip_norm, members=self._members or stacked)
         for key, g in grads.items():
             if key not in params:
                 raise MissingKeyError(f"gradient {key!r} has no parameter among the ones "
@@ -138,8 +138,7 @@ class Optimizer(StateFiles):
                                                          for n in self.state_names}}
             st["step"] += 1
             lr = self._hyper("lr", self.lr, p, factor)
-            per_member = getattr(params, "ensemble", None) is not None
-            shape = tuple(p.shape)[1:] if per_member else tuple(p.shape)
+            shape = tuple(p.shape)[1:] if stacked else tuple(p.shape)
             wd = self._hyper("weight_decay", self.weight_decay, p) if self.decays(key, shape) \
                 else 0.0
             own = xp.asarray(p, copy=True) if k.in_place else p
