@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ConfigError, ShapeError
 from .conv import image_shape
 from .layer import Layer, per_member, positive_int, register_layer, stacked
-from .layers import Dropout
+from .layers import Dropout, batch_norm
 
 
 def _channels(ctx, v):
@@ -74,39 +74,10 @@ class BatchNorm2D(Layer):
         return {"running_mean": np.zeros(shape), "running_var": np.ones(shape)}
 
     def forward(self, ctx, x, train):
-        xp = ctx.xp
         x = per_member(ctx, x)  # a shared input: statistics still per member
         axes = (0, 2, 3) if ctx.ensemble is None else (1, 3, 4)  # N, H, W
-        if train:
-            count = math.prod(x.shape[a] for a in axes)
-            if count < 2:
-                raise ShapeError("BatchNorm2D needs at least 2 values per channel in training")
-            mean = xp.mean(x, axis=axes)
-            var = xp.var(x, axis=axes)
-            m = self.momentum
-            unbiased = var * (count / (count - 1))
-            ctx.state.update({
-                "running_mean": (1.0 - m) * ctx.state["running_mean"] + m * mean,
-                "running_var": (1.0 - m) * ctx.state["running_var"] + m * unbiased,
-            })
-        else:
-            mean, var = ctx.state["running_mean"], ctx.state["running_var"]
-        inv_std = _channels(ctx, 1.0 / xp.sqrt(var + self.eps))
-        xhat = (x - _channels(ctx, mean)) * inv_std
-        gamma = _channels(ctx, ctx.params["gamma"])
-
-        def backprop(dy, need_dx=True):
-            ctx.grads.add("gamma", xp.sum(dy * xhat, axis=axes))  # dγ = Σ dy ⊙ x̂
-            ctx.grads.add("beta", xp.sum(dy, axis=axes))          # dβ = Σ dy
-            dxhat = dy * gamma
-            if not train:  # the statistics were constants
-                return dxhat * inv_std
-            # dx = (1/σ)(dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)), the means over N, H, W
-            mean_d = xp.mean(dxhat, axis=axes, keepdims=True)
-            mean_dx = xp.mean(dxhat * xhat, axis=axes, keepdims=True)
-            return inv_std * (dxhat - mean_d - xhat * mean_dx)
-
-        return gamma * xhat + _channels(ctx, ctx.params["beta"]), backprop
+        return batch_norm(self, ctx, x, train, axes, lambda v: _channels(ctx, v),
+                          "values per channel")
 
     def config(self):
         return {"type": "BatchNorm2D", "channels": self.channels, "eps": self.eps,

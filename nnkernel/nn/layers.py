@@ -248,39 +248,51 @@ class BatchNorm(_Normalization):
         return {"running_mean": np.zeros(shape), "running_var": np.ones(shape)}
 
     def forward(self, ctx, x, train):
-        xp = ctx.xp
         x = per_member(ctx, x)  # a shared (N, D) input: statistics still per member
-        axes = row_axes(ctx, x)
-        if train:
-            n_rows = math.prod(x.shape[a] for a in axes)
-            if n_rows < 2:
-                raise ShapeError("BatchNorm needs at least 2 rows per batch in training")
-            mean = xp.mean(x, axis=axes)
-            var = xp.var(x, axis=axes)
-            m = self.momentum
-            unbiased = var * (n_rows / (n_rows - 1))
-            ctx.state.update({
-                "running_mean": (1.0 - m) * ctx.state["running_mean"] + m * mean,
-                "running_var": (1.0 - m) * ctx.state["running_var"] + m * unbiased,
-            })
-        else:
-            mean, var = ctx.state["running_mean"], ctx.state["running_var"]
-        inv_std = rows(ctx, 1.0 / xp.sqrt(var + self.eps))
-        xhat = (x - rows(ctx, mean)) * inv_std
-
-        def backprop(dy, need_dx=True):
-            dxhat = self._param_grads(ctx, dy, xhat)
-            if not train:  # the statistics were constants
-                return dxhat * inv_std
-            # dx = (1/σ)(dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)), the means over the batch rows
-            mean_d = xp.mean(dxhat, axis=axes, keepdims=True)
-            mean_dx = xp.mean(dxhat * xhat, axis=axes, keepdims=True)
-            return inv_std * (dxhat - mean_d - xhat * mean_dx)
-
-        return self._affine_out(ctx, xhat), backprop
+        return batch_norm(self, ctx, x, train, row_axes(ctx, x), lambda v: rows(ctx, v),
+                          "rows per batch")
 
     def config(self):
         return super().config() | {"momentum": self.momentum}
+
+
+def batch_norm(layer, ctx, x, train, axes, per_feature, unit: str):
+    """y = γ x̂ + β with x̂ = (x − μ)/√(σ² + ε): μ and σ² over ``axes`` (the batch rows, and
+    for images the pixels) in training, the running averages otherwise; ``per_feature``
+    shapes a per-feature vector to broadcast against x. BatchNorm and BatchNorm2D both.
+
+    Training updates the running averages (momentum, unbiased variance, as torch)."""
+    xp = ctx.xp
+    if train:
+        count = math.prod(x.shape[a] for a in axes)
+        if count < 2:
+            raise ShapeError(f"{type(layer).__name__} needs at least 2 {unit} in training")
+        mean = xp.mean(x, axis=axes)
+        var = xp.var(x, axis=axes)
+        m = layer.momentum
+        unbiased = var * (count / (count - 1))
+        ctx.state.update({
+            "running_mean": (1.0 - m) * ctx.state["running_mean"] + m * mean,
+            "running_var": (1.0 - m) * ctx.state["running_var"] + m * unbiased,
+        })
+    else:
+        mean, var = ctx.state["running_mean"], ctx.state["running_var"]
+    inv_std = per_feature(1.0 / xp.sqrt(var + layer.eps))
+    xhat = (x - per_feature(mean)) * inv_std
+    gamma = per_feature(ctx.params["gamma"])
+
+    def backprop(dy, need_dx=True):
+        ctx.grads.add("gamma", xp.sum(dy * xhat, axis=axes))  # dγ = Σ dy ⊙ x̂
+        ctx.grads.add("beta", xp.sum(dy, axis=axes))          # dβ = Σ dy
+        dxhat = dy * gamma
+        if not train:  # the statistics were constants
+            return dxhat * inv_std
+        # dx = (1/σ)(dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)), the means over ``axes``
+        mean_d = xp.mean(dxhat, axis=axes, keepdims=True)
+        mean_dx = xp.mean(dxhat * xhat, axis=axes, keepdims=True)
+        return inv_std * (dxhat - mean_d - xhat * mean_dx)
+
+    return gamma * xhat + per_feature(ctx.params["beta"]), backprop
 
 
 class LayerNorm(_Normalization):
