@@ -15,7 +15,7 @@ def interval_text(lo, hi, lo_open=False, hi_open=False) -> str:
 
 def in_range(name, value, lo, hi, *, lo_open=False, hi_open=False) -> float:
     """A real number as a float, refused (also NaN, bools, strings) outside [lo, hi]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real(value):
         raise ConfigError(f"{name} must be a number, got {value!r}")
     v = float(value)
     if not ((v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)):
@@ -24,9 +24,19 @@ def in_range(name, value, lo, hi, *, lo_open=False, hi_open=False) -> float:
     return v
 
 
+def is_int(value) -> bool:
+    """Whether value is an integer: an int or a NumPy integer, not a bool (the one check)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_real(value) -> bool:
+    """Whether value is a real number (int, float or a NumPy one), not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 def integer(name, value, *, minimum: int = 1) -> int:
     """An int (not a bool, not 2.5, not "3") of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_int(value) or value < minimum:
         kind = {0: "a non-negative integer", 1: "a positive integer"}.get(
             minimum, f"an integer >= {minimum}")
         raise ConfigError(f"{name} must be {kind}, got {value!r}")
@@ -34,7 +44,7 @@ def integer(name, value, *, minimum: int = 1) -> int:
 
 
 def finite_positive(name, value, allow_zero=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real(value):
         raise ConfigError(f"{name} must be a number, got {value!r}")
     v = float(value)
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):

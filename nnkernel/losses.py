@@ -25,7 +25,7 @@ import array_api_compat
 import numpy as np
 
 from .backend import backend_class_of, dtype_name, is_float, is_integer
-from .checks import in_range
+from .checks import in_range, is_int
 from .errors import BackendMismatchError, ConfigError, DTypeError, NonFiniteError, ShapeError
 from .nn.activations import sigmoid
 
@@ -194,7 +194,7 @@ def cross_entropy(y, target, *, members: bool = False, weights=None,
 def _cross_entropy_ignoring(xp, k, y, target, ignore, members, weights, check):
     """Mean over the rows whose label is not ``ignore``:  with keep_i = [t_i ≠ ignore] and
     n = Σ keep, value = Σ keep_i · loss_i / n,  dy_i = keep_i (softmax(y_i) − onehot(t_i)) / n."""
-    if isinstance(ignore, bool) or not isinstance(ignore, int):
+    if not is_int(ignore):
         raise ConfigError(f"cross_entropy: ignore_index must be an integer id, got {ignore!r}")
     if not hasattr(target, "dtype"):
         target = xp.asarray(target, device=array_api_compat.device(y))

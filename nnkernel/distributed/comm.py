@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from ..backend import to_numpy
+from ..checks import is_real
 from ..errors import ConfigError, NnkernelError
 from .watchdog import Watchdog
 
@@ -57,7 +58,7 @@ def timeout_from_env(timeout=None) -> float:
         except ValueError:
             raise ConfigError(f"NNKERNEL_MPI_TIMEOUT must be a number of seconds, got "
                               f"{text!r}") from None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+    if not is_real(timeout) or not timeout > 0:
         raise ConfigError(f"the MPI timeout must be a positive number of seconds, got "
                           f"{timeout!r}")
     return float(timeout)

@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from ..checks import integer
 from ..errors import ConfigError, ShapeError
 from ..kernels.reference.conv import conv_out_size
 from . import activations as _act
@@ -51,9 +52,7 @@ def _out_size(layer, n, k, stride, padding):
 
 
 def _non_negative_int(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
-    return int(value)
+    return integer(name, value, minimum=0)
 
 
 def _square(name, value) -> int:

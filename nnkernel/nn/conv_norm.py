@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ..checks import in_range
 from ..errors import ConfigError, ShapeError
 from .conv import image_shape
 from .layer import Layer, per_member, positive_int, register_layer, stacked
@@ -44,10 +45,8 @@ class BatchNorm2D(Layer):
         if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0
                 and math.isfinite(eps)):
             raise ConfigError(f"BatchNorm2D eps must be a positive number, got {eps!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not (
-                0.0 <= momentum <= 1.0):
-            raise ConfigError(f"BatchNorm2D momentum must be in [0, 1], got {momentum!r}")
-        self.eps, self.momentum = float(eps), float(momentum)
+        self.eps = float(eps)
+        self.momentum = in_range("BatchNorm2D momentum", momentum, 0.0, 1.0)
 
     def input_shape(self):
         return (self.channels, None, None)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import integer
 from ..errors import ConfigError
 
 
@@ -110,9 +111,7 @@ def per_member(ctx, x):
 
 def positive_int(name, value) -> int:
     """An int > 0 (not a bool, not 64.5), or a ConfigError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return integer(name, value, minimum=1)
 
 
 def pass_through(dy, need_dx=True):

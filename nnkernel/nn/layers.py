@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from ..checks import in_range
 from ..errors import ConfigError, ShapeError
 from . import activations as _act
 from .init import default_init, get_initializer
@@ -161,9 +162,7 @@ class Dropout(Layer):
     stochastic = True
 
     def __init__(self, p: float = 0.5):
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-            raise ConfigError(f"Dropout probability must be a number in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = in_range("Dropout probability", p, 0.0, 1.0, hi_open=True)
 
     def forward(self, ctx, x, train):
         if not train or self.p == 0.0:
@@ -235,10 +234,7 @@ class BatchNorm(_Normalization):
 
     def __init__(self, n: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__(n, eps)
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not (
-                0.0 <= momentum <= 1.0):
-            raise ConfigError(f"BatchNorm momentum must be in [0, 1], got {momentum!r}")
-        self.momentum = float(momentum)
+        self.momentum = in_range("BatchNorm momentum", momentum, 0.0, 1.0)
 
     def state_shapes(self):
         return {"running_mean": (self.n,), "running_var": (self.n,)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import Backend, dtype_name, is_float, is_integer
+from ..checks import integer, is_int
 from ..errors import ConfigError, DTypeError, PassError, ShapeError
 from .context import Cell, LayerContext, Pass
 from .layer import Layer
@@ -45,10 +46,9 @@ class Sequential(ModelData):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise ConfigError(f"layer {i} is {type(layer).__name__}, not an nnkernel layer")
-        if ensemble is not None and (isinstance(ensemble, bool) or not isinstance(
-                ensemble, (int, np.integer)) or ensemble < 1):
+        if ensemble is not None and not (is_int(ensemble) and ensemble >= 1):
             raise ConfigError(f"ensemble must be a positive number of members, got {ensemble!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        if not is_int(seed):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         self.layers = tuple(layers)
         self.seed = int(seed)
@@ -296,9 +296,8 @@ class Sequential(ModelData):
         k = len(self.input_shape)
         axis = x.ndim - k - 1  # the rows axis: 0, or 1 for a per-member ensemble input
         n = x.shape[axis] if x.ndim > k else 1
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
-                batch_size, (int, np.integer)) or batch_size <= 0):
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size is not None:
+            integer("batch_size", batch_size)
         if batch_size is None or batch_size >= n:
             return self.run(self._own_pass, x, False, side)[0]
         index = (slice(None),) * axis

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ..backend import backend_class
-from ..checks import in_range, integer
+from ..checks import in_range, integer, is_int
 from ..errors import ConfigError
 from ..nn.sequential import Sequential
 from ..optim import Optimizer, optimizer_class
@@ -122,8 +122,7 @@ def _check_optimizer(optimizer, lr, weight_decay) -> None:
 def check_batch_size(batch_size) -> None:
     if isinstance(batch_size, str) and batch_size == "auto":
         return
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
-            or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size must be 'auto' or a positive integer, got "
                           f"{batch_size!r}")
 

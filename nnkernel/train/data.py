@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..backend import dtype_name, is_float, is_integer
-from ..checks import integer
+from ..checks import in_range, integer, is_int
 from ..errors import ConfigError, DTypeError, NonFiniteError, ShapeError
 from ..losses import check_probabilities
 
@@ -168,8 +168,7 @@ def sample_weights(model, y, n, sample_weight, class_weight, classify):
         labels = labels if labels.ndim == 1 else labels.argmax(axis=-1)
         table = np.ones(model.n_out)
         for c, v in class_weight.items():
-            if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not (
-                    0 <= c < model.n_out):
+            if not is_int(c) or not 0 <= c < model.n_out:
                 raise ConfigError(f"class_weight has class {c!r}; classes are 0..{model.n_out - 1}")
             if not (isinstance(v, (int, float, np.number)) and math.isfinite(v) and v >= 0):
                 raise ConfigError(f"class_weight[{c}] must be a finite number >= 0, got {v!r}")
@@ -180,9 +179,7 @@ def sample_weights(model, y, n, sample_weight, class_weight, classify):
 
 def split_indices(n: int, fraction, seed: int = 0):
     """(train rows, validation rows): a shuffled hold-out of ``fraction`` of n rows."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (float, int)) or not (
-            0.0 < fraction < 1.0):
-        raise ConfigError(f"validation_split must be a number in (0, 1), got {fraction!r}")
+    in_range("validation_split", fraction, 0.0, 1.0, lo_open=True, hi_open=True)
     n_val = max(1, int(round(n * fraction)))
     if n_val >= n:
         raise ConfigError(f"validation_split {fraction} leaves no training data of {n} samples")
