@@ -51,23 +51,6 @@ class NumpyLossKernels:
         e *= 1.0 / count
         return losses, e
 
-    def softmax_cross_entropy_mean(self, z, target, count, members, labels):
-        if not labels or members or z.ndim != 2 or target.shape != z.shape[:-1]:
-            return super().softmax_cross_entropy_mean(z, target, count, members, labels)
-        # The mean folded in: Σ_rows (log s − z'[label]) / count without per-row losses, and
-        # δ = (e / s − onehot) / count with the 1/count folded into the per-row factor.
-        at = self._row_starts(target.size, z.shape[-1]) + target.reshape(-1)
-        shifted = z - _row_max(z)
-        flat = shifted.reshape(-1)  # a view: shifted is a fresh contiguous array
-        picked = np.add.reduce(flat[at])
-        e = np.exp(shifted, out=shifted)
-        s = _row_sum(e)
-        total = np.add.reduce(np.log(s)) - picked
-        inv = 1.0 / count
-        e *= inv / s[:, None]
-        flat[at] -= inv
-        return total * inv, e
-
     def _row_starts(self, rows: int, C: int):
         """0, C, 2C, ...: where each row starts in a flat (rows, C) array (kept per shape)."""
         key = (rows, C)
