@@ -31,6 +31,7 @@ from .nn.conv import AvgPool2D, Conv2D, Flatten, MaxPool2D
 from .nn.conv_norm import BatchNorm2D, Dropout2D
 from .nn.embedding import Embedding, PositionEmbedding, TiedOutput
 from .nn.ensemble import ensemble_mean, ensemble_variance, mean_probabilities
+from .nn.generate import generate
 from .nn.gpt import gpt
 from .nn.gradcheck import gradcheck
 from .nn.layers import (
@@ -51,7 +52,7 @@ from .nn.layers import (
     Tanh,
 )
 from .nn.sequential import Sequential
-from .train import Callback, EarlyStopping, History, TrainingInterrupted, evaluate, fit
+from .train import Callback, EarlyStopping, History, TrainingInterrupted, evaluate, fit, fit_lm
 from .train.callbacks import use_model_writer as _use_model_writer
 
 __version__ = "0.1.0"
@@ -86,7 +87,8 @@ __all__ = [
     "CheckpointError", "ConfigError", "Conv2D", "DatasetError", "datasets", "Dense",
     "DeviceError", "distributed", "Dropout", "Dropout2D", "DTypeError", "EarlyStopping", "ELU",
     "Embedding", "gpt", "MultiHeadAttention", "PositionEmbedding", "TiedOutput",
-    "ensemble_mean", "ensemble_variance", "evaluate", "export_onnx", "fit", "Flatten", "GELU",
+    "ensemble_mean", "ensemble_variance", "evaluate", "export_onnx", "fit", "fit_lm", "Flatten",
+    "GELU", "generate",
     "gradcheck", "History", "Identity", "init", "keep_freed_memory", "kernels", "Layer",
     "LayerNorm", "LeakyReLU", "load", "losses", "MaxPool2D", "mean_probabilities",
     "NnkernelError", "NonFiniteError", "optim", "ReLU", "Residual", "run_dir", "save",
