@@ -152,27 +152,39 @@ def _listing(names) -> str:
 # ------------------------------------------------------------------ layout from config.json
 
 def model_array_shapes(model_config) -> tuple[dict, dict] | None:
-    """(parameter shapes, state shapes) by key ("0.W", "1.running_mean", ...) that
-    ``Sequential.from_config(model_config)`` will have, from the layers' own
+    """(parameter shapes, state shapes) by key ("0.W", "1.running_mean", "3.0.gamma", ...)
+    that ``Sequential.from_config(model_config)`` will have, from the layers' own
     `param_shapes`/`state_shapes` (nothing is allocated); None if the config is not
-    one that builds (`validate_run_config` reports why).
+    one that builds (`validate_run_config` reports why). A combinator's layers have
+    keys under its path (it has no arrays of its own); a shared or tied position
+    has none (its arrays are an earlier layer's).
     """
     from ..errors import NnkernelError
-    from ..nn.layers import layer_from_config
 
     try:
         layers, ensemble = model_config["layers"], model_config.get("ensemble")
         lead = () if ensemble is None else (_size(ensemble),)
         params, state = {}, {}
-        for i, cfg in enumerate(layers):
-            if isinstance(cfg, dict) and cfg.get("type") == "Shared":
-                continue  # the arrays of an earlier layer
-            layer = layer_from_config(cfg)
-            params.update({f"{i}.{n}": (*lead, *s) for n, s in layer.param_shapes().items()})
-            state.update({f"{i}.{n}": (*lead, *s) for n, s in layer.state_shapes().items()})
+        _layer_shapes(layers, "", lead, params, state, 0)
         return params, state
-    except (KeyError, TypeError, ValueError, AttributeError, NnkernelError):
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError, NnkernelError):
         return None
+
+
+def _layer_shapes(layers, prefix: str, lead: tuple, params: dict, state: dict, depth) -> None:
+    from ..nn.layers import layer_from_config
+
+    if not isinstance(layers, list) or depth > 32:
+        raise ValueError(layers)
+    for i, cfg in enumerate(layers):
+        if isinstance(cfg, dict) and (cfg.get("type") == "Shared" or "tied_to" in cfg):
+            continue  # the arrays of an earlier layer
+        if isinstance(cfg, dict) and "layers" in cfg:  # a combinator (Residual)
+            _layer_shapes(cfg["layers"], f"{prefix}{i}.", lead, params, state, depth + 1)
+            continue
+        layer = layer_from_config(cfg)
+        params.update({f"{prefix}{i}.{n}": (*lead, *s) for n, s in layer.param_shapes().items()})
+        state.update({f"{prefix}{i}.{n}": (*lead, *s) for n, s in layer.state_shapes().items()})
 
 
 def _size(value) -> int:
