@@ -66,13 +66,14 @@ class CharTokenizer:
         ids = table[np.minimum(codes, table.shape[0] - 1)]
         bad = (codes >= table.shape[0]) | (ids < 0)
         if bad.any():
-            i = int(np.argmax(bad))
-            missing = sorted(set(text[j] for j in np.flatnonzero(bad)[:1000]))
+            where = np.flatnonzero(bad)
+            i = int(where[0])
+            others = [c for c in dict.fromkeys(text[j] for j in where[:1000]) if c != text[i]]
             raise ConfigError(
                 f"{what} has {_name(text[i])} at position {i}, which is not in the vocabulary "
                 f"of {self.vocab_size} characters" + (
-                    f" (nor are {', '.join(_name(c) for c in missing[1:6])})"
-                    if len(missing) > 1 else "") + "; use only characters of the training text")
+                    f" (nor are {', '.join(_name(c) for c in others[:5])})" if others else "")
+                + "; use only characters of the training text")
         return ids
 
     def decode(self, ids) -> str:
