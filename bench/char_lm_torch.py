@@ -176,7 +176,7 @@ def main(argv=None):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        loss_sum, seen = loss_sum + float(loss), seen + 1
+        loss_sum, seen = loss_sum + loss.item(), seen + 1
         if (step + 1) % interval == 0 or step + 1 == a.steps:
             seconds = time.perf_counter() - t0
             v = score(model, val, val_some, T)

@@ -16,6 +16,7 @@ import json
 import sys
 
 from ..errors import CheckpointError, ConfigError
+from . import threads
 from .runtime import backend_for
 
 
@@ -63,6 +64,8 @@ def run(args) -> int:
     ids = tokenizer.encode(prompt, what="--prompt")
     backend = backend_for(args, config.device, config.backend, config.dtype, False)
     model = saved.build_model(backend.name, backend.device)
+    if threads.on_cpu(backend.device_name) and not args.threads:  # one row at a time: small
+        threads.apply(threads.choose_for_rows(model, config.block_size or 1)[0])
     out = generate(model, ids, args.tokens, temperature=args.temperature, top_k=args.top_k,
                    seed=args.seed)
     text = tokenizer.decode(out)

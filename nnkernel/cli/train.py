@@ -32,9 +32,11 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
 
     train = sub.add_parser("train", help="train a network on a dataset",
                            description="Train a multilayer perceptron (or, with --conv, a "
-                           "small CNN). Flags left out take the dataset's defaults (see "
-                           "nnkernel.cli.settings.DATASET_DEFAULTS); every setting is a field "
-                           "of nnkernel.run_settings.RunConfig, saved in the run's config.json.")
+                           "small CNN), or on a text (tinyshakespeare, a .txt file) a character "
+                           "language model (--model gpt or lstm). Flags left out take the "
+                           "dataset's defaults (see nnkernel.cli.settings.DATASET_DEFAULTS, "
+                           "nnkernel.cli.text_settings); every setting is a field of "
+                           "nnkernel.run_settings.RunConfig, saved in the run's config.json.")
     add_setting_flags(train, "data")
     add_device_flags(train)
     add_setting_flags(train, "network")
