@@ -4,9 +4,9 @@ gpt|lstm ...``, the defaults of the flags left out, and the flags that do not ap
 The GPT defaults are nanoGPT's CPU configuration for Tiny Shakespeare (4 layers, 4
 heads, width 128, windows of 64 characters, batch 12, 2,000 steps, no dropout) with
 its optimizer: AdamW at lr 1e-3, betas (0.9, 0.99), weight decay 0.1 on the weight
-matrices only, 100 steps of linear warm-up and a cosine decay to lr/10, gradient
-clipping at 1.0. The LSTM (issue 24: an embedding, 2 LSTMs of 256, a Dense to the
-vocabulary) trains with the same optimizer and schedule.
+matrices only, 100 steps of linear warm-up (a tenth of a run shorter than 1,000 steps)
+and a cosine decay to lr/10, gradient clipping at 1.0. The LSTM (issue 24: an embedding,
+2 LSTMs of 256, a Dense to the vocabulary) trains with the same optimizer and schedule.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ def config_from_flags(flags: dict, dataset: str) -> RunConfig:
         raise ConfigError(f"a language model is trained with --loss cross_entropy, not "
                           f"{flags['loss']!r}")
     chosen = {**TRAINING, **MODEL_DEFAULTS[model], **flags, "model": model, "loss": "cross_entropy"}
+    if "warmup" not in flags:  # 100 steps, but never more than a tenth of a short run
+        chosen["warmup"] = min(TRAINING["warmup"], chosen["steps"] // 10)
     if isinstance(chosen["lr"], list):
         raise ConfigError("--lr takes one learning rate for a language model (a list trains an "
                           "ensemble, which these models do not support)")

@@ -173,7 +173,7 @@ def how_to_get(key: str, data_dir=None, searched=None) -> str:
 
     source = TEXT_SOURCES[key]
     (filename, digest), = source.checksums.items()
-    looked = ", ".join(str(d) for d in (searched or search_dirs(key, data_dir)))
+    looked = ", ".join(dict.fromkeys(str(d) for d in (searched or search_dirs(key, data_dir))))
     return (f"looked in: {looked}. To get {key}: put {filename} ({source.url}{filename}, "
             f"sha256 {digest}) in one of them, or pass a directory with --data-dir "
             f"(data_dir=) or $NNKERNEL_DATA; any UTF-8 text file can be given by path instead")
