@@ -245,3 +245,22 @@ def test_lstm_without_recurrent_layers_is_refused_by_name(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--dataset", corpus, "--model", "lstm",
                        "--out", tmp_path / "r")
     assert code == 2 and "nk.LSTM" in err
+
+
+def test_defaults_are_nanogpts_cpu_configuration_and_the_schedule_ends_at_a_tenth():
+    from nnkernel.cli import text_settings
+
+    config = text_settings.config_from_flags({}, "corpus.txt")
+    assert (config.model, config.block_size, config.layers, config.heads, config.dim,
+            config.batch_size, config.steps, config.dropout) == ("gpt", 64, 4, 4, 128, 12,
+                                                                 2000, 0.0)
+    assert (config.optimizer, config.lr, config.betas, config.weight_decay, config.clip_norm,
+            config.warmup) == ("adamw", 1e-3, [0.9, 0.99], 0.1, 1.0, 100)
+    schedule = text_settings.schedule(config)
+    assert schedule(0) == pytest.approx(1 / 100) and schedule(99) == pytest.approx(1.0)
+    assert schedule(100) == pytest.approx(1.0) and schedule(1999) == pytest.approx(0.1, abs=1e-5)
+    assert schedule(1050) == pytest.approx(0.1 + 0.9 * 0.5)  # half way down the cosine
+    short = text_settings.config_from_flags({"steps": 30}, "corpus.txt")
+    assert short.warmup == 3  # a tenth of a short run, not 100 steps it does not have
+    lstm = text_settings.config_from_flags({"model": "lstm"}, "corpus.txt")
+    assert (lstm.hidden, lstm.layers, lstm.dim) == ([256], 2, 64)

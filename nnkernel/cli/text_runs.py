@@ -131,6 +131,7 @@ def evaluate(args, saved) -> int:
     """`nnkernel evaluate` of a language model run: the held-out tail of its own text (or
     with --rows all, or another --dataset, every window of the text), with its vocabulary."""
     from ..io.run_dir import CONFIG
+    from . import threads
     from .evaluate import same_dataset
     from .results import print_text_result
     from .runtime import backend_for
@@ -150,6 +151,8 @@ def evaluate(args, saved) -> int:
         check_same_text(config, data, saved.directory, "evaluate")
     backend = backend_for(args, config.device, config.backend, config.dtype, False)
     model = saved.build_model(backend.name, backend.device)
+    if threads.on_cpu(backend.device_name) and not args.threads and config.threads:
+        threads.apply(config.threads)  # the run's own count (chosen for its work, or given)
     if args.dtype:
         model.to(dtype=args.dtype)
     whole = not own or args.rows == "all"
