@@ -61,6 +61,7 @@ __version__ = "0.1.0"
 _LAZY = {"save": ("io.saving", "save"), "load": ("io.saving", "load"),
          "export_onnx": ("io.onnx_export", "export_onnx"), "checkpoint": ("io.checkpoint", None),
          "datasets": ("io.datasets", None), "run_dir": ("io.run_dir", None),
+         "load_text": ("io.text", "load_text"), "CharTokenizer": ("io.tokenizer", "CharTokenizer"),
          "distributed": ("distributed", None)}
 
 
@@ -83,14 +84,14 @@ def __getattr__(name):
 
 __all__ = [
     "__version__", "activations", "available_backends", "AvgPool2D", "Backend",
-    "BackendMismatchError", "BatchNorm", "BatchNorm2D", "Callback", "checkpoint",
+    "BackendMismatchError", "BatchNorm", "BatchNorm2D", "Callback", "CharTokenizer", "checkpoint",
     "CheckpointError", "ConfigError", "Conv2D", "DatasetError", "datasets", "Dense",
     "DeviceError", "distributed", "Dropout", "Dropout2D", "DTypeError", "EarlyStopping", "ELU",
     "Embedding", "gpt", "MultiHeadAttention", "PositionEmbedding", "TiedOutput",
     "ensemble_mean", "ensemble_variance", "evaluate", "export_onnx", "fit", "fit_lm", "Flatten",
     "GELU", "generate",
     "gradcheck", "History", "Identity", "init", "keep_freed_memory", "kernels", "Layer",
-    "LayerNorm", "LeakyReLU", "load", "losses", "MaxPool2D", "mean_probabilities",
+    "LayerNorm", "LeakyReLU", "load", "load_text", "losses", "MaxPool2D", "mean_probabilities",
     "NnkernelError", "NonFiniteError", "optim", "ReLU", "Residual", "run_dir", "save",
     "Sequential", "ShapeError", "Sigmoid", "SiLU", "Softmax", "Swish", "Tanh",
     "TrainingInterrupted",
