@@ -264,3 +264,43 @@ def test_defaults_are_nanogpts_cpu_configuration_and_the_schedule_ends_at_a_tent
     assert short.warmup == 3  # a tenth of a short run, not 100 steps it does not have
     lstm = text_settings.config_from_flags({"model": "lstm"}, "corpus.txt")
     assert (lstm.hidden, lstm.layers, lstm.dim) == ([256], 2, 64)
+
+
+def test_config_validation_reads_the_layers_of_a_gpt_and_names_their_faults():
+    import nnkernel as nk
+    from nnkernel.io.run_config import validate_run_config
+    from nnkernel.io.validate import model_array_shapes
+
+    model = nk.gpt(11, 8, 8, 2, 2, seed=0)
+    config = {"model": model.config()}
+    assert validate_run_config(config) == []
+    params, state = model_array_shapes(config["model"])  # nested keys, the tied head has none
+    assert params == {k: tuple(v.shape) for k, v in model.params.items()} and state == {}
+    bad = json.loads(json.dumps(config))
+    bad["model"]["layers"][0]["num_embeddings"] = "eleven"
+    bad["model"]["layers"][2]["layers"][1]["heads"] = 3  # 8 columns do not split in 3
+    bad["model"]["layers"][3]["layers"][1]["init"] = "normal(-1)"
+    bad["model"]["layers"][-1]["tied_to"] = [0]
+    problems = "; ".join(validate_run_config(bad))
+    assert "model.layers[0] (Embedding): Embedding num_embeddings must be a positive integer" \
+        in problems
+    assert "model.layers[2].layers[1] (MultiHeadAttention)" in problems
+    assert "model.layers[3].layers[1].init must be an initializer's name or normal(std)" \
+        in problems
+    assert "tied_to must be the path of a layer before it" in problems
+
+
+def test_the_progress_lines_say_nats_and_bits_and_fit_the_terminal():
+    from nnkernel.train.step_progress import StepProgress, eval_line
+
+    line = eval_line({"step": 250, "loss": 2.5, "bpc": 2.5 / np.log(2), "val_loss": 2.6,
+                      "val_bpc": 2.6 / np.log(2), "lr": 1e-3, "seconds": 12.5,
+                      "tokens_per_second": 6000.0}, 2000)
+    assert line == ("step 250/2000  loss 2.5000 (3.607 bpc)  val_loss 2.6000 (3.751 bpc)  "
+                    "lr 1.00e-03  12.5s  6,000 tokens/s")
+    bar = StepProgress(2000)
+    bar.start(0)
+    for width in (40, 80, 120):
+        text = bar.line(500, 2.25, bar.t0 + 30.0, width)
+        assert len(text) <= width - 1 and text.startswith("step ")
+    assert "ETA 1m30s" in bar.line(500, 2.25, bar.t0 + 30.0, 120)
