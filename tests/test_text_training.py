@@ -3,11 +3,14 @@ fit_lm (loss going down, every backend alike, an interrupt and resume bit for bi
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BACKENDS, CPU_BACKENDS, host
+from conftest import BACKENDS, CPU_BACKENDS, host, torch_or_skip
 from cupy_double import fake_cupy  # noqa: F401 - the fixture
 
 import nnkernel as nk
@@ -165,3 +168,23 @@ def test_fit_lm_refuses_ids_outside_the_vocabulary_and_short_texts():
     with pytest.raises(ConfigError, match="held-out"):
         nk.fit_lm(model, ids_of(100), val_ids=ids_of(4), steps=1, block_size=T,
                   optimizer=opt, progress=False)
+
+
+def test_the_torch_side_of_the_comparison_runs_the_same_architecture(tmp_path, capsys):
+    torch_or_skip()
+    path = Path(__file__).resolve().parent.parent / "bench" / "char_lm_torch.py"
+    spec = importlib.util.spec_from_file_location("char_lm_torch", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    text = "".join(rng.choice(list("abcdefgh \n"), size=2000))
+    (tmp_path / "t.txt").write_text(text)
+    script.main(["--text", str(tmp_path / "t.txt"), "--steps", "2"])
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    vocab = len(set(text))
+    assert result["parameters"] == nk.gpt(vocab, 64, 128, 4, 4).num_parameters()
+    assert np.isfinite(result["val_loss"]) and result["val_loss"] < np.log(vocab) + 1
+    # the same windows: the script draws its starts as TokenWindows does
+    w = TokenWindows(nk.Backend("numpy"), np.zeros(1800, dtype=np.int64), 64)
+    assert np.array_equal(np.random.default_rng((0, 5, 0)).integers(0, 1800 - 64, size=12),
+                          w.random_starts(12, (0, 5, 0)))
