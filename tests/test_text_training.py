@@ -188,3 +188,25 @@ def test_the_torch_side_of_the_comparison_runs_the_same_architecture(tmp_path, c
     w = TokenWindows(nk.Backend("numpy"), np.zeros(1800, dtype=np.int64), 64)
     assert np.array_equal(np.random.default_rng((0, 5, 0)).integers(0, 1800 - 64, size=12),
                           w.random_starts(12, (0, 5, 0)))
+
+
+@pytest.mark.parametrize("at, stops", [(5, (1, 0)), (12, None)])
+def test_a_signal_in_an_intervals_last_step_stops_there_or_finishes(monkeypatch, at, stops):
+    model, opt = model_and_optimizer()
+    real, calls = lm.accumulate_step, []
+
+    def signalled(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            signal.raise_signal(signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lm, "accumulate_step", signalled)
+    settings = {"steps": 12, "block_size": T, "batch_size": 2, "eval_interval": 5,
+                "optimizer": opt, "progress": False}
+    if stops is None:  # the run's last step: it is done, nothing to resume
+        assert nk.fit_lm(model, ids_of(100), **settings)["step"] == [5, 10, 12]
+        return
+    with pytest.raises(nk.TrainingInterrupted) as stop:
+        nk.fit_lm(model, ids_of(100), **settings)
+    assert (stop.value.epoch, stop.value.step) == stops and stop.value.history["step"] == [5]

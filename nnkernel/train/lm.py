@@ -140,7 +140,7 @@ def fit_lm(model, train_ids, *, steps: int, block_size: int, batch_size: int = 1
                 stop = bool(cb.on_epoch_end(run, logs)) or stop
             if stop:
                 break
-            if stop_flag.raised:  # a signal in the interval's last step: stop with it saved
+            if stop_flag.raised and end < steps:  # in an interval's last step: stop, saved
                 raise TrainingInterrupted(interval + 1, 0, history, stop_flag.signal)
             g = end
     for cb in callbacks:
