@@ -34,6 +34,7 @@ from .nn.conv import AvgPool2D, Conv2D, Flatten, MaxPool2D
 from .nn.conv_norm import BatchNorm2D, Dropout2D
 from .nn.embedding import Embedding, PositionEmbedding, TiedOutput
 from .nn.ensemble import ensemble_mean, ensemble_variance, mean_probabilities
+from .nn.generate import generate
 from .nn.gpt import gpt
 from .nn.gradcheck import gradcheck
 from .nn.layers import (
@@ -55,7 +56,7 @@ from .nn.layers import (
 )
 from .nn.recurrent import GRU, LSTM, RNN, RecurrentState
 from .nn.sequential import Sequential
-from .train import Callback, EarlyStopping, History, TrainingInterrupted, evaluate, fit
+from .train import Callback, EarlyStopping, History, TrainingInterrupted, evaluate, fit, fit_lm
 from .train.callbacks import use_model_writer as _use_model_writer
 
 __version__ = "0.1.0"
@@ -64,6 +65,7 @@ __version__ = "0.1.0"
 _LAZY = {"save": ("io.saving", "save"), "load": ("io.saving", "load"),
          "export_onnx": ("io.onnx_export", "export_onnx"), "checkpoint": ("io.checkpoint", None),
          "datasets": ("io.datasets", None), "run_dir": ("io.run_dir", None),
+         "load_text": ("io.text", "load_text"), "CharTokenizer": ("io.tokenizer", "CharTokenizer"),
          "distributed": ("distributed", None)}
 
 
@@ -86,14 +88,15 @@ def __getattr__(name):
 
 __all__ = [
     "__version__", "activations", "ArchitectureError", "available_backends", "AvgPool2D",
-    "Backend", "BackendMismatchError", "BatchNorm", "BatchNorm2D", "Callback", "checkpoint",
-    "CheckpointError", "ConfigError", "Conv2D", "DatasetError", "datasets", "Dense",
-    "DeviceError", "distributed", "Dropout", "Dropout2D", "DTypeError", "EarlyStopping", "ELU",
-    "Embedding", "ensemble_mean", "ensemble_variance", "evaluate", "export_onnx", "fit",
-    "Flatten", "GELU", "gpt", "gradcheck", "GRU", "History", "Identity", "init",
-    "keep_freed_memory", "kernels", "Layer", "LayerNorm", "LeakyReLU", "load", "losses", "LSTM",
-    "MaxPool2D", "mean_probabilities", "MissingKeyError", "MultiHeadAttention", "NnkernelError",
-    "NonFiniteError", "optim", "PassError", "PositionEmbedding", "RecurrentState", "ReLU",
-    "Residual", "RNN", "run_dir", "save", "Sequential", "ShapeError", "Sigmoid", "SiLU",
-    "Softmax", "Swish", "Tanh", "TiedOutput", "TrainingInterrupted",
+    "Backend", "BackendMismatchError", "BatchNorm", "BatchNorm2D", "Callback", "CharTokenizer",
+    "checkpoint", "CheckpointError", "ConfigError", "Conv2D", "DatasetError", "datasets",
+    "Dense", "DeviceError", "distributed", "Dropout", "Dropout2D", "DTypeError",
+    "EarlyStopping", "ELU", "Embedding", "ensemble_mean", "ensemble_variance", "evaluate",
+    "export_onnx", "fit", "fit_lm", "Flatten", "GELU", "generate", "gpt", "gradcheck", "GRU",
+    "History", "Identity", "init", "keep_freed_memory", "kernels", "Layer", "LayerNorm",
+    "LeakyReLU", "load", "load_text", "losses", "LSTM", "MaxPool2D", "mean_probabilities",
+    "MissingKeyError", "MultiHeadAttention", "NnkernelError", "NonFiniteError", "optim",
+    "PassError", "PositionEmbedding", "RecurrentState", "ReLU", "Residual", "RNN", "run_dir",
+    "save", "Sequential", "ShapeError", "Sigmoid", "SiLU", "Softmax", "Swish", "Tanh",
+    "TiedOutput", "TrainingInterrupted",
 ]

@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from .errors import ConfigError
 
-__all__ = ["BIG", "MAX_LAYERS", "Check", "boolean", "choice", "integer", "is_int", "is_number",
-           "json_object", "learning_rate", "names", "normalized_name", "number", "require",
-           "show", "text", "widths"]
+__all__ = ["BIG", "MAX_LAYERS", "Check", "betas", "boolean", "choice", "integer", "is_int",
+           "is_number", "json_object", "learning_rate", "names", "normalized_name", "number",
+           "require", "show", "text", "widths"]
 
 BIG = 2 ** 63  # every integer must fit the int64 of a checkpoint's progress arrays
 MAX_LAYERS = 10_000
@@ -119,6 +119,14 @@ def widths(v) -> str | None:
             is_int(w) and 0 < w < BIG for w in v):
         return None
     return "a list of positive integers (layer widths)"
+
+
+def betas(v) -> str | None:
+    """Adam's (beta1, beta2): two numbers in [0, 1), or null."""
+    one = number(0, 1, hi_open=True)
+    if v is None or (isinstance(v, list) and len(v) == 2 and all(one(x) is None for x in v)):
+        return None
+    return "two numbers in [0, 1) (beta1,beta2) or null"
 
 
 def learning_rate(v) -> str | None:

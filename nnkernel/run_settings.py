@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 from . import fields as f
 from .errors import ConfigError
 
-__all__ = ["FLAG_GROUPS", "RunConfig", "flag_name", "settings_with_flags"]
+__all__ = ["FLAG_GROUPS", "LANGUAGE_MODELS", "MODELS", "RunConfig", "flag_name",
+           "settings_with_flags"]
 
 FLAG_GROUPS = ("data", "device", "network", "optimization")
+MODELS = ("mlp", "gpt", "lstm")
+LANGUAGE_MODELS = ("gpt", "lstm")
 
 
 def _setting(default, section: str, check, doc: str, *, key=None, required=True, resume=False,
@@ -53,7 +56,8 @@ class RunConfig:
     # data
     dataset: str = _setting(
         "digits", D, f.text(), "digits (default, offline), fashion-mnist, mnist, xor, spirals, "
-        "moons, linear, or a .csv/.npz path", key="name", group="data")
+        "moons, linear, or a .csv/.npz path; a text for --model gpt/lstm: tinyshakespeare or a "
+        "UTF-8 file (.txt)", key="name", group="data")
     data_dir: str | None = _setting(
         None, D, f.text(optional=True), "where to look for (or download) IDX files",
         resume=True, group="data")
@@ -84,6 +88,22 @@ class RunConfig:
                                group="network", kind="switch")
     ensemble: int | None = _setting(None, H, f.integer(1, optional=True),
                                     "train E members at once", group="network", kind="int")
+    # language models (a text dataset; nnkernel.cli.text_settings has their defaults)
+    model: str | None = _setting(
+        None, H, f.choice(MODELS, optional=True), "mlp (default: an MLP, or a CNN with --conv), "
+        "or a character language model: gpt (the default for a text) or lstm", required=False,
+        group="network", choices=MODELS)
+    block_size: int | None = _setting(None, H, f.integer(1, optional=True),
+                                      "characters per training window (language models)",
+                                      required=False, group="network", kind="int")
+    layers: int | None = _setting(None, H, f.integer(1, optional=True),
+                                  "transformer blocks (gpt) or stacked LSTMs (lstm)",
+                                  required=False, group="network", kind="int")
+    heads: int | None = _setting(None, H, f.integer(1, optional=True), "attention heads (gpt)",
+                                 required=False, group="network", kind="int")
+    dim: int | None = _setting(None, H, f.integer(1, optional=True),
+                               "model width (gpt) or character embedding width (lstm)",
+                               required=False, group="network", kind="int")
     # optimization
     loss: str | None = _setting(
         None, H, f.registry("loss", optional=True), "cross_entropy (classification) or mse "
@@ -109,6 +129,26 @@ class RunConfig:
                                kind="int")
     seed: int = _setting(0, "", f.integer(0), "seed of the initial weights, shuffles and "
                          "dropout", group="optimization", kind="int")
+    steps: int | None = _setting(None, H, f.integer(1, optional=True),
+                                 "optimizer steps (language models train for steps, not epochs)",
+                                 required=False, group="optimization", kind="int")
+    eval_interval: int | None = _setting(
+        None, H, f.integer(1, optional=True), "steps between validation scores (language "
+        "models)", required=False, group="optimization", kind="int", metavar="N")
+    eval_windows: int | None = _setting(
+        None, H, f.integer(1, optional=True), "held-out windows scored at each evaluation "
+        "(language models; nnkernel evaluate scores them all)", required=False,
+        group="optimization", kind="int", metavar="N")
+    accumulate: int | None = _setting(
+        None, H, f.integer(1, optional=True), "gradient accumulation: micro-batches of "
+        "--batch-size summed into each step", required=False, group="optimization", kind="int",
+        metavar="K")
+    warmup: int | None = _setting(None, H, f.integer(0, optional=True),
+                                  "steps of linear learning-rate warm-up (language models)",
+                                  required=False, group="optimization", kind="int", metavar="N")
+    betas: list | None = _setting(None, H, f.betas, "Adam's beta1,beta2 (default 0.9,0.999; "
+                                  "0.9,0.99 for language models)", required=False,
+                                  group="optimization", kind="floats")
     early_stopping: int | None = _setting(
         None, H, f.integer(1, optional=True), "stop when val_loss has not improved for N epochs",
         group="optimization", kind="int", metavar="N")
@@ -143,6 +183,9 @@ class RunConfig:
                                      "classes of a classification run", required=False)
     n_outputs: int | None = _setting(None, D, f.integer(1, optional=True), "model outputs",
                                      required=False)
+    tokenizer: dict | None = _setting(
+        None, D, lambda v: None if v is None else f.json_object(v), "a language model's "
+        "vocabulary (nnkernel.io.tokenizer.CharTokenizer.to_json)", required=False)
     fingerprint: dict | None = _setting(
         None, D, lambda v: None if v is None else f.json_object(v),
         "size, dtypes and a hash of sampled rows of the training data", required=False)
@@ -170,6 +213,11 @@ class RunConfig:
         if problems:
             raise ConfigError("; ".join(problems))
         return self
+
+    @property
+    def language_model(self) -> bool:
+        """Whether the run trains a language model on a text (--model gpt or lstm)."""
+        return self.model in LANGUAGE_MODELS
 
     @property
     def member_lrs(self) -> list[float]:

@@ -1,4 +1,4 @@
-"""The command line: ``nnkernel train | evaluate | predict | export | info | bench``.
+"""The command line: ``nnkernel train | evaluate | predict | export | generate | info | bench``.
 
     nnkernel train                               # digits, offline, in seconds
     nnkernel train --dataset fashion-mnist --out runs/fmnist
@@ -6,6 +6,8 @@
     nnkernel evaluate runs/fmnist
     nnkernel predict runs/fmnist features.npy --output classes.csv
     nnkernel export runs/fmnist --onnx fmnist.onnx --safetensors fmnist.safetensors
+    nnkernel train --dataset corpus.txt --model gpt --out runs/chars   # a character model
+    nnkernel generate runs/chars --prompt "ROMEO:" --tokens 200 --top-k 40 --seed 1
 
 One module per command. Every error is one line on stderr, ``nnkernel: error:
 ...``, with exit status 2 for usage and configuration errors and 1 for the rest;
@@ -18,13 +20,13 @@ import os
 import sys
 
 from . import args as types
-from . import evaluate, export, info, predict, train
+from . import evaluate, export, generate, info, predict, train
 from .args import Parser, UsageError, add_device_flags, add_output_flags
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
 COMMANDS = {"train": train, "evaluate": evaluate, "predict": predict, "export": export,
-            "info": info}
+            "generate": generate, "info": info}
 
 
 def build_parser() -> Parser:

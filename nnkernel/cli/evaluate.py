@@ -17,8 +17,10 @@ import os
 import numpy as np
 
 from ..errors import CheckpointError
+from . import text_runs
 from .results import as_model_input, print_result, test_metrics
 from .runtime import backend_for
+from .text_runs import is_text_run
 
 
 def add_parser(sub, add_device_flags, add_output_flags, types):
@@ -47,8 +49,10 @@ def run(args) -> int:
     from .build import load_data, member_lrs
 
     saved = run_dir.load(args.run_dir)
+    if is_text_run(saved.config):  # a language model: its held-out text
+        return text_runs.evaluate(args, saved)
     dataset = dict(saved.config.get("dataset") or {})
-    own = not args.dataset or _same_dataset(args.dataset, dataset.get("name"))
+    own = not args.dataset or same_dataset(args.dataset, dataset.get("name"))
     if args.dataset:  # the run's task and classes stay: labels are read as the model's
         dataset = {"name": args.dataset, "target": args.target or dataset.get("target"),
                    "task": dataset.get("task"), "n_classes": dataset.get("n_classes")}
@@ -90,14 +94,14 @@ def run(args) -> int:
     return 0
 
 
-def _same_dataset(given: str, saved) -> bool:
+def same_dataset(given: str, saved) -> bool:
     """Whether --dataset names the run's own dataset (a name, or the same file)."""
     from ..io.fingerprint import absolute_dataset_spec
 
     if not isinstance(saved, str):
         return False
     mine = absolute_dataset_spec({"name": given})["name"]
-    if mine.lower().endswith((".csv", ".npz")):
+    if mine.lower().endswith((".csv", ".npz")) or os.path.isabs(saved):  # files (a text's too)
         return os.path.realpath(mine) == os.path.realpath(saved)
     return mine.lower().replace("_", "-") == saved.lower().replace("_", "-")
 

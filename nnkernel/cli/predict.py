@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .runtime import backend_for
+from .text_runs import is_text_run
 
 
 def add_parser(sub, add_device_flags, add_output_flags, types):
@@ -55,6 +56,10 @@ def run(args) -> int:
         raise ConfigError(f"--output must end in .npy, .csv or .txt, got {output.name!r}")
     target = None if output is None else output_target(output)
     saved = run_dir.load(args.run_dir)
+    if is_text_run(saved.config):
+        raise ConfigError(f"{saved.directory} is a language model run: predict takes rows of "
+                          f"features; sample text from it with nnkernel generate "
+                          f"{args.run_dir} --prompt TEXT")
     runtime = saved.config.get("runtime") or {}
     backend = backend_for(args, runtime.get("device") or "cpu", runtime.get("backend"),
                           runtime.get("dtype") or "float32", False)

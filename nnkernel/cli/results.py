@@ -99,6 +99,28 @@ def print_result(args, result, model) -> None:
     print("\n".join(lines))
 
 
+def print_text_result(args, result) -> None:
+    """A language model's result: the held-out loss in nats/token and bits per character,
+    what was scored, and (after training) the time and rate."""
+    if args.json:
+        print(json.dumps(result, default=str))
+        return
+    if args.quiet:
+        return
+    lines = [f"validation loss {result['val_loss']:.4f} nats/token, {result['val_bpc']:.4f} "
+             f"bits/character  ({result['val_windows']} windows of the held-out "
+             f"{result['val_characters']:,} characters of {result['dataset']})"]
+    if "train_seconds" in result:
+        rate = result.get("tokens_per_second")
+        lines.append(f"trained {result['steps_this_run']} step(s) in "
+                     f"{result['train_seconds']:.1f} s" + (f", {rate:,.0f} tokens/s" if rate
+                                                           else "")
+                     + f" ({result['backend']} {result['device']} {result['dtype']})")
+    if result.get("out"):
+        lines.append(f"saved to {result['out']}")
+    print("\n".join(lines))
+
+
 def as_model_input(model, X, what, directory, hint=None):
     """X as the model takes it: flat rows checked against its width; for an image model,
     flat rows of C·H·W values reshaped to (n, C, H, W) (a view), or images checked.

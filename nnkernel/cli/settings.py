@@ -47,9 +47,15 @@ def config_from_args(args) -> RunConfig:
     """A new run's settings: RunConfig's defaults, the dataset's, then the flags given."""
     from ..io.datasets import DEFAULT_DATASET
     from ..io.fingerprint import absolute_dataset_spec
+    from . import text_settings
 
     flags = given(args)
     dataset = flags.get("dataset") or DEFAULT_DATASET
+    if text_settings.is_text_run(dataset, flags.get("model")):
+        config = text_settings.config_from_flags(flags, dataset)
+        check_names(config)
+        return config
+    text_settings.refuse_text_flags(flags)
     key = dataset.lower().replace("_", "-")
     chosen = dict(DATASET_DEFAULTS.get(key, {}))
     if flags.get("conv"):
@@ -78,6 +84,9 @@ def config_for_resume(args, saved) -> RunConfig:
     except ConfigError as e:
         raise CheckpointError(f"{e}; it is not a run written by nnkernel train") from e
     flags = given(args)
+    if config.language_model and "epochs" in flags:
+        raise ConfigError(f"{saved.directory} is a language model run: it trains for --steps "
+                          f"({config.steps}), fixed when it started, not epochs")
     fixed = sorted(set(flags) - RESUME_MAY_CHANGE)
     if fixed:
         def listing(names):
@@ -89,7 +98,7 @@ def config_for_resume(args, saved) -> RunConfig:
         from ..io.fingerprint import absolute_dataset_spec
 
         changes["data_dir"] = absolute_dataset_spec({"data_dir": flags["data_dir"]})["data_dir"]
-    if "epochs" not in flags and saved.config.get("finished"):
+    if "epochs" not in flags and saved.config.get("finished") and not config.language_model:
         changes["epochs"] = saved.epoch  # early stopping ended it: nothing left to train
     if "device" in flags or "backend" in flags:
         changes.update(device=flags.get("device") or "cpu", backend=flags.get("backend"))

@@ -57,11 +57,21 @@ def environment_setting() -> str | None:
 def choose(model, batch_size: int, share: int | None = None) -> tuple[int, str]:
     """(threads, why) for a new run on the CPU. ``share``: the cores this process may take
     (under MPI, its part of the node's)."""
+    return _choose(largest_product(model, batch_size), share)
+
+
+def choose_for_rows(model, rows: int, share: int | None = None) -> tuple[int, str]:
+    """`choose` for a sequence model: ``rows`` (batch · tokens) through its largest weight
+    matrix, nested layers' included."""
+    largest = max((math.prod(s) for s in model.store.shapes.values() if len(s) >= 2), default=0)
+    return _choose(rows * largest, share)
+
+
+def _choose(work: int, share: int | None) -> tuple[int, str]:
     available = min(cores(), share or cores())
     env = environment_setting()
     if env is not None:
         return current() or available, f"{env} (the environment)"
-    work = largest_product(model, batch_size)
     if work < SMALL_PRODUCT:
         return 1, (f"the work: the largest matrix product is {work:,} multiply-adds, under "
                    f"{SMALL_PRODUCT:,}")

@@ -32,9 +32,11 @@ def add_parser(sub, add_device_flags, add_output_flags, types):
 
     train = sub.add_parser("train", help="train a network on a dataset",
                            description="Train a multilayer perceptron (or, with --conv, a "
-                           "small CNN). Flags left out take the dataset's defaults (see "
-                           "nnkernel.cli.settings.DATASET_DEFAULTS); every setting is a field "
-                           "of nnkernel.run_settings.RunConfig, saved in the run's config.json.")
+                           "small CNN), or on a text (tinyshakespeare, a .txt file) a character "
+                           "language model (--model gpt or lstm). Flags left out take the "
+                           "dataset's defaults (see nnkernel.cli.settings.DATASET_DEFAULTS, "
+                           "nnkernel.cli.text_settings); every setting is a field of "
+                           "nnkernel.run_settings.RunConfig, saved in the run's config.json.")
     add_setting_flags(train, "data")
     add_device_flags(train)
     add_setting_flags(train, "network")
@@ -95,6 +97,10 @@ def _run(args, dp) -> int:
                                   f"({', '.join(run_dir.existing_run_files(job.out))})")
             out_dir.clean_stale_temporaries(job.out)
             job.callbacks.append(SaveEachEpoch(job.out, job.config, _early(job)))
+        if job.config.language_model:
+            from . import text_train
+
+            return text_train.train_and_report(args, job, dp, save_interrupted)
         return train_and_report(args, job, dp)
 
 
@@ -118,6 +124,10 @@ def prepare(args, dp=None) -> Job | None:
     if out is not None and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
     check_names(config)
+    if config.language_model:  # a text: nnkernel.cli.text_train
+        from . import text_train
+
+        return text_train.prepare(args, dp, saved, config, out, continuing, Job)
     if dp is not None:
         distributed.place(config, args, dp)
     if saved is not None and _nothing_left(args, saved, config):
@@ -216,20 +226,7 @@ def train_and_report(args, job: Job, dp=None) -> int:
                           initial_epoch=job.epoch, initial_step=job.step, history=job.history,
                           distributed=dp, compile=bool(getattr(args, "compile", False)))
     except TrainingInterrupted as stop:
-        if dp is not None and not dp.is_root:  # rank 0 saves the run for every rank
-            return 128 + stop.signal if stop.signal else EXIT_INTERRUPTED
-        where = out or new_run_dir()
-        early = _early(job)
-        run_dir.save(where, model, optimizer, config, stop.history, stop.epoch, stop.step,
-                     early.state_arrays() if early else None)
-        what = {signal.SIGTERM: "terminated", getattr(signal, "SIGHUP", None): "hung up"}.get(
-            stop.signal, "interrupted")
-        with contextlib.suppress(OSError):  # after a hang-up the terminal may be gone
-            if out is None:
-                print(f"nnkernel: saved the interrupted run to {where}", file=sys.stderr)
-            print(f"nnkernel: {what} at epoch {stop.epoch + 1} step {stop.step}; resume with: "
-                  f"nnkernel train --resume {where}", file=sys.stderr)
-        return 128 + stop.signal if stop.signal else EXIT_INTERRUPTED  # 130, 143, 129
+        return save_interrupted(args, job, stop, dp)
     except NonFiniteError as error:
         if out is None:
             raise
@@ -266,6 +263,30 @@ def train_and_report(args, job: Job, dp=None) -> int:
         result["member_lr"] = lrs
     print_result(args, result, model)
     return EXIT_OK
+
+
+def save_interrupted(args, job: Job, stop, dp=None) -> int:
+    """Save a run stopped by a signal where it stopped (in a new runs/ directory when it had
+    no --out), say how to resume it, and return the exit status 128 + the signal."""
+    from ..io import run_dir
+
+    if dp is not None and not dp.is_root:  # rank 0 saves the run for every rank
+        return 128 + stop.signal if stop.signal else EXIT_INTERRUPTED
+    out = job.out
+    where = out or new_run_dir()
+    early = _early(job)
+    run_dir.save(where, job.model, job.optimizer, job.config, stop.history, stop.epoch,
+                 stop.step, early.state_arrays() if early else None)
+    what = {signal.SIGTERM: "terminated", getattr(signal, "SIGHUP", None): "hung up"}.get(
+        stop.signal, "interrupted")
+    position = (f"step {stop.epoch * job.config.eval_interval + stop.step}"
+                if job.config.language_model else f"epoch {stop.epoch + 1} step {stop.step}")
+    with contextlib.suppress(OSError):  # after a hang-up the terminal may be gone
+        if out is None:
+            print(f"nnkernel: saved the interrupted run to {where}", file=sys.stderr)
+        print(f"nnkernel: {what} at {position}; resume with: nnkernel train --resume {where}",
+              file=sys.stderr)
+    return 128 + stop.signal if stop.signal else EXIT_INTERRUPTED  # 130, 143, 129
 
 
 def _early(job):

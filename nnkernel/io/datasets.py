@@ -108,6 +108,11 @@ def _named(text: str, data_dir, download: bool, seed: int) -> Dataset:
         return _digits()
     if key in SOURCES:
         return _load_idx_dataset(key, data_dir, allow_download=download)
+    from .text import dataset_key
+
+    if dataset_key(key) is not None:
+        raise ConfigError(f"{text!r} is a text: train a language model on it (nnkernel train "
+                          f"--dataset {text} --model gpt, or nnkernel.io.text.load_text)")
     from .toy_sets import TOY_SETS
 
     if key in TOY_SETS:
@@ -242,6 +247,9 @@ def _search_dirs(name: str, data_dir=None) -> list[Path]:
     return dirs
 
 
+search_dirs = _search_dirs  # public: nnkernel.io.text looks in the same places
+
+
 def find_idx_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
     """First directory holding all four IDX files of `name`, in the documented search order."""
     for directory in _search_dirs(name, data_dir):
@@ -251,6 +259,10 @@ def find_idx_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path |
 
 
 def _how_to_get(name: str, searched: list[Path]) -> str:
+    from .text import TEXT_DATASETS, how_to_get
+
+    if name in TEXT_DATASETS:
+        return how_to_get(name, searched=searched)
     apt = "run `apt-get install dataset-fashion-mnist`, or " if name == "fashion-mnist" else ""
     files = ", ".join(f"{stem}.gz" for stem in IDX_FILES.values())
     return (f"looked in: {', '.join(map(str, searched))}. To get {name}: {apt}put {files} "

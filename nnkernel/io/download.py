@@ -1,4 +1,4 @@
-"""Downloading (Fashion-)MNIST: where from, the published checksums, and a checked fetch."""
+"""Downloading (Fashion-)MNIST and Tiny Shakespeare: where from, the checksums, a checked fetch."""
 
 from __future__ import annotations
 
@@ -44,16 +44,26 @@ SOURCES = {
         "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
     }),
 }
+# Text datasets (nnkernel.io.text). The sha256 of Karpathy's char-rnn input.txt (1,115,394 bytes):
+# git's object id of that file in the repository (7dcb3a2d...) fixes its bytes; this is theirs.
+TEXT_SOURCES = {
+    "tinyshakespeare": Source(
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/",
+        "sha256",
+        {"input.txt": "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"}),
+}
 
 
 def download(name: str, dest_dir: str | os.PathLike, *, base_url: str | None = None,
              timeout: float = 30) -> Path:
-    """Fetch the IDX files of `name` into `dest_dir`, checking each published checksum."""
+    """Fetch the files of `name` (IDX files, or a text) into `dest_dir`, checking each
+    checksum."""
     from .datasets import _how_to_get, _search_dirs  # they read datasets.SYSTEM_DATA_DIRS
 
-    if name not in SOURCES:
-        raise ConfigError(f"no download source for {name!r}; downloadable: {', '.join(SOURCES)}")
-    source = SOURCES[name]
+    sources = {**SOURCES, **TEXT_SOURCES}
+    if name not in sources:
+        raise ConfigError(f"no download source for {name!r}; downloadable: {', '.join(sources)}")
+    source = sources[name]
     base = (base_url or source.url).rstrip("/") + "/"
     dest = Path(dest_dir)
     try:

@@ -63,8 +63,7 @@ def _layer_fields(kind: str, names) -> dict:
                                        normalize=normalized_name),
                   "alpha": number(-math.inf, math.inf, optional=True)}
     if kind == "Dense":
-        return {"n_in": integer(1), "n_out": integer(1), **activation,
-                "init": choice(names["init"], optional=True, normalize=str)}
+        return {"n_in": integer(1), "n_out": integer(1), **activation, "init": _init}
     if kind == "Dropout":
         return {"p": number(0, 1, hi_open=True)}
     if kind in ("BatchNorm", "LayerNorm"):
@@ -114,19 +113,10 @@ def _model_problems(problems, model, names, max_bytes=None) -> None:
     width = None  # the previous layer's output width
     for i, layer in enumerate(layers):
         where = f"model.layers[{i}]"
-        kind = layer.get("type") if isinstance(layer, dict) else None
-        if not isinstance(kind, str) or kind not in names["layer"]:
-            problems.append(f"{where} must be a layer with a known 'type' "
-                            f"({', '.join(sorted(names['layer']))}), got {_show(layer)}")
-            width = None
+        kind = _layer_problems(problems, where, layer, names)
+        if kind is None or _checks_itself(kind):
+            width = None  # unknown, or a layer that checks its own input when built
             continue
-        fields = _layer_fields(kind, names)
-        for extra in sorted(set(layer) - set(fields) - {"type"}):
-            problems.append(f"{where} ({kind}) has an unknown field {extra!r}")
-        required = {k: v for k, v in fields.items() if k in _REQUIRED}
-        _section(problems, where, layer, required)
-        _section(problems, where, layer, {k: v for k, v in fields.items() if k not in required},
-                 required=False)
         n_in = layer.get("n_in") if kind == "Dense" else layer.get("n")
         if width is not None and _is_int(n_in) and n_in != width:
             problems.append(f"{where} ({kind}) takes {n_in} features but the layer before "
@@ -138,14 +128,88 @@ def _model_problems(problems, model, names, max_bytes=None) -> None:
         elif kind in CONV_FIELDS:
             width = None  # images: Sequential checks their shapes when it builds the model
     _section(problems, "model", model, {"input_shape": input_shape}, required=False)
+    first = layers[0].get("type") if isinstance(layers[0], dict) else None
     if not any(isinstance(layer, dict) and layer.get("type") in ("Dense", "Conv2D")
-               for layer in layers) and model.get("input_shape") is None:
+               for layer in layers) and model.get("input_shape") is None and not (
+            isinstance(first, str) and first in names["layer"] and _checks_itself(first)):
         problems.append("model.layers has no Dense or Conv2D layer and model has no "
                         "input_shape, so the model has no input width")
     size, limit = model_bytes(model), _limit(max_bytes)
     if size is not None and limit is not None and size > limit:
         problems.append(f"model describes {size:,} bytes of parameters and state, more than "
                         f"a checkpoint may hold ({limit:,} bytes, $NNKERNEL_MAX_CHECKPOINT_BYTES)")
+
+
+def _layer_problems(problems, where, layer, names, depth=0) -> str | None:
+    """The problems of one layer's config (and of the layers inside it); its type, or None
+    when it has no known type."""
+    kind = layer.get("type") if isinstance(layer, dict) else None
+    if not isinstance(kind, str) or kind not in names["layer"]:
+        problems.append(f"{where} must be a layer with a known 'type' "
+                        f"({', '.join(sorted(names['layer']))}), got {_show(layer)}")
+        return None
+    if _checks_itself(kind):
+        _self_checked_problems(problems, where, kind, layer, names, depth)
+        return kind
+    fields = _layer_fields(kind, names)
+    for extra in sorted(set(layer) - set(fields) - {"type"}):
+        problems.append(f"{where} ({kind}) has an unknown field {extra!r}")
+    required = {k: v for k, v in fields.items() if k in _REQUIRED}
+    _section(problems, where, layer, required)
+    _section(problems, where, layer, {k: v for k, v in fields.items() if k not in required},
+             required=False)
+    return kind
+
+
+def _checks_itself(kind: str) -> bool:
+    """Whether a layer type is left to check its own configuration: those the tables above
+    do not describe (Embedding, MultiHeadAttention, Residual, recurrent layers, ...), whose
+    constructors refuse bad values with a ConfigError."""
+    from ..nn.layers import LAYERS, ActivationLayer
+
+    return kind not in ("Dense", "Dropout", "BatchNorm", "LayerNorm", *CONV_FIELDS) and not (
+        issubclass(LAYERS[kind], ActivationLayer))
+
+
+def _self_checked_problems(problems, where, kind, layer, names, depth) -> None:
+    """A combinator's layers one by one; a tied layer's reference; any other layer built
+    from its config (nothing allocated), its ConfigError as the problem."""
+    from ..errors import ConfigError
+    from ..nn.layers import layer_from_config
+
+    if "layers" in layer:
+        inner = layer["layers"]
+        if not isinstance(inner, list) or not 0 < len(inner) <= MAX_LAYERS or depth > 32:
+            problems.append(f"{where}.layers must be a non-empty list of layers, got "
+                            f"{_show(inner)}")
+            return
+        for j, child in enumerate(inner):
+            _layer_problems(problems, f"{where}.layers[{j}]", child, names, depth + 1)
+    elif "tied_to" in layer:
+        if not (_is_int(layer["tied_to"]) or isinstance(layer["tied_to"], str)):
+            problems.append(f"{where} ({kind}).tied_to must be the path of a layer before it, "
+                            f"got {_show(layer['tied_to'])}")
+    else:
+        try:
+            layer_from_config(layer)
+        except (ConfigError, TypeError, ValueError) as e:
+            problems.append(f"{where} ({kind}): {e}")
+
+
+def _init(v) -> str | None:
+    """An initializer's name, or "normal(std)" (GPT-2's N(0, std²))."""
+    from ..errors import ConfigError
+    from ..nn.init import get_initializer
+
+    if v is None:
+        return None
+    try:
+        if isinstance(v, str):
+            get_initializer(v)
+            return None
+    except (ConfigError, KeyError, ValueError):
+        pass
+    return "an initializer's name or normal(std), or null"
 
 
 def _limit(max_bytes=None) -> int | None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..checks import is_int
 from ..errors import CheckpointError, NonFiniteError
 
 __all__ = ["assert_finite", "expected_run_arrays", "model_array_shapes", "model_bytes",
@@ -152,10 +153,12 @@ def _listing(names) -> str:
 # ------------------------------------------------------------------ layout from config.json
 
 def model_array_shapes(model_config) -> tuple[dict, dict] | None:
-    """(parameter shapes, state shapes) by key ("0.W", "1.running_mean", ...) that
-    ``Sequential.from_config(model_config)`` will have, from the layers' own
+    """(parameter shapes, state shapes) by key ("0.W", "1.running_mean", "3.0.gamma", ...)
+    that ``Sequential.from_config(model_config)`` will have, from the layers' own
     `param_shapes`/`state_shapes` (nothing is allocated); None if the config is not
-    one that builds (`validate_run_config` reports why).
+    one that builds (`validate_run_config` reports why). A combinator's layers have
+    keys under its path (it has no arrays of its own); a shared or tied position
+    has none (its arrays are an earlier layer's).
     """
     from ..errors import NnkernelError
     from ..nn.model_data import layers_from_config
@@ -166,14 +169,14 @@ def model_array_shapes(model_config) -> tuple[dict, dict] | None:
         layers = layers_from_config(model_config)
         the_plan = plan(layers, model_input_shape(layers, model_config.get("input_shape")))
         return array_shapes(the_plan, None if ensemble is None else _size(ensemble))
-    except (KeyError, TypeError, ValueError, AttributeError, NnkernelError):
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError, NnkernelError):
         return None
 
 
 def _size(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise ValueError(value)
-    return value
+    return int(value)
 
 
 def model_bytes(model_config) -> int | None:
