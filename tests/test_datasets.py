@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from nnkernel import datasets
 from nnkernel.errors import ConfigError, DatasetError, DTypeError, NonFiniteError
+from nnkernel.io import dataset
 from nnkernel.io.datasets import (
     DATASETS,
     DEFAULT_DATASET,
@@ -55,7 +56,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("NNKERNEL_DATA", raising=False)
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIRS", [])
+    monkeypatch.setattr(dataset, "SYSTEM_DATA_DIRS", [])
     return home
 
 
@@ -236,7 +237,7 @@ def test_search_order(tmp_path, monkeypatch, isolated):
     assert find_idx_dir("mnist") == cache
     system = tmp_path / "system"
     make_idx_dir(system / "fashion-mnist")
-    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIRS", [system])
+    monkeypatch.setattr(dataset, "SYSTEM_DATA_DIRS", [system])
     assert find_idx_dir("fashion-mnist") == system / "fashion-mnist"
 
 
@@ -362,7 +363,7 @@ def test_published_checksums_are_complete():
 @pytest.mark.skipif(not FASHION_DIR.is_dir(),
                     reason="Debian package dataset-fashion-mnist not installed")
 def test_real_fashion_mnist_from_debian_package(monkeypatch):
-    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIRS", REAL_SYSTEM_DIRS)
+    monkeypatch.setattr(dataset, "SYSTEM_DATA_DIRS", REAL_SYSTEM_DIRS)
     assert find_idx_dir("fashion-mnist") == FASHION_DIR
     start = time.process_time()  # CPU time: a busy machine does not make it flaky
     ds = load("fashion-mnist", download=False)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nnkernel.errors import ConfigError, DatasetError, ShapeError
-from nnkernel.io import datasets, download, text
+from nnkernel.io import dataset, datasets, download, text
 from nnkernel.io.tokenizer import CharTokenizer
 
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
@@ -93,7 +93,7 @@ def test_the_canonical_checksum_is_the_one_recorded():
 @pytest.fixture
 def no_system_dirs(monkeypatch, tmp_path):
     """No copy of Tiny Shakespeare anywhere but where a test puts it."""
-    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIRS", [])
+    monkeypatch.setattr(dataset, "SYSTEM_DATA_DIRS", [])
     monkeypatch.delenv("NNKERNEL_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -25,61 +24,35 @@ import numpy as np
 from nnkernel.errors import ConfigError, DatasetError, DTypeError, NonFiniteError, ShapeError
 
 from . import labels
-from .download import SOURCES, Source, download
-from .idx import load_idx
-from .tabular import (
-    _read_csv_features,
-    float32_overflow,
-    load_csv,
-    read_npy,
-    read_npz,
+from .dataset import (
+    IDX_FILES,
+    SYSTEM_DATA_DIRS,
+    Dataset,
+    from_arrays,
+    search_dirs,
+    split_n,
+    train_val_split,
+    validated,
 )
+from .download import SOURCES, Source, download, how_to_get
+from .idx import load_idx
+from .labels import float32_overflow
+from .tabular import load_csv, read_csv_features, read_npy, read_npz
 
 __all__ = [
-    "DATASETS", "DEFAULT_DATASET", "SOURCES", "Dataset", "Source", "download", "find_idx_dir",
-    "load", "load_csv", "load_idx", "load_npz", "one_hot", "train_val_split",
+    "DATASETS", "DEFAULT_DATASET", "IDX_FILES", "SOURCES", "SYSTEM_DATA_DIRS", "Dataset",
+    "Source", "download", "find_idx_dir", "from_arrays", "load", "load_csv", "load_idx",
+    "load_npz", "one_hot", "search_dirs", "train_val_split",
 ]
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "xor", "spirals", "moons", "linear")
 DEFAULT_DATASET = "digits"
 
-# The four IDX files of (Fashion-)MNIST, by role; each may also be gzipped (.gz).
-IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-# Searched after data_dir, $NNKERNEL_DATA and ~/.cache/nnkernel; a list so tests can empty it.
-SYSTEM_DATA_DIRS = [Path("/usr/share/datasets")]  # Debian's dataset-fashion-mnist installs here
 
 
 
 
-@dataclass
-class Dataset:
-    """Train and test arrays of one dataset, ready for `fit`."""
 
-    name: str
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    task: str  # "classification" or "regression"
-    n_classes: int | None
-    # What the loader did to the raw features, for files that record it (nk.save):
-    # {"divide_by": d} means X = float32(raw) / d, computed in float32 (a divisor, not a
-    # 1/d factor, because that is the operation applied: 1/255 has no exact float).
-    # Empty where the features are used as read (toy sets, CSV, float NPZ).
-    preprocessing: dict = field(default_factory=dict)
-    # Images: the (channels, height, width) each flat row of X is, in C order; a
-    # convolutional model is built for that shape and takes X.reshape(n, C, H, W).
-    # None: the features are not images.
-    image_shape: tuple | None = None
-
-    @property
-    def n_features(self) -> int:
-        return int(self.X_train.shape[1])
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True,
@@ -116,7 +89,7 @@ def _named(text: str, data_dir, download: bool, seed: int) -> Dataset:
     from .toy_sets import TOY_SETS
 
     if key in TOY_SETS:
-        return _validated(TOY_SETS[key](seed), f"generated {key}")
+        return validated(TOY_SETS[key](seed), f"generated {key}")
     raise ConfigError(
         f"unknown dataset {text!r}; valid names: {', '.join(DATASETS)} "
         "(or a path to a .csv or .npz file)"
@@ -133,58 +106,6 @@ def _agrees(ds: Dataset, task, n_classes) -> Dataset:
     return ds
 
 
-# ----------------------------------------------------------------- validation and splitting
-
-def _validated(ds: Dataset, source: str) -> Dataset:
-    """Check the invariants every Dataset promises; `source` names the file in errors."""
-    for part in ("train", "test"):
-        X, y = getattr(ds, f"X_{part}"), getattr(ds, f"y_{part}")
-        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-            raise DatasetError(f"{source}: {part} features are empty or not 2-D (shape {X.shape})")
-        if y.shape[0] != X.shape[0]:
-            raise DatasetError(f"{source}: {X.shape[0]} {part} samples but {y.shape[0]} targets")
-        if not _all_finite(X):
-            bad = np.argwhere(~np.isfinite(X))[0]
-            raise NonFiniteError(f"{source}: NaN or Inf in {part} features (row {bad[0]}, "
-                                 f"column {bad[1]}); clean or impute the data first")
-        if ds.task == "classification":
-            if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-                raise DatasetError(f"{source}: {part} labels must be 1-D integers, found "
-                                   f"{y.dtype} of shape {y.shape}")
-            labels.check_range(labels.Part(y, f"{source}: {part} labels",
-                                           lambda i: f"sample {i}"), ds.n_classes)
-        elif not _all_finite(y):
-            raise NonFiniteError(f"{source}: NaN or Inf in {part} targets")
-    if ds.X_test.shape[1] != ds.X_train.shape[1]:
-        raise DatasetError(f"{source}: train has {ds.X_train.shape[1]} features, "
-                           f"test has {ds.X_test.shape[1]}")
-    return ds
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    # min and max propagate NaN and show Inf, without a boolean array as big as `a`.
-    return bool(np.isfinite(a.min()) and np.isfinite(a.max()))
-
-
-def _split_n(X, y, n_val: int, seed: int):
-    order = np.random.default_rng(seed).permutation(X.shape[0])
-    val, train = order[:n_val], order[n_val:]
-    return X[train], y[train], X[val], y[val]
-
-
-def train_val_split(X, y, fraction: float, seed: int = 0):
-    """Shuffle with a fixed seed and hold out `fraction` of the rows (at least one row each)."""
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"validation fraction must be strictly between 0 and 1, got {fraction}")
-    n = X.shape[0]
-    if y.shape[0] != n:
-        raise ShapeError(f"cannot split {n} samples with {y.shape[0]} targets; counts must match")
-    if n < 2:
-        raise DatasetError(f"cannot split {n} sample(s) into two non-empty parts; need at least 2")
-    n_val = min(max(round(n * fraction), 1), n - 1)
-    return _split_n(X, y, n_val, seed)
-
-
 def one_hot(y, n_classes: int) -> np.ndarray:
     """Labels (n,) -> float32 one-hot rows (n, n_classes)."""
     y = np.asarray(y)
@@ -199,20 +120,6 @@ def one_hot(y, n_classes: int) -> np.ndarray:
     return out
 
 
-def _from_arrays(name: str, X: np.ndarray, y: np.ndarray, source: str, seed: int = 0, *,
-                 task: str, n_classes: int | None) -> Dataset:
-    """Split 80/20 the rows of targets `labels.decide` has converted for ``task``."""
-    if X.shape[0] == 0:
-        raise DatasetError(f"{source} has no rows")
-    if y.shape[0] != X.shape[0]:
-        raise DatasetError(f"{source}: {X.shape[0]} samples but {y.shape[0]} targets")
-    if X.shape[0] < 2:
-        raise DatasetError(f"{source} has {X.shape[0]} row; at least 2 are needed (the test "
-                           "set is 20% of the rows, at least one)")
-    X_tr, y_tr, X_te, y_te = train_val_split(X, y, 0.2, seed)
-    return _validated(Dataset(name, X_tr, y_tr, X_te, y_te, task, n_classes), source)
-
-
 # ---------------------------------------------------------------------- embedded digits
 
 def _digits() -> Dataset:
@@ -221,8 +128,8 @@ def _digits() -> Dataset:
     with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
         X = npz["X"].astype(np.float32) / 16.0  # pixel counts are 0..16
         y = npz["y"].astype(np.int64)
-    X_tr, y_tr, X_te, y_te = _split_n(X, y, 360, seed=0)  # 1437 train / 360 test
-    return _validated(Dataset("digits", X_tr, y_tr, X_te, y_te, "classification", 10,
+    X_tr, y_tr, X_te, y_te = split_n(X, y, 360, seed=0)  # 1437 train / 360 test
+    return validated(Dataset("digits", X_tr, y_tr, X_te, y_te, "classification", 10,
                               {"divide_by": 16.0}, (1, 8, 8)), "nnkernel/io/data/digits.npz")
 
 
@@ -235,38 +142,12 @@ def _idx_path(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def _search_dirs(name: str, data_dir=None) -> list[Path]:
-    dirs = []
-    if data_dir is not None:
-        dirs += [Path(data_dir), Path(data_dir) / name]
-    if os.environ.get("NNKERNEL_DATA"):
-        env = Path(os.environ["NNKERNEL_DATA"])
-        dirs += [env, env / name]
-    dirs.append(Path.home() / ".cache" / "nnkernel" / name)
-    dirs += [d / name for d in SYSTEM_DATA_DIRS]
-    return dirs
-
-
-search_dirs = _search_dirs  # public: nnkernel.io.text looks in the same places
-
-
 def find_idx_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
     """First directory holding all four IDX files of `name`, in the documented search order."""
-    for directory in _search_dirs(name, data_dir):
+    for directory in search_dirs(name, data_dir):
         if all(_idx_path(directory, stem) for stem in IDX_FILES.values()):
             return directory
     return None
-
-
-def _how_to_get(name: str, searched: list[Path]) -> str:
-    from .text import TEXT_DATASETS, how_to_get
-
-    if name in TEXT_DATASETS:
-        return how_to_get(name, searched=searched)
-    apt = "run `apt-get install dataset-fashion-mnist`, or " if name == "fashion-mnist" else ""
-    files = ", ".join(f"{stem}.gz" for stem in IDX_FILES.values())
-    return (f"looked in: {', '.join(map(str, searched))}. To get {name}: {apt}put {files} "
-            "in a directory and pass it with --data-dir (data_dir=) or $NNKERNEL_DATA")
 
 
 def _load_idx_dataset(name: str, data_dir, allow_download: bool) -> Dataset:
@@ -274,7 +155,7 @@ def _load_idx_dataset(name: str, data_dir, allow_download: bool) -> Dataset:
     if directory is None:
         if not allow_download:
             raise DatasetError(f"{name} not found and download disabled; "
-                               + _how_to_get(name, _search_dirs(name, data_dir)))
+                               + how_to_get(name, search_dirs(name, data_dir)))
         dest = Path(data_dir) if data_dir is not None else Path.home() / ".cache/nnkernel" / name
         directory = _download(name, dest)
     paths = {role: _idx_path(directory, stem) for role, stem in IDX_FILES.items()}
@@ -297,7 +178,7 @@ def _load_idx_dataset(name: str, data_dir, allow_download: bool) -> Dataset:
                  pixels(arrays["test_images"]), arrays["test_labels"].astype(np.int64),
                  "classification", 10, {"divide_by": 255.0},
                  (1, *arrays["train_images"].shape[1:]))
-    return _validated(ds, str(directory))
+    return validated(ds, str(directory))
 
 
 _download = download  # load() has a parameter called `download`
@@ -315,7 +196,7 @@ def load_features(path: str | os.PathLike, images: bool = False) -> np.ndarray:
     if suffix == ".npy":
         X = read_npy(path)  # a FIFO or a device is refused, the header checked first
     elif suffix == ".csv":
-        X = _read_csv_features(path)
+        X = read_csv_features(path)
     else:
         raise DatasetError(f"INPUT must be a .npy or .csv file, got {path.name!r}")
     if X.ndim == 1:
@@ -360,7 +241,7 @@ def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y", *, task: str |
     # (n, H, W) grey or (n, C, H, W) images: flattened here, their shape kept
     image = {3: (1, *parts[0].shape[1:]), 4: tuple(parts[0].shape[1:])}.get(parts[0].ndim)
     if len(parts) == 2:
-        ds = _from_arrays(path.stem, features[0], targets[0], str(path), task=task,
+        ds = from_arrays(path.stem, features[0], targets[0], str(path), task=task,
                           n_classes=n_classes)
         ds.preprocessing, ds.image_shape = scaled, image
         return ds
@@ -368,7 +249,7 @@ def load_npz(path: str | os.PathLike, x: str = "X", y: str = "y", *, task: str |
         image = None
     ds = Dataset(path.stem, features[0], targets[0], features[1], targets[1], task, n_classes,
                  scaled, image)
-    return _validated(ds, str(path))
+    return validated(ds, str(path))
 
 
 def _features(a: np.ndarray, path: Path) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nnkernel.errors import ConfigError, DatasetError
 
+from .dataset import IDX_FILES, search_dirs
 from .safe_read import open_regular
 
 # The largest published file is 26 MB (Fashion-MNIST's training images, gzipped).
@@ -54,12 +55,26 @@ TEXT_SOURCES = {
 }
 
 
+def how_to_get(name: str, searched: list[Path]) -> str:
+    """Where ``name`` was looked for and how to provide it: the end of an error message."""
+    if name in TEXT_SOURCES:
+        source = TEXT_SOURCES[name]
+        (filename, digest), = source.checksums.items()
+        looked = ", ".join(dict.fromkeys(str(d) for d in searched))
+        return (f"looked in: {looked}. To get {name}: put {filename} ({source.url}{filename}, "
+                f"sha256 {digest}) in one of them, or pass a directory with --data-dir "
+                f"(data_dir=) or $NNKERNEL_DATA; any UTF-8 text file can be given by path "
+                f"instead")
+    apt = "run `apt-get install dataset-fashion-mnist`, or " if name == "fashion-mnist" else ""
+    files = ", ".join(f"{stem}.gz" for stem in IDX_FILES.values())
+    return (f"looked in: {', '.join(map(str, searched))}. To get {name}: {apt}put {files} "
+            "in a directory and pass it with --data-dir (data_dir=) or $NNKERNEL_DATA")
+
+
 def download(name: str, dest_dir: str | os.PathLike, *, base_url: str | None = None,
              timeout: float = 30) -> Path:
     """Fetch the files of `name` (IDX files, or a text) into `dest_dir`, checking each
     checksum."""
-    from .datasets import _how_to_get, _search_dirs  # they read datasets.SYSTEM_DATA_DIRS
-
     sources = {**SOURCES, **TEXT_SOURCES}
     if name not in sources:
         raise ConfigError(f"no download source for {name!r}; downloadable: {', '.join(sources)}")
@@ -85,14 +100,14 @@ def download(name: str, dest_dir: str | os.PathLike, *, base_url: str | None = N
                     if received > MAX_DOWNLOAD_BYTES:  # a server that never stops
                         raise DatasetError(f"{url} sent more than {MAX_DOWNLOAD_BYTES:,} bytes, "
                                            "more than the published file has; stopped. "
-                                           + _how_to_get(name, _search_dirs(name, dest)))
+                                           + how_to_get(name, search_dirs(name, dest)))
                     hasher.update(chunk)
                     out.write(chunk)
             got = hasher.hexdigest()
             if got != want:
                 raise DatasetError(f"{url}: {source.algorithm} checksum {got}, expected {want}; "
                                    "the download is corrupt, try again later; "
-                                   + _how_to_get(name, _search_dirs(name, dest)))
+                                   + how_to_get(name, search_dirs(name, dest)))
             os.replace(tmp, target)
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             if isinstance(e, urllib.error.HTTPError):
@@ -101,7 +116,7 @@ def download(name: str, dest_dir: str | os.PathLike, *, base_url: str | None = N
             else:
                 reason = getattr(e, "reason", None) or e
             raise DatasetError(f"could not download {url} ({reason}); "
-                               + _how_to_get(name, _search_dirs(name, dest))) from e
+                               + how_to_get(name, search_dirs(name, dest))) from e
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -26,10 +26,12 @@ import numpy as np
 from nnkernel.errors import CheckpointError, DatasetError, NonFiniteError
 
 from . import labels, npy_read
+from .dataset import from_arrays
+from .labels import float32_overflow
 from .safe_read import bytes_from_env, open_regular
 
 if TYPE_CHECKING:  # datasets imports this module; this one imports it back only when called
-    from .datasets import Dataset
+    from .dataset import Dataset
 
 MAX_DATA_BYTES_ENV = "NNKERNEL_MAX_DATA_BYTES"
 
@@ -57,20 +59,6 @@ def _limit_hint(limit: int) -> str:
             f"${MAX_DATA_BYTES_ENV})")
 
 
-def float32_overflow(a: np.ndarray):
-    """The index of the first finite value of ``a`` too large for float32 (it would become
-    Inf when the data are cast), or None."""
-    if a.dtype.kind != "f" or a.dtype.itemsize <= 4 or a.size == 0:
-        return None
-    limit = float(np.finfo(np.float32).max)
-    with np.errstate(invalid="ignore"):
-        lo, hi = float(np.min(a)), float(np.max(a))  # no copy of ``a`` in the common case
-    if -limit <= lo and hi <= limit:
-        return None
-    if not np.abs(a[np.isfinite(a)]).max(initial=0.0) > limit:
-        return None
-    flat = int(np.flatnonzero(np.isfinite(a) & (np.abs(a) > limit))[0])
-    return np.unravel_index(flat, a.shape)
 
 
 def open_data_file(path: Path, what: str = "data file"):
@@ -200,9 +188,8 @@ def load_csv(path: str | os.PathLike, target: str = "label", *, task: str | None
     X = X.astype(np.float32)
     part = labels.Part(table[:, t], str(path), lambda i: f"line {lines[i]}, column {target!r}")
     task, n_classes, (y,) = labels.decide([part], task=task, n_classes=n_classes)
-    from .datasets import _from_arrays
 
-    return _from_arrays(path.stem, X, y, str(path), task=task, n_classes=n_classes)
+    return from_arrays(path.stem, X, y, str(path), task=task, n_classes=n_classes)
 
 
 def _is_number(text: str) -> bool:
@@ -214,7 +201,7 @@ def _is_number(text: str) -> bool:
 
 
 
-def _read_csv_features(path: Path) -> np.ndarray:
+def read_csv_features(path: Path) -> np.ndarray:
     """The rows of a numeric CSV; a first row that is not all numbers is a header."""
     with csv_rows(path, "input file") as rows:
         first = next((row for row in rows if row), None)

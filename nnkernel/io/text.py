@@ -29,6 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
+from . import download
+from .dataset import search_dirs
+from .tabular import open_data_file
 from .tokenizer import CharTokenizer
 
 __all__ = ["TEXT_DATASETS", "TextData", "is_text_dataset", "load_text", "text_fingerprint"]
@@ -124,8 +127,6 @@ def load_text(name: str | os.PathLike, data_dir: str | os.PathLike | None = None
 
 
 def _read(path: Path) -> bytes:
-    from .tabular import open_data_file
-
     f, size = open_data_file(path, "text file")
     try:
         with f:
@@ -138,8 +139,6 @@ def _read(path: Path) -> bytes:
 
 def find_text(key: str, data_dir=None) -> Path | None:
     """The first copy of a named text dataset in the search order (the module docstring)."""
-    from .datasets import search_dirs
-
     for directory in search_dirs(key, data_dir):
         for filename in TEXT_DATASETS[key]:
             if (directory / filename).is_file():
@@ -148,9 +147,7 @@ def find_text(key: str, data_dir=None) -> Path | None:
 
 
 def _check_digest(key: str, path: Path, digest: str) -> None:
-    from .download import TEXT_SOURCES
-
-    source = TEXT_SOURCES[key]
+    source = download.TEXT_SOURCES[key]
     want = next(iter(source.checksums.values()))
     if digest != want:
         raise DatasetError(f"{path} is not {key}: its sha256 is {digest}, {key}'s is {want}; "
@@ -158,22 +155,12 @@ def _check_digest(key: str, path: Path, digest: str) -> None:
 
 
 def _download(key: str, data_dir) -> Path:
-    from .download import download
-
     dest = Path(data_dir) if data_dir is not None else Path.home() / ".cache/nnkernel" / key
-    directory = download(key, dest)
+    directory = download.download(key, dest)
     return directory / TEXT_DATASETS[key][0]
 
 
 def how_to_get(key: str, data_dir=None, searched=None) -> str:
     """Where a named text was looked for (``searched``, else the search order for
     ``data_dir``) and how to provide it: the end of an error message."""
-    from .datasets import search_dirs
-    from .download import TEXT_SOURCES
-
-    source = TEXT_SOURCES[key]
-    (filename, digest), = source.checksums.items()
-    looked = ", ".join(dict.fromkeys(str(d) for d in (searched or search_dirs(key, data_dir))))
-    return (f"looked in: {looked}. To get {key}: put {filename} ({source.url}{filename}, "
-            f"sha256 {digest}) in one of them, or pass a directory with --data-dir "
-            f"(data_dir=) or $NNKERNEL_DATA; any UTF-8 text file can be given by path instead")
+    return download.how_to_get(key, searched or search_dirs(key, data_dir))

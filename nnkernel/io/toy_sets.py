@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .datasets import Dataset, _from_arrays
+from .dataset import Dataset, from_arrays
 
 
 def _xor(seed: int) -> Dataset:
@@ -19,7 +19,7 @@ def _spirals(seed: int, n_per_class: int = 100, n_classes: int = 3) -> Dataset:
     labels = np.repeat(np.arange(n_classes), n_per_class)
     angle = labels * (2 * np.pi / n_classes) + radius * 4 + rng.normal(0, 0.2, radius.shape)
     X = np.stack([radius * np.sin(angle), radius * np.cos(angle)], axis=1).astype(np.float32)
-    return _from_arrays("spirals", X, labels.astype(np.int64), "spirals", seed,
+    return from_arrays("spirals", X, labels.astype(np.int64), "spirals", seed,
                         task="classification", n_classes=n_classes)
 
 
@@ -32,7 +32,7 @@ def _moons(seed: int, n: int = 500, noise: float = 0.1) -> Dataset:
                  np.stack([np.cos(t), np.sin(t)], axis=1),
                  np.stack([1 - np.cos(t), 0.5 - np.sin(t)], axis=1))
     X = (X + rng.normal(0, noise, X.shape)).astype(np.float32)
-    return _from_arrays("moons", X, labels.astype(np.int64), "moons", seed,
+    return from_arrays("moons", X, labels.astype(np.int64), "moons", seed,
                         task="classification", n_classes=2)
 
 
@@ -40,7 +40,7 @@ def _linear(seed: int, n: int = 200, noise: float = 0.05) -> Dataset:
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (n, 1))
     y = 2 * x + 1 + rng.normal(0, noise, (n, 1))
-    return _from_arrays("linear", x.astype(np.float32), y.astype(np.float32), "linear", seed,
+    return from_arrays("linear", x.astype(np.float32), y.astype(np.float32), "linear", seed,
                         task="regression", n_classes=None)
 
 
