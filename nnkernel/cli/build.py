@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ..errors import ConfigError
 
 
@@ -103,3 +105,15 @@ def member_lrs(config, members):
     dict of a config.json)."""
     lr = config.get("lr") if isinstance(config, dict) else config.lr
     return list(lr) if isinstance(lr, list) else [lr] * members
+
+
+def same_dataset(given: str, saved) -> bool:
+    """Whether --dataset names the run's own dataset (a name, or the same file)."""
+    from ..io.fingerprint import absolute_dataset_spec
+
+    if not isinstance(saved, str):
+        return False
+    mine = absolute_dataset_spec({"name": given})["name"]
+    if mine.lower().endswith((".csv", ".npz")) or os.path.isabs(saved):  # files (a text's too)
+        return os.path.realpath(mine) == os.path.realpath(saved)
+    return mine.lower().replace("_", "-") == saved.lower().replace("_", "-")

@@ -107,7 +107,7 @@ def one_rank_fails_all(dp, debug: bool = False):
     except BaseException as error:  # noqa: BLE001 - Ctrl-C too: the others must not wait
         if dp.size == 1 or isinstance(error, SystemExit):
             raise
-        from . import EXIT_INTERRUPTED, report
+        from .report import EXIT_INTERRUPTED, report
 
         if isinstance(error, KeyboardInterrupt):
             status, line = EXIT_INTERRUPTED, "nnkernel: interrupted"

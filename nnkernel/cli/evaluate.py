@@ -12,12 +12,11 @@ of the outputs, for an ensemble of its mean probabilities.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ..errors import CheckpointError
 from . import text_runs
+from .build import same_dataset
 from .results import as_model_input, print_result, test_metrics
 from .runtime import backend_for
 from .text_runs import is_text_run
@@ -92,18 +91,6 @@ def run(args) -> int:
         print(f"F1 macro {result['f1_macro']:.4f}")
         print(confusion_text(result["confusion_matrix"]))
     return 0
-
-
-def same_dataset(given: str, saved) -> bool:
-    """Whether --dataset names the run's own dataset (a name, or the same file)."""
-    from ..io.fingerprint import absolute_dataset_spec
-
-    if not isinstance(saved, str):
-        return False
-    mine = absolute_dataset_spec({"name": given})["name"]
-    if mine.lower().endswith((".csv", ".npz")) or os.path.isabs(saved):  # files (a text's too)
-        return os.path.realpath(mine) == os.path.realpath(saved)
-    return mine.lower().replace("_", "-") == saved.lower().replace("_", "-")
 
 
 def confusion_text(counts) -> str:

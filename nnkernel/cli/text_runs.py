@@ -132,7 +132,7 @@ def evaluate(args, saved) -> int:
     with --rows all, or another --dataset, every window of the text), with its vocabulary."""
     from ..io.run_dir import CONFIG
     from . import threads
-    from .evaluate import same_dataset
+    from .build import same_dataset
     from .results import print_text_result
     from .runtime import backend_for
 

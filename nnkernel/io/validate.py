@@ -161,16 +161,33 @@ def model_array_shapes(model_config) -> tuple[dict, dict] | None:
     has none (its arrays are an earlier layer's).
     """
     from ..errors import NnkernelError
-    from ..nn.model_data import layers_from_config
-    from ..nn.plan import array_shapes, model_input_shape, plan
 
     try:
-        ensemble = model_config.get("ensemble")
-        layers = layers_from_config(model_config)
-        the_plan = plan(layers, model_input_shape(layers, model_config.get("input_shape")))
-        return array_shapes(the_plan, None if ensemble is None else _size(ensemble))
+        layers, ensemble = model_config["layers"], model_config.get("ensemble")
+        lead = () if ensemble is None else (_size(ensemble),)
+        params, state = {}, {}
+        _layer_shapes(layers, "", lead, params, state, 0)
+        return params, state
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError, NnkernelError):
         return None
+
+
+def _layer_shapes(layers, prefix: str, lead: tuple, params: dict, state: dict, depth) -> None:
+    """Each layer's own arrays under its path (nnkernel.nn.plan's keys), whether or not the
+    layers' shapes chain (a damaged config is still sized before anything is built)."""
+    from ..nn.layer import layer_from_config
+
+    if not isinstance(layers, list) or depth > 32:
+        raise ValueError(layers)
+    for i, cfg in enumerate(layers):
+        if isinstance(cfg, dict) and (cfg.get("type") == "Shared" or "tied_to" in cfg):
+            continue  # the arrays of an earlier layer
+        if isinstance(cfg, dict) and "layers" in cfg:  # a combinator (Residual)
+            _layer_shapes(cfg["layers"], f"{prefix}{i}.", lead, params, state, depth + 1)
+            continue
+        layer = layer_from_config(cfg)
+        params.update({f"{prefix}{i}.{n}": (*lead, *s) for n, s in layer.param_shapes().items()})
+        state.update({f"{prefix}{i}.{n}": (*lead, *s) for n, s in layer.state_shapes().items()})
 
 
 def _size(value) -> int:

@@ -57,19 +57,6 @@ def model_input_shape(layers, input_shape=None) -> tuple:
     return shape
 
 
-def array_shapes(the_plan: Plan, ensemble=None) -> tuple[dict, dict]:
-    """(parameter shapes, state shapes) by key, with the member axis of an ensemble:
-    what a model of this plan holds, known without allocating anything."""
-    lead = () if ensemble is None else (ensemble,)
-    params, state = {}, {}
-    for pos in the_plan.walk():
-        if pos.owns:
-            layer = pos.layer
-            params.update({pos.keys[n]: (*lead, *s) for n, s in layer.param_shapes().items()})
-            state.update({pos.keys[n]: (*lead, *s) for n, s in layer.state_shapes().items()})
-    return params, state
-
-
 def plan(layers, input_shape) -> Plan:
     """The positions of ``layers`` applied in order to per-sample inputs of ``input_shape``."""
     first_at: dict = {}  # id(layer) -> its owning Position
