@@ -106,8 +106,10 @@ def test_every_layer_kind_in_one_network_matches_the_model(tmp_path, dtype, ense
 def test_every_exportable_layer_is_tested():
     tested = {type(f()).__name__ for f in ACTIVATION_LAYERS.values()}
     conv = {"Conv2D", "MaxPool2D", "AvgPool2D", "BatchNorm2D", "Dropout2D", "Flatten"}
+    sequence = {"Residual", "Embedding", "PositionEmbedding", "MultiHeadAttention", "TiedOutput"}
     assert set(EXPORTABLE_LAYERS) - tested == {"Dense", "Dropout", "BatchNorm", "LayerNorm",
-                                               *conv}  # conv: tests/test_conv_export.py
+                                               *conv, *sequence}
+    # conv: tests/test_conv_export.py; sequence: tests/test_onnx_sequence.py
 
 
 def test_graph_uses_the_named_ops_and_nnkernel_keys():
