@@ -59,7 +59,7 @@ def test_the_torch_gpt_is_nanogpts():
     torch = torch_or_skip()
     from nnkernel.bench.workers.transformer import torch_gpt
 
-    model = torch_gpt(torch, {**GPT_CPU, "dtype": "float32"})
+    model = torch_gpt(torch, {**GPT_CPU, "bias": False, "dtype": "float32"})
     C, L, V, T = 128, 4, 65, 64
     # nanoGPT's count for this configuration: 12·C² per block, LayerNorm weights, wte
     # (tied with lm_head), wpe; no biases
