@@ -4,8 +4,10 @@ Rows (..., T, n_in) fold into one GEMM: NumPy's matmul of a stack by a matrix
 calls BLAS once per stacked matrix, which for a (12, 64, 128) batch of sequences
 is several times slower than one (768, 128) product.
 
-LayerNorm makes the reference's passes with two scratch arrays instead of a new array
-per step, in the reference's order (the same bits).
+LayerNorm takes its sums along each row as matrix-vector products with a vector of
+ones and dot products (NumPy's reductions along many short rows are several times
+slower), and its sums over the rows likewise; the rest in place. The numbers are
+the reference's up to rounding (the same sums, in another order).
 
 GELU (tanh form) runs over blocks of ``ELEMENTWISE_BLOCK`` elements, each step of
 the formula in place on the block, so its few buffers stay in the cache; every
@@ -51,21 +53,19 @@ class NumpyDenseKernels:
             return (dz2 @ W.T).reshape(*dz.shape[:-1], W.shape[0]), dW, db
         return np.matmul(dz, np.swapaxes(W, -1, -2)), dW, db
 
-    # -- LayerNorm: the reference's steps, in place -----------------------------------------
+    # -- LayerNorm: row sums as matrix-vector products ------------------------------------
     def layer_norm(self, x, gamma, beta, eps):
         n = x.shape[-1]
-        mean = np.add.reduce(x, axis=-1, keepdims=True)
-        mean /= n                                   # μ, as np.mean
+        mean = _row_sums(x)
+        mean /= n                                   # μ
         xhat = x - mean
-        sq = np.multiply(xhat, xhat)
-        var = np.add.reduce(sq, axis=-1, keepdims=True)
-        var /= n                                    # σ², as np.var
+        var = np.einsum("...j,...j->...", xhat, xhat)[..., None]
+        var /= n                                    # σ² = mean((x − μ)²)
         var += eps
         inv_std = np.sqrt(var, out=var)
         np.divide(1.0, inv_std, out=inv_std)        # 1/√(σ² + eps)
         xhat *= inv_std                             # x̂ = (x − μ)/σ
-        same = np.broadcast_shapes(gamma.shape, xhat.shape) == sq.shape  # not an ensemble's
-        y = np.multiply(gamma, xhat, out=sq if same else None)                # shared input
+        y = np.multiply(gamma, xhat)
         y += beta                                   # γ x̂ + β
         return y, (xhat, inv_std)
 
@@ -73,13 +73,15 @@ class NumpyDenseKernels:
         xhat, inv_std = saved
         n = dy.shape[-1]
         t = np.multiply(dy, xhat)
-        dgamma = np.add.reduce(t, axis=axes)        # Σ dy ⊙ x̂
-        dbeta = np.add.reduce(dy, axis=axes)        # Σ dy
+        if len(axes) == dy.ndim - 1 and dy.flags.c_contiguous:  # every row: 1ᵀ t, 1ᵀ dy
+            ones = np.ones(dy.size // n, dtype=dy.dtype)
+            dgamma, dbeta = ones @ t.reshape(-1, n), ones @ dy.reshape(-1, n)
+        else:  # an ensemble's members, each its own sums
+            dgamma, dbeta = np.add.reduce(t, axis=axes), np.add.reduce(dy, axis=axes)
         dxhat = np.multiply(dy, gamma)              # dx̂ = dy ⊙ γ
-        mean_d = np.add.reduce(dxhat, axis=-1, keepdims=True)
+        mean_d = _row_sums(dxhat)
         mean_d /= n
-        np.multiply(dxhat, xhat, out=t)
-        mean_dx = np.add.reduce(t, axis=-1, keepdims=True)
+        mean_dx = np.einsum("...j,...j->...", dxhat, xhat)[..., None]
         mean_dx /= n
         dxhat -= mean_d
         np.multiply(xhat, mean_dx, out=t)
@@ -97,6 +99,14 @@ class NumpyDenseKernels:
         if g.name == "gelu" and z is not None and _blockable(z, da):
             return _gelu_backward(z, da)
         return super().activation_backward(g, z, a, da)
+
+
+def _row_sums(a):
+    """Σ over the last axis, keeping it: a (rows, n) matrix times a vector of ones."""
+    n = a.shape[-1]
+    if not a.flags.c_contiguous:
+        return np.add.reduce(a, axis=-1, keepdims=True)
+    return (a.reshape(-1, n) @ np.ones(n, dtype=a.dtype)).reshape(*a.shape[:-1], 1)
 
 
 def _blockable(*arrays) -> bool:
