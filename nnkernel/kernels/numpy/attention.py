@@ -59,7 +59,7 @@ class NumpyAttentionKernels:
             st += self._causal_mask(T, st.dtype, transposed=True)  # −∞ where key > query
         st -= np.maximum.reduce(st, axis=-2, keepdims=True)
         np.exp(st, out=st)
-        st /= np.add.reduce(st, axis=-2, keepdims=True)      # Pᵀ
+        st /= np.matmul(np.ones(T, dtype=st.dtype), st)[..., None, :]  # Pᵀ (1ᵀ e: the sums)
         mask = None
         pd = np.swapaxes(st, -1, -2)                         # P, a view
         if p > 0.0:
