@@ -46,7 +46,7 @@ class NumpyDenseKernels:
             x2, dz2 = (x, dz) if x.ndim == 2 else (x.reshape(-1, x.shape[-1]),
                                                    dz.reshape(-1, dz.shape[-1]))
             dW = np.matmul(x2.T, dz2, out=dW_out)  # BLAS reads the transpose in place
-            db = np.matmul(np.ones(dz2.shape[0], dtype=dz2.dtype), dz2, out=db_out)  # 1ᵀδ
+            db = np.add.reduce(dz2, axis=0, out=db_out)
         if not need_dx:
             return None, dW, db
         if W.ndim == 2:  # dx = δ Wᵀ over the folded rows
