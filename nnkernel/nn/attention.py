@@ -9,7 +9,8 @@ The parameters are nanoGPT's ``c_attn`` and ``c_proj`` transposed (a torch Linea
 stores (out, in)): weights move to and from PyTorch with a transpose and nothing
 else. The attention itself and its backward (dV = P̃ᵀdO, dP = dO Vᵀ,
 dS = P ⊙ (dP − rowsum(dO ⊙ O)), dQ = dS K/√D, dK = dSᵀQ/√D) are the kernels'
-`attention` / `attention_backward`: batched matrix products over (batch, head).
+`self_attention` / `self_attention_backward` on qkv and o in this layout: batched
+matrix products over (batch, head) (kernels/reference/attention.py).
 
 ``causal``: position t attends to positions ≤ t (a GPT). ``dropout``: on the
 attention probabilities P in training (the residual-path dropout is a `Dropout`
