@@ -59,7 +59,7 @@ def test_the_torch_gpt_is_nanogpts():
     torch = torch_or_skip()
     from nnkernel.bench.workers.transformer import torch_gpt
 
-    model = torch_gpt(torch, {**GPT_CPU, "dtype": "float32"})
+    model = torch_gpt(torch, {**GPT_CPU, "bias": False, "dtype": "float32"})
     C, L, V, T = 128, 4, 65, 64
     # nanoGPT's count for this configuration: 12·C² per block, LayerNorm weights, wte
     # (tied with lm_head), wpe; no biases
@@ -156,3 +156,21 @@ def test_the_registry_refuses_a_second_builder_and_names_what_a_kind_has():
         make_step({"kind": "gpt", "impl": "numpy-loop", **SMALL_GPT})
     with pytest.raises(ValueError, match="unknown implementation"):
         make_step({"kind": "gpt", "impl": "tensorflow"})
+
+
+def test_both_gpt_sides_train_one_model_with_one_decay_selection():
+    """nk.gpt and the torch side have the same parameters (biases included, the head tied),
+    and AdamW decays the same ones: every 2-D weight (torch: p.dim() >= 2; nnkernel:
+    decay="matrices")."""
+    torch = torch_or_skip()
+    from nnkernel.bench.workers.transformer import torch_gpt
+
+    cfg = {**GPT_CPU, "dtype": "float32"}
+    theirs = torch_gpt(torch, cfg)
+    ours = nk.gpt(vocab_size=cfg["vocab"], max_len=cfg["block"], dim=cfg["dim"],
+                  heads=cfg["heads"], layers=cfg["layers"])
+    assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
+    opt = nk.optim.AdamW(lr=1e-3, weight_decay=0.1, decay="matrices")
+    decayed = sum(int(np.prod(v.shape)) for k, v in ours.params.items()
+                  if opt.decays(k, v.shape))
+    assert decayed == sum(p.numel() for p in theirs.parameters() if p.dim() >= 2)

@@ -123,8 +123,10 @@ def test_float64_norms_use_eps_in_float64(ensemble, opset):
 def test_every_exportable_layer_is_tested():
     tested = {type(f()).__name__ for f in ACTIVATION_LAYERS.values()}
     conv = {"Conv2D", "MaxPool2D", "AvgPool2D", "BatchNorm2D", "Dropout2D", "Flatten"}
+    sequence = {"Residual", "Embedding", "PositionEmbedding", "MultiHeadAttention", "TiedOutput"}
     assert set(EXPORTABLE_LAYERS) - tested == {"Dense", "Dropout", "BatchNorm", "LayerNorm",
-                                               *conv}  # conv: tests/test_conv_export.py
+                                               *conv, *sequence}
+    # conv: tests/test_conv_export.py; sequence: tests/test_onnx_sequence.py
 
 
 def test_graph_uses_the_named_ops_and_nnkernel_keys():

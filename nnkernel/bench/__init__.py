@@ -36,9 +36,9 @@ Adding a case (say a new model) takes one small function per side and a FLOP cou
    ``build(case) -> Step(run, sync)`` that sets the model up and returns one training
    step; it imports its library inside the function (each worker process loads only
    its own). A side that cannot run here raises ``Unavailable(reason)``: the table
-   prints "not available: reason" and nothing is timed (the transformer and recurrent
-   sections' nnkernel sides do so until ``nk.gpt`` / ``nk.LSTM`` exist). A new
-   module goes into ``workers.STEP_MODULES``.
+   prints "not available: reason" and nothing is timed (the recurrent section's
+   nnkernel side does so until ``nk.LSTM`` exists). A new module goes into
+   ``workers.STEP_MODULES``.
 3. a test that each side builds and runs a small case and that the FLOP count is the
    real one (tests/test_bench_sections.py checks the torch sides with torch's own
    FlopCounterMode).

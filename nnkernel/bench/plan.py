@@ -13,9 +13,10 @@ from dataclasses import dataclass
 # The conv section's network: `nnkernel train --conv 32,64 --hidden 128` on 1x28x28 images.
 CONV_NET = {"image": [1, 28, 28], "channels": [32, 64], "hidden": [128], "classes": 10}
 MLP_SIZES = (784, 512, 512, 10)
-# nanoGPT's CPU configuration (its README: shakespeare_char on a CPU), AdamW as its config
+# nanoGPT's CPU configuration (its README: shakespeare_char on a CPU), AdamW as its config;
+# with biases (GPTConfig's default) because nk.gpt has them: both sides train one model
 GPT_CPU = {"layers": 4, "heads": 4, "dim": 128, "block": 64, "batch": 12, "vocab": 65,
-           "bias": False, "optimizer": "adamw", "lr": 1e-3, "betas": [0.9, 0.99],
+           "bias": True, "optimizer": "adamw", "lr": 1e-3, "betas": [0.9, 0.99],
            "weight_decay": 0.1}
 LSTM_CASE = {"layers": 2, "hidden": 256, "seq": 64, "batch": 32, "features": 64,
              "classes": 10, "bidirectional": True, "optimizer": "adam", "lr": 1e-3}

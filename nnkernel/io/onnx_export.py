@@ -23,6 +23,12 @@ become initializers under their nnkernel keys ("0.W", "0.b", ...):
                  is written out with ReduceMean, Sqrt and Div
     Conv2D, MaxPool2D, AvgPool2D, BatchNorm2D, Dropout2D, Flatten: see `onnx_conv`
     (an image model's input "x" is (N, C, H, W), unknown sizes named H and W)
+    Residual, Embedding, PositionEmbedding, MultiHeadAttention, TiedOutput: see
+    `onnx_sequence` (a token model's input "x" is int64 ids (N, T), T dynamic)
+
+Layers inside a combinator (Residual) are written where the model's plan puts
+them, with node names from their paths ("3.1.qkv"); a shared or tied parameter is
+one initializer under the key that owns it (a tied output reads "0.W").
 
 An ensemble of E members (config "ensemble": E) takes the shared input (N, n_in)
 and gives (E, N, n_out), as ``model(x)`` does: W is (E, n_in, n_out) and MatMul
@@ -65,6 +71,8 @@ from . import checkpoint
 from ._optional import require
 from .onnx_conv import BUILDERS as _CONV_BUILDERS
 from .onnx_conv import CONV_LAYERS, members_first
+from .onnx_sequence import BUILDERS as _SEQUENCE_BUILDERS
+from .onnx_sequence import SEQUENCE_LAYERS
 
 __all__ = ["EXPORTABLE_LAYERS", "export_onnx", "to_onnx"]
 
@@ -75,7 +83,7 @@ ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "swis
 ACTIVATION_LAYERS = ("Identity", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU", "Swish", "GELU",
                      "Softmax")
 EXPORTABLE_LAYERS = ("Dense", *ACTIVATION_LAYERS, "Dropout", "BatchNorm", "LayerNorm",
-                     *CONV_LAYERS)
+                     *CONV_LAYERS, *SEQUENCE_LAYERS)
 _GELU_C = float(np.sqrt(2.0 / np.pi))  # the constant of nnkernel.nn.activations.GELU
 _MAX_PROTO = 2**31 - 1  # protobuf's limit on one message
 
@@ -115,16 +123,15 @@ def to_onnx(model, *, opset: int = 17, batch_dim: str | int = "N",
         raise ConfigError(f"batch_dim must be a non-empty name or a positive size, got "
                           f"{batch_dim!r}")
     config = model.config()
-    _check_exportable(config["layers"])
+    _check_exportable(model.plan)
     graph = _Graph(onnx, np.dtype(config["dtype"]), config.get("ensemble"), model.arrays())
-    graph.sample_ndim = [pos.sample_ndim for pos in model.plan.positions]  # at each input
     graph.opset = opset
-    y = graph.input_name
-    for i, layer in enumerate(config["layers"]):
-        y = _LAYER_BUILDERS[layer["type"]](graph, i, layer, y)
+    graph.locate(model.plan)
+    y = graph.chain(model.plan.positions, graph.input_name)
     y = members_first(graph, y, model.output_shape[0])  # an ensemble that ends in images
     lead = [] if graph.ensemble is None else [graph.ensemble]
-    inputs = [helper.make_tensor_value_info("x", graph.elem_type,
+    x_type = onnx.TensorProto.INT64 if model.integer_input else graph.elem_type  # token ids
+    inputs = [helper.make_tensor_value_info("x", x_type,
                                             [batch_dim, *_dims(model.input_shape, "CHW")])]
     outputs = [helper.make_tensor_value_info("y", graph.elem_type, [
         *lead, batch_dim, *_dims(model.output_shape, ["y_C", "y_H", "y_W"])])]
@@ -143,20 +150,24 @@ def to_onnx(model, *, opset: int = 17, batch_dim: str | int = "N",
     return proto
 
 
-def _check_exportable(layers) -> None:
-    for i, layer in enumerate(layers):
+def _check_exportable(the_plan) -> None:
+    for pos in the_plan.walk():
+        layer = pos.layer.config()
         kind = layer.get("type")
         if kind not in _LAYER_BUILDERS:
-            raise ConfigError(f"cannot export layer {i} ({kind}) to ONNX; exportable layers: "
-                              f"{', '.join(EXPORTABLE_LAYERS)}")
+            raise ConfigError(f"cannot export layer {pos.path} ({kind}) to ONNX; exportable "
+                              f"layers: {', '.join(EXPORTABLE_LAYERS)}")
         act = layer.get("activation", "identity")
         if kind in ("Dense", "Conv2D", *ACTIVATION_LAYERS) and act not in ACTIVATIONS:
-            raise ConfigError(f"cannot export layer {i} ({kind}): activation {act!r} has no "
-                              f"ONNX form here; exportable: {', '.join(ACTIVATIONS)}")
+            raise ConfigError(f"cannot export layer {pos.path} ({kind}): activation {act!r} "
+                              f"has no ONNX form here; exportable: {', '.join(ACTIVATIONS)}")
 
 
 def _dims(shape, names) -> list:
-    """A per-sample shape as ONNX dims: sizes, and a name for each unknown (None) one."""
+    """A per-sample shape as ONNX dims: sizes, and a name for each unknown (None) one: T for
+    a sequence's length ((T,) ids or (T, C) vectors), else the last of ``names``."""
+    if len(shape) <= 2 and shape[0] is None:
+        names = ["T", "C"][:len(shape)]
     names = list(names)[-len(shape):] if len(shape) <= len(names) else [
         f"d{j}" for j in range(len(shape))]
     return [name if d is None else int(d) for d, name in zip(shape, names, strict=True)]
@@ -171,9 +182,31 @@ class _Graph:
         self.onnx, self.dtype, self.ensemble, self.arrays = onnx, dtype, ensemble, arrays
         self.elem_type = onnx.helper.np_dtype_to_tensor_dtype(dtype)
         self.nodes, self.initializers, self._consts = [], [], {}
+        self.keys, self.children, self.sample_ndim, self.int_consts = {}, {}, {}, set()
+        self._params = set()
+
+    def locate(self, the_plan) -> None:
+        """Where each position's arrays live ("<path>.<name>" -> store key: shared and tied
+        parameters name their owner's key), its children and its input's sample axes."""
+        for pos in the_plan.walk():
+            self.keys.update({f"{pos.path}.{n}": key for n, key in pos.keys.items()})
+            self.children[pos.path] = pos.children
+            self.sample_ndim[pos.path] = pos.sample_ndim
+
+    def chain(self, positions, x: str) -> str:
+        """The layers at ``positions`` applied in order to tensor ``x``."""
+        for pos in positions:
+            layer = pos.layer.config()
+            x = _LAYER_BUILDERS[layer["type"]](self, pos.path, layer, x)
+        return x
 
     def param(self, key: str, per_feature: bool = False, value=None) -> str:
-        """An initializer named ``key``; per-feature vectors of an ensemble as (E, 1, n)."""
+        """An initializer named ``key`` (its owner's key, once); per-feature vectors of an
+        ensemble as (E, 1, n)."""
+        key = self.keys.get(key, key)
+        if key in self._params:  # shared or tied: one initializer
+            return key
+        self._params.add(key)
         arr = np.asarray(self.arrays[key] if value is None else value, dtype=self.dtype)
         if per_feature and self.ensemble is not None:
             arr = np.expand_dims(arr, axis=-2)
@@ -341,4 +374,5 @@ def _layernorm_float64(g: _Graph, i: int, x: str, eps: float) -> str:
 
 _LAYER_BUILDERS = {"Dense": _dense, "Dropout": _dropout, "BatchNorm": _batchnorm,
                    "LayerNorm": _layernorm,
-                   **{name: _activation_layer for name in ACTIVATION_LAYERS}, **_CONV_BUILDERS}
+                   **{name: _activation_layer for name in ACTIVATION_LAYERS}, **_CONV_BUILDERS,
+                   **_SEQUENCE_BUILDERS}

@@ -9,7 +9,8 @@ The parameters are nanoGPT's ``c_attn`` and ``c_proj`` transposed (a torch Linea
 stores (out, in)): weights move to and from PyTorch with a transpose and nothing
 else. The attention itself and its backward (dV = P̃ᵀdO, dP = dO Vᵀ,
 dS = P ⊙ (dP − rowsum(dO ⊙ O)), dQ = dS K/√D, dK = dSᵀQ/√D) are the kernels'
-`attention` / `attention_backward`: batched matrix products over (batch, head).
+`self_attention` / `self_attention_backward` on qkv and o in this layout: batched
+matrix products over (batch, head) (kernels/reference/attention.py).
 
 ``causal``: position t attends to positions ≤ t (a GPT). ``dropout``: on the
 attention probabilities P in training (the residual-path dropout is a `Dropout`
@@ -79,25 +80,24 @@ class MultiHeadAttention(Layer):
                 "Wo": rng.normal(0.0, proj_std, size=(C, C)), "bo": np.zeros(C)}
 
     def forward(self, ctx, x, train):
-        xp, k = ctx.xp, ctx.k
+        k = ctx.k
         if x.ndim < 2 or x.shape[-1] != self.dim:
             raise ShapeError(f"MultiHeadAttention({self.dim}, {self.heads}) takes (..., T, "
                              f"{self.dim}), got shape {tuple(x.shape)}")
         Wqkv, Wo = ctx.params["Wqkv"], ctx.params["Wo"]
         qkv = k.affine(x, Wqkv, ctx.params["bqkv"])   # (..., T, 3C) = x Wqkv + bqkv
-        q, kk, v = self._split_qkv(xp, qkv)           # each (..., H, T, D)
         p = self.dropout if train else 0.0
-        o, saved = k.attention(q, kk, v, self.causal, p, ctx.random if p else None)
-        o2 = self._merge_heads(xp, o)                 # (..., T, C): heads side by side
-        y = k.affine(o2, Wo, ctx.params["bo"])        # y = o Wo + bo
+        # o_h = softmax(q_h k_hᵀ/√D + mask) v_h, heads side by side: (..., T, C)
+        o, saved = k.self_attention(qkv, self.heads, self.causal, p,
+                                    ctx.random if p else None)
+        y = k.affine(o, Wo, ctx.params["bo"])         # y = o Wo + bo
 
         def backprop(dy, need_dx=True):
-            do2, dWo, dbo = k.affine_backward(o2, Wo, dy, True, ctx.grads.out("Wo", "bo"))
+            do, dWo, dbo = k.affine_backward(o, Wo, dy, True, ctx.grads.out("Wo", "bo"))
             ctx.grads.add("Wo", dWo)                  # dWo = oᵀ dy
             ctx.grads.add("bo", dbo)                  # dbo = Σ_rows dy
-            do = self._split_heads(xp, do2)           # do = dy Woᵀ, per head
-            dq, dk, dv = k.attention_backward(q, kk, v, o, saved, do)
-            dqkv = self._join_qkv(xp, dq, dk, dv)     # (..., T, 3C)
+            # do = dy Woᵀ; dq, dk, dv per head (see kernels/reference/attention.py)
+            dqkv = k.self_attention_backward(qkv, self.heads, saved, do)  # (..., T, 3C)
             dx, dW, db = k.affine_backward(x, Wqkv, dqkv, need_dx,
                                            ctx.grads.out("Wqkv", "bqkv"))
             ctx.grads.add("Wqkv", dW)                 # dWqkv = xᵀ dqkv
@@ -105,33 +105,6 @@ class MultiHeadAttention(Layer):
             return dx                                 # dx = dqkv Wqkvᵀ
 
         return y, backprop
-
-    # -- the head layout: (..., T, 3C) <-> 3 × (..., H, T, D) -------------------------------
-    def _split_qkv(self, xp, qkv):
-        *lead, T, _ = qkv.shape
-        n, H = len(lead), self.heads
-        parts = xp.reshape(qkv, (*lead, T, 3, H, self.dim // H))
-        parts = xp.permute_dims(parts, (n + 1, *range(n), n + 2, n, n + 3))  # (3, ..., H, T, D)
-        return parts[0, ...], parts[1, ...], parts[2, ...]
-
-    def _join_qkv(self, xp, dq, dk, dv):
-        *lead, H, T, D = dq.shape
-        n = len(lead)
-        parts = xp.stack([dq, dk, dv], axis=n)                                 # (..., 3, H, T, D)
-        parts = xp.permute_dims(parts, (*range(n), n + 2, n, n + 1, n + 3))    # (..., T, 3, H, D)
-        return xp.reshape(parts, (*lead, T, 3 * H * D))
-
-    def _split_heads(self, xp, a):
-        *lead, T, C = a.shape
-        n, H = len(lead), self.heads
-        a = xp.reshape(a, (*lead, T, H, C // H))
-        return xp.permute_dims(a, (*range(n), n + 1, n, n + 2))
-
-    def _merge_heads(self, xp, o):
-        *lead, H, T, D = o.shape
-        n = len(lead)
-        o = xp.permute_dims(o, (*range(n), n + 1, n, n + 2))                   # (..., T, H, D)
-        return xp.reshape(o, (*lead, T, H * D))
 
     def config(self):
         return {"type": "MultiHeadAttention", "dim": self.dim, "heads": self.heads,

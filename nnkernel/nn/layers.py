@@ -73,7 +73,7 @@ class Dense(Layer):
             z, a = None, ctx.k.affine_act(x, W, b, g.name)
         else:
             z = ctx.k.affine(x, W, b)           # z = xW + b
-            a = g.forward(ctx.xp, z)            # a = g(z)
+            a = ctx.k.activation(g, z)          # a = g(z)
             z = z if g.needs_z else None
 
         def backprop(da, need_dx=True):
@@ -110,7 +110,7 @@ class ActivationLayer(Layer):
 
     def forward(self, ctx, x, train):
         g = self.activation
-        a = g.forward(ctx.xp, x)
+        a = ctx.k.activation(g, x)  # a = g(x)
         z = x if g.needs_z else None
 
         def backprop(da, need_dx=True):
@@ -295,19 +295,17 @@ class LayerNorm(_Normalization):
     """Normalise each row over its features; the same in training and evaluation."""
 
     def forward(self, ctx, x, train):
-        xp = ctx.xp
-        mean = xp.mean(x, axis=-1, keepdims=True)
-        var = xp.var(x, axis=-1, keepdims=True)
-        inv_std = 1.0 / xp.sqrt(var + self.eps)
-        xhat = (x - mean) * inv_std
+        gamma, beta = rows(ctx, ctx.params["gamma"]), rows(ctx, ctx.params["beta"])
+        y, saved = ctx.k.layer_norm(x, gamma, beta, self.eps)  # y = γ (x − μ)/σ + β
 
         def backprop(dy, need_dx=True):
-            dxhat = self._param_grads(ctx, dy, xhat)
-            mean_d = xp.mean(dxhat, axis=-1, keepdims=True)
-            mean_dx = xp.mean(dxhat * xhat, axis=-1, keepdims=True)
-            return inv_std * (dxhat - mean_d - xhat * mean_dx)
+            # dx = (1/σ)(dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)), dx̂ = dy ⊙ γ (the kernel's)
+            dx, dgamma, dbeta = ctx.k.layer_norm_backward(dy, gamma, saved, row_axes(ctx, dy))
+            ctx.grads.add("gamma", dgamma)  # dγ = Σ_rows dy ⊙ x̂
+            ctx.grads.add("beta", dbeta)    # dβ = Σ_rows dy
+            return dx
 
-        return self._affine_out(ctx, xhat), backprop
+        return y, backprop
 
 
 def activation_config(activation) -> dict:

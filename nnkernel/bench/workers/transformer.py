@@ -4,9 +4,11 @@ The model is nanoGPT's `model.py` GPT at its CPU configuration (plan.GPT_CPU): t
 and position embeddings, pre-LayerNorm blocks of causal self-attention (one fused
 qkv Linear, heads as column blocks, `scaled_dot_product_attention(is_causal=True)`)
 and a 4C MLP with tanh-form GELU (nnkernel has no erf), a final LayerNorm and an
-lm_head tied to the token embedding; no biases, no dropout; AdamW with weight decay
-on the 2-D parameters only, as nanoGPT's `configure_optimizers`. Module names follow
-nanoGPT's, so its state_dict keys are nanoGPT's.
+lm_head tied to the token embedding; no dropout; AdamW with weight decay on the 2-D
+parameters only, as nanoGPT's `configure_optimizers`. Module names follow nanoGPT's,
+so its state_dict keys are nanoGPT's. Biases (Linear and LayerNorm) as the case's
+"bias" says: plan.GPT_CPU has them, because nk.gpt always has them (nanoGPT's
+GPTConfig default; its train.py turns them off), so both sides train one model.
 """
 
 from __future__ import annotations
@@ -28,22 +30,18 @@ def token_batches(case) -> list:
 
 @step("gpt", "nnkernel")
 def nnkernel_gpt(case):
-    """nk.gpt's step as fit runs it. NOT AVAILABLE until nk.gpt exists (issue 23). The call
-    below assumes an interface (keyword sizes as GPT_CPU's; a model whose forward gives
-    (B, T, V) logits) and that AdamW decays what torch's side decays (2-D weights only): the
-    model's author adjusts both when it lands; tests/test_bench_sections.py runs this then."""
+    """nk.gpt's step as fit runs it (`train_step`): forward, token cross-entropy, backward
+    without dx, AdamW decaying the 2-D parameters only (``decay="matrices"``: the embeddings
+    and weight matrices, as torch's side decays every p.dim() >= 2)."""
     nk = nnkernel_with("gpt", "issue 23")
-    model = nk.gpt(vocab=case["vocab"], block=case["block"], layers=case["layers"],
-                   heads=case["heads"], dim=case["dim"], bias=case["bias"], seed=0,
+    model = nk.gpt(vocab_size=case["vocab"], max_len=case["block"], dim=case["dim"],
+                   heads=case["heads"], layers=case["layers"], tie_weights=True, seed=0,
                    dtype=case.get("dtype", "float32"), backend=nk_backend(case))
     opt = nk.optim.AdamW(lr=case["lr"], betas=tuple(case["betas"]),
-                         weight_decay=case["weight_decay"])
-    xp, V = model.backend.xp, case["vocab"]
+                         weight_decay=case["weight_decay"], decay="matrices")
 
-    def loss(logits, t):  # cross-entropy over all B·T positions, as nanoGPT's
-        value, dy = nk.losses.cross_entropy(xp.reshape(logits, (-1, V)), xp.reshape(t, (-1,)),
-                                            num_check=False)
-        return value, xp.reshape(dy, logits.shape)
+    def loss(logits, t, **options):  # the mean over all B·T tokens, as nanoGPT's
+        return nk.losses.cross_entropy(logits, t, num_check=False, **options)
 
     train = nk_train_step(nk, model, opt, case, loss)
     be = model.backend

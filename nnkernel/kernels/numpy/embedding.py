@@ -1,8 +1,12 @@
-"""NumPy twin of the embedding kernels: the scatter-add as ``np.add.at``, into the store.
+"""NumPy twin of the embedding kernels: the scatter-add by sorting, into the store.
 
-``np.add.at`` accumulates repeated indices (a fancy ``+=`` would keep only the last
-of them); since NumPy 1.25 it is a fast loop for this 2-D case. The gradient is
-written straight into the model's gradient buffer when the store hands one over.
+The rows of dy are put in id order (a stable argsort of the ids) and each id's run
+summed with ``np.add.reduceat``; the sums go to their rows of dW, the rest is 0.
+For a GPT batch (768 ids, 128 wide) this is several times faster than ``np.add.at``
+(which also accumulates repeated indices, but row by row through a generic loop);
+the sums are the same up to rounding (another order of the same additions). The
+gradient is written straight into the model's gradient buffer when the store hands
+one over.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ class NumpyEmbeddingKernels:
             out = np.zeros((num_embeddings, dy.shape[-1]), dtype=dy.dtype)
         else:
             out.fill(0.0)
-        np.add.at(out, ids.reshape(-1), dy.reshape(-1, dy.shape[-1]))  # dW[ids_i] += dy_i
+        flat = ids.reshape(-1)
+        if flat.size == 0:
+            return out
+        order = np.argsort(flat, kind="stable")
+        ids_sorted = flat[order]
+        starts = np.flatnonzero(np.concatenate(([True], ids_sorted[1:] != ids_sorted[:-1])))
+        rows = dy.reshape(-1, dy.shape[-1])[order]  # dy in id order
+        # dW[v] = Σ_{i: ids_i = v} dy_i, one run of equal ids at a time
+        out[ids_sorted[starts]] = np.add.reduceat(rows, starts, axis=0)
         return out
 
     def unembed_backward(self, x, W, dy, need_dx=True, out=None):

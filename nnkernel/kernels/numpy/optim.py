@@ -49,13 +49,15 @@ class NumpyOptimKernels:
     def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step,
              flush_subnormals=False):
         chunk = self.adam_chunk_bytes // p.itemsize
-        if p.ndim == 1 and p.shape[0] > 2 * chunk and isinstance(lr, float) and not isinstance(
-                weight_decay, np.ndarray):
+        per_entry = isinstance(weight_decay, np.ndarray)  # a decay selection, laid out as p
+        if p.ndim == 1 and p.shape[0] > 2 * chunk and isinstance(lr, float) and (
+                not per_entry or weight_decay.shape == p.shape):
             # element-wise arithmetic: slice by slice gives the very same numbers
             for i in range(0, p.shape[0], chunk):
                 s = slice(i, i + chunk)
-                self._adam(p[s], g[s], m[s], v[s], lr, beta1, beta2, eps, weight_decay,
-                           decoupled, step, flush_subnormals)
+                self._adam(p[s], g[s], m[s], v[s], lr, beta1, beta2, eps,
+                           weight_decay[s] if per_entry else weight_decay, decoupled, step,
+                           flush_subnormals)
             return p, m, v
         return self._adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step,
                           flush_subnormals)

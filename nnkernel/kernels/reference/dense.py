@@ -45,9 +45,37 @@ class DenseKernels:
             db = fill(out[1], db)
         return dx, dW, db
 
+    def activation(self, g, z):
+        """a = g(z) for an activation g of nnkernel.nn.activations (a twin may compute it in
+        fewer passes)."""
+        return g.forward(self.xp, z)
+
     def activation_backward(self, g, z, a, da):
         """dz = da ⊙ g′(z) for an activation g of nnkernel.nn.activations (a twin fuses it)."""
         return g.backward(self.xp, z, a, da)
+
+    # -- LayerNorm over the last axis ------------------------------------------------------
+    def layer_norm(self, x, gamma, beta, eps: float):
+        """(y, saved): y = γ x̂ + β with x̂ = (x − μ)/√(σ² + eps), μ and σ² the mean and the
+        biased variance of each row (the last axis); γ, β broadcast against x."""
+        xp = self.xp
+        mean = xp.mean(x, axis=-1, keepdims=True)
+        var = xp.var(x, axis=-1, keepdims=True)
+        inv_std = 1.0 / xp.sqrt(var + eps)
+        xhat = (x - mean) * inv_std
+        return gamma * xhat + beta, (xhat, inv_std)
+
+    def layer_norm_backward(self, dy, gamma, saved, axes):
+        """(dx, dγ, dβ) of `layer_norm`: dγ = Σ dy ⊙ x̂ and dβ = Σ dy over ``axes`` (the rows);
+        dx = (1/σ)(dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)), dx̂ = dy ⊙ γ, means along each row."""
+        xp = self.xp
+        xhat, inv_std = saved
+        dgamma = xp.sum(dy * xhat, axis=axes)
+        dbeta = xp.sum(dy, axis=axes)
+        dxhat = dy * gamma
+        mean_d = xp.mean(dxhat, axis=-1, keepdims=True)
+        mean_dx = xp.mean(dxhat * xhat, axis=-1, keepdims=True)
+        return inv_std * (dxhat - mean_d - xhat * mean_dx), dgamma, dbeta
 
     def dropout(self, x, p: float, random):
         """Inverted dropout: (x ⊙ mask, mask), mask = [u ≥ p] / (1 − p), u ~ U[0, 1) of `random`."""
