@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .onnx_nodes import activation, attribute_eps, var_plus_eps
+
 CONV_LAYERS = ("Conv2D", "MaxPool2D", "AvgPool2D", "BatchNorm2D", "Dropout2D", "Flatten")
 
 
@@ -55,8 +57,6 @@ def _ints(g, name: str, values) -> str:
 
 
 def conv2d(g, i, layer, x):
-    from .onnx_export import _activation
-
     k, s, p = int(layer["kernel_size"]), int(layer["stride"]), int(layer["padding"])
     group = g.ensemble if g.ensemble is not None and _members_in_channels(g) else 1
     W, b = _member_major(g, f"{i}.W"), _member_major(g, f"{i}.b")
@@ -64,7 +64,7 @@ def conv2d(g, i, layer, x):
              pads=[p, p, p, p], group=group)
     if g.ensemble is not None:
         g.member_channels = True
-    return _activation(g, layer, z, f"{i}.")
+    return activation(g, layer, z, f"{i}.")
 
 
 def _pool(op):
@@ -78,8 +78,6 @@ def batchnorm2d(g, i, layer, x):
     if g.ensemble is not None and not _members_in_channels(g):  # a shared input, per member
         x = g.op("Tile", [x, _ints(g, f"{i}.repeats", [1, g.ensemble, 1, 1])], f"{i}.tile")
         g.member_channels = True
-    from .onnx_export import attribute_eps, var_plus_eps
-
     eps = float(layer["eps"])
     keys = [f"{i}.{name}" for name in ("gamma", "beta", "running_mean", "running_var")]
     var = var_plus_eps(g, i, keys[3], eps, stack=lambda key, value=None: _member_major(

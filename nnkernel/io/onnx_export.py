@@ -71,20 +71,16 @@ from . import checkpoint
 from ._optional import require
 from .onnx_conv import BUILDERS as _CONV_BUILDERS
 from .onnx_conv import CONV_LAYERS, members_first
+from .onnx_nodes import ACTIVATIONS, activation, attribute_eps, var_plus_eps
 from .onnx_sequence import BUILDERS as _SEQUENCE_BUILDERS
 from .onnx_sequence import SEQUENCE_LAYERS
 
 __all__ = ["EXPORTABLE_LAYERS", "export_onnx", "to_onnx"]
 
-_ELEMENTWISE = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
-_WITH_ALPHA = {"leaky_relu": "LeakyRelu", "elu": "Elu"}
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "swish", "gelu",
-               "softmax")
 ACTIVATION_LAYERS = ("Identity", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ELU", "Swish", "GELU",
                      "Softmax")
 EXPORTABLE_LAYERS = ("Dense", *ACTIVATION_LAYERS, "Dropout", "BatchNorm", "LayerNorm",
                      *CONV_LAYERS, *SEQUENCE_LAYERS)
-_GELU_C = float(np.sqrt(2.0 / np.pi))  # the constant of nnkernel.nn.activations.GELU
 _MAX_PROTO = 2**31 - 1  # protobuf's limit on one message
 
 
@@ -238,65 +234,14 @@ class _Graph:
         node.output[0] = output
 
 
-def _activation(g: _Graph, layer: dict, z: str, p: str) -> str:
-    """a = g(z) for the activation named in a layer's config; ``p`` prefixes node names."""
-    act = layer.get("activation", "identity")
-    if act == "identity":
-        return z
-    if act in _ELEMENTWISE:
-        return g.op(_ELEMENTWISE[act], [z], f"{p}{act}")
-    if act in _WITH_ALPHA:
-        alpha = float(layer["alpha"])
-        if g.dtype == np.float32:
-            return g.op(_WITH_ALPHA[act], [z], f"{p}{act}", alpha=alpha)
-        return _alpha_formula(g, act, alpha, z, p)
-    if act == "swish":  # z σ(z)
-        return g.op("Mul", [z, g.op("Sigmoid", [z], f"{p}swish.sigmoid")], f"{p}swish")
-    if act == "gelu":
-        # ½z(1 + tanh(c(z + 0.044715 z³))), in the order activations.GELU.forward computes it
-        # (0.044715·z·z·z left to right), so float32 rounding matches up to tanh's own.
-        t = g.op("Mul", [g.const(0.044715), z], f"{p}gelu.k_z")
-        t = g.op("Mul", [t, z], f"{p}gelu.k_z2")
-        t = g.op("Mul", [t, z], f"{p}gelu.k_z3")
-        t = g.op("Add", [z, t], f"{p}gelu.inner")
-        t = g.op("Mul", [g.const(_GELU_C), t], f"{p}gelu.scaled")
-        t = g.op("Tanh", [t], f"{p}gelu.tanh")
-        t = g.op("Add", [g.const(1.0), t], f"{p}gelu.one_plus")
-        half = g.op("Mul", [g.const(0.5), z], f"{p}gelu.half_z")
-        return g.op("Mul", [half, t], f"{p}gelu")
-    if act == "softmax":
-        return g.op("Softmax", [z], f"{p}softmax", axis=-1)
-    raise ConfigError(f"activation {act!r} has no ONNX form here")  # _check_exportable stops it
-
-
-def _alpha_formula(g: _Graph, act: str, alpha: float, z: str, p: str) -> str:
-    """LeakyReLU and ELU of a float64 model, as activations.py writes them.
-
-    ONNX float attributes are 32-bit, so LeakyRelu(alpha=0.2) would compute with
-    0.2000000030 (an error of 1e-8 relative in float64); a float64 constant keeps
-    alpha exact. onnxruntime also has no float64 Elu kernel.
-    """
-    a = g.const(alpha)
-    if act == "leaky_relu":  # max(z, αz), or min(z, αz) for α > 1
-        az = g.op("Mul", [a, z], f"{p}leaky_relu.alpha_z")
-        return g.op("Max" if alpha <= 1.0 else "Min", [z, az], f"{p}leaky_relu")
-    # max(z, 0) + α(e^min(z, 0) − 1); ONNX has no expm1, and in float64 the
-    # difference from it is below 1e-16 absolute
-    zero = g.const(0.0)
-    pos = g.op("Max", [z, zero], f"{p}elu.pos")
-    neg = g.op("Exp", [g.op("Min", [z, zero], f"{p}elu.neg_z")], f"{p}elu.exp")
-    neg = g.op("Sub", [neg, g.const(1.0)], f"{p}elu.expm1")
-    return g.op("Add", [pos, g.op("Mul", [a, neg], f"{p}elu.alpha_expm1")], f"{p}elu")
-
-
 def _dense(g: _Graph, i: int, layer: dict, x: str) -> str:
     z = g.op("MatMul", [x, g.param(f"{i}.W")], f"{i}.matmul")
     z = g.op("Add", [z, g.param(f"{i}.b", per_feature=True)], f"{i}.add_b")
-    return _activation(g, layer, z, f"{i}.")
+    return activation(g, layer, z, f"{i}.")
 
 
 def _activation_layer(g: _Graph, i: int, layer: dict, x: str) -> str:
-    return _activation(g, layer, x, f"{i}.")
+    return activation(g, layer, x, f"{i}.")
 
 
 def _dropout(g: _Graph, i: int, layer: dict, x: str) -> str:
@@ -318,23 +263,6 @@ def _batchnorm(g: _Graph, i: int, layer: dict, x: str) -> str:
     t = g.op("Mul", [t, inv_std], f"{i}.xhat")
     t = g.op("Mul", [gamma, t], f"{i}.scaled")
     return g.op("Add", [t, beta], f"{i}.batchnorm")
-
-
-def attribute_eps(g: _Graph, eps: float) -> float:
-    """The epsilon attribute of a normalisation node. ONNX float attributes are 32-bit
-    (1e-5 is stored as 9.99999975e-06), so in a float64 model eps goes into the variance
-    instead (`var_plus_eps`) and the attribute is 0."""
-    return eps if g.dtype == np.float32 else 0.0
-
-
-def var_plus_eps(g: _Graph, i: int, key: str, eps: float, stack=None) -> str:
-    """The running variance for BatchNormalization: as saved in a float32 model; in a
-    float64 one var + eps, summed in float64 as BatchNorm.forward does, under a name
-    of its own ("<i>.running_var_plus_eps")."""
-    if g.dtype == np.float32:
-        return (stack or g.param)(key)
-    value = np.asarray(g.arrays[key], dtype=g.dtype) + eps
-    return (stack or g.param)(f"{i}.running_var_plus_eps", value=value)
 
 
 def _layernorm(g: _Graph, i: int, layer: dict, x: str) -> str:
