@@ -3,7 +3,8 @@
 The network (plan.LSTM_CASE): float sequences (batch, T, features) into a
 bidirectional LSTM of ``layers`` layers and ``hidden`` units per direction
 (torch.nn.LSTM, batch_first, gate order i, f, g, o), a Linear head from the last
-time step's 2·hidden outputs to ``classes`` logits; softmax cross-entropy, Adam.
+layer's final states of both directions (2·hidden) to ``classes`` logits; softmax
+cross-entropy, Adam.
 """
 
 from __future__ import annotations
@@ -27,17 +28,14 @@ def sequence_batches(case) -> list:
 
 @step("lstm", "nnkernel")
 def nnkernel_lstm(case):
-    """nk.LSTM's step as fit runs it. NOT AVAILABLE until nk.LSTM exists (issue 24). The
-    model below assumes an interface (nk.LSTM(n_in, hidden, layers=, bidirectional=,
-    return_sequences=False) on (N, T, F) inputs): the layer's author adjusts it when it
-    lands; tests/test_bench_sections.py runs this then."""
+    """nk.LSTM's step as fit runs it: ``layers`` bidirectional nk.LSTM layers stacked (each
+    but the last returning every step), the last giving both directions' final states."""
     nk = nnkernel_with("LSTM", "issue 24")
-    H = case["hidden"]
-    model = nk.Sequential(
-        nk.LSTM(case["features"], H, layers=case["layers"], bidirectional=True,
-                return_sequences=False),
-        nk.Dense(2 * H, case["classes"]),
-        seed=0, dtype=case.get("dtype", "float32"), backend=nk_backend(case))
+    H, n = case["hidden"], case["layers"]
+    stack = [nk.LSTM(case["features"] if i == 0 else 2 * H, H, bidirectional=True,
+                     return_sequences=i < n - 1) for i in range(n)]
+    model = nk.Sequential(*stack, nk.Dense(2 * H, case["classes"]), seed=0,
+                          dtype=case.get("dtype", "float32"), backend=nk_backend(case))
     train = nk_train_step(nk, model, nk_optimizer(nk, case), case)
     be = model.backend
     data = cycle([(be.asarray(x), be.asarray(t)) for x, t in sequence_batches(case)])
@@ -45,7 +43,7 @@ def nnkernel_lstm(case):
 
 
 def torch_lstm(torch, case):
-    """torch.nn.LSTM (bidirectional) and a Linear head on the last step's outputs."""
+    """torch.nn.LSTM (bidirectional) and a Linear head on its last layer's final states."""
     nn = torch.nn
 
     class Net(nn.Module):
@@ -56,8 +54,8 @@ def torch_lstm(torch, case):
             self.head = nn.Linear(2 * case["hidden"], case["classes"])
 
         def forward(self, x):
-            out, _ = self.lstm(x)
-            return self.head(out[:, -1])
+            _, (h_n, _) = self.lstm(x)  # the last layer's final states, both directions
+            return self.head(torch.cat([h_n[-2], h_n[-1]], dim=-1))
 
     torch.manual_seed(case.get("seed", 0))
     dt = getattr(torch, case.get("dtype", "float32"))
