@@ -7,7 +7,7 @@ far, and the trim threshold ends at twice it: about 4 MiB when a step's largest
 temporaries are 2 MiB. A training step frees and re-allocates the same large
 temporaries every time, so with the defaults each step can return its pages to
 the OS and fault every one of them back (an ensemble of 64 small MLPs faulted
-hundreds of pages per step; bench/RESULTS.md has the figures).
+hundreds of pages per step; bench/history/2026-11-22-intel-sweeps.md has the figures).
 
 `keep_freed_memory` fixes both thresholds, once per process. It is process-wide,
 so nnkernel never calls it behind a library user's back: the command line

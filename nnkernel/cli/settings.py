@@ -12,7 +12,7 @@ from ..run_settings import RunConfig, flag_name, settings_with_flags
 # What `nnkernel train --dataset NAME` uses for the flags not given. The image sets get
 # the 784-256-256-10 ReLU MLP; the toy sets a net of their size. On Fashion-MNIST a cosine
 # decay of Adam's lr reached 0.90 test accuracy in 15 epochs where a constant lr wandered
-# (bench/RESULTS.md).
+# (bench/history/2026-12-02-fashion-tta.md).
 DATASET_DEFAULTS = {
     "digits": {"hidden": [256, 256], "epochs": 20, "batch_size": 32, "lr": 1e-3},
     "fashion-mnist": {"hidden": [256, 256], "epochs": 15, "batch_size": 128, "lr": 1e-3,
@@ -25,7 +25,7 @@ DATASET_DEFAULTS = {
     "linear": {"hidden": [16], "epochs": 200, "batch_size": 16, "lr": 1e-2},
 }
 # With --conv the flags not given take these instead (a CNN needs a smaller Dense part and
-# fewer epochs); "*" for every dataset, then the dataset's own. Measured in bench/RESULTS.md.
+# fewer epochs); "*" for every dataset, then the dataset's own. Measured in bench/history/2026-12-02-fashion-tta.md.
 CONV_DEFAULTS = {
     "*": {"hidden": [128]},
     "fashion-mnist": {"epochs": 6, "schedule": "cosine"},

@@ -13,7 +13,7 @@ the Jacobian-vector product a ⊙ (da − Σ da ⊙ a).
 Only Array API functions are used, with Python floats for constants so a
 float32 array stays float32. Piecewise derivatives multiply by a 0/1 mask
 rather than call ``xp.where``: on NumPy the select is an order of magnitude
-slower (bench/RESULTS.md), and ReLU's backward runs in every step of every
+slower (bench/history/2026-11-22-intel-sweeps.md), and ReLU's backward runs in every step of every
 network.
 """
 

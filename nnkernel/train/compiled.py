@@ -33,7 +33,7 @@ from ..errors import ConfigError
 # Per-key arrays cost each call ~5 µs per buffer more than one flat buffer; the flat layout
 # costs XLA copies proportional to the parameters (views sliced out before each matrix
 # product, gradients concatenated). A tunable measured on one machine: per-key from this many
-# parameters per key on (bench/RESULTS.md, "compiled step layout").
+# parameters per key on (bench/history/2026-12-01-jax-dask-compiled-step.md).
 PER_KEY_FROM = 16384
 
 

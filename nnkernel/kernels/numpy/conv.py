@@ -98,7 +98,7 @@ class NumpyConvKernels(ConvKernels):
     # (C_out, 9)·(9, N·L) product several times slower than the 128 per-sample ones.
     # Where K >= L the one (C_out, K)·(K, N·L) product is the faster form, transpose
     # included, because OpenBLAS spreads one large GEMM over its threads better than
-    # many small ones (bench/RESULTS.md).
+    # many small ones (bench/history/2026-12-01-cnn-step.md).
     @staticmethod
     def _per_sample(cols, N):
         """X̂ (.., K, N·L) as its per-sample blocks (.., N, K, L), a view."""

@@ -73,7 +73,8 @@ def _row_max(z):
     The maximum is exact, so the order of comparisons does not change a bit.
     """
     C = z.shape[-1]
-    if C > 16 or z.size < 256 * C:
+    if C > 16 or z.size < 256 * C:  # tunables: where the column loop measured faster
+        # (bench/history/2026-11-22-intel-sweeps.md, the ensemble's 8192 rows of 10 logits)
         return np.maximum.reduce(z, axis=-1, keepdims=True)  # z.max without its wrappers
     out = z[..., 0:1].copy()
     for j in range(1, C):

@@ -44,7 +44,7 @@ class NumpyOptimKernels:
 
     # Adam passes over p, g, m, v and a temporary a dozen times. On a flat buffer larger than
     # the L2 cache every pass streams from L3 or memory; a slice of this many bytes per array
-    # keeps all five in L2 (bench/RESULTS.md has the measurement).
+    # keeps all five in L2 (a tunable: bench/history/2026-11-22-intel-sweeps.md).
     adam_chunk_bytes = 1 << 18
     def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step,
              flush_subnormals=False):
