@@ -25,7 +25,8 @@ DATASET_DEFAULTS = {
     "linear": {"hidden": [16], "epochs": 200, "batch_size": 16, "lr": 1e-2},
 }
 # With --conv the flags not given take these instead (a CNN needs a smaller Dense part and
-# fewer epochs); "*" for every dataset, then the dataset's own. Measured in bench/history/2026-12-02-fashion-tta.md.
+# fewer epochs); "*" for every dataset, then the dataset's own. Measured in
+# bench/history/2026-12-01-cnn-step.md.
 CONV_DEFAULTS = {
     "*": {"hidden": [128]},
     "fashion-mnist": {"epochs": 6, "schedule": "cosine"},
