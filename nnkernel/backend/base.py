@@ -78,6 +78,8 @@ class Backend:
         self.kernels = self.k = cls.get_kernels()
         self.array_type = cls.array_class()
         self.device = self._resolve_device(device)
+        # whether `activate` does anything: hot paths skip an empty `with` where it does not
+        self.needs_context = self.activate() is not _NO_CONTEXT
 
     # -- the library, once per class -------------------------------------------------------
     @classmethod

@@ -73,7 +73,7 @@ class Dense(Layer):
             z, a = None, ctx.k.affine_act(x, W, b, g.name)
         else:
             z = ctx.k.affine(x, W, b)           # z = xW + b
-            a = ctx.k.activation(g, z)          # a = g(z)
+            a = z if linear else ctx.k.activation(g, z)  # a = g(z)
             z = z if g.needs_z else None
 
         def backprop(da, need_dx=True):

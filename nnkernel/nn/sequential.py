@@ -149,10 +149,15 @@ class Sequential(ModelData):
         recurrent layer).
         """
         self.store.fresh()  # views of what a rebinding update or a compiled step left
-        with self.backend.activate():  # every buffer and launch on the model's device
-            x, out_shape, shared = self._check_input(x)
-            y, backprops = self.run(self._own_pass, x, train, self._side(inputs) if inputs
-                                    else None)
+        if self.backend.needs_context:  # every buffer and launch on the model's device
+            with self.backend.activate():
+                return self._forward(x, train, record, inputs)
+        return self._forward(x, train, record, inputs)
+
+    def _forward(self, x, train, record, inputs):
+        x, out_shape, shared = self._check_input(x)
+        y, backprops = self.run(self._own_pass, x, train, self._side(inputs) if inputs
+                                else None)
         if train if record is None else record:
             self._recorded = (backprops, out_shape, shared)
         return y
@@ -200,10 +205,15 @@ class Sequential(ModelData):
             raise ShapeError(f"dy has shape {tuple(dy.shape)}, but the recorded forward "
                              f"returned {out_shape}")
         self._grads.left_out.clear()
-        with self.backend.activate():
-            dy = self.backprop(self._own_pass, backprops, dy, input_grad)
-            if dy is not None and self.ensemble is not None and shared:
-                dy = self.xp.sum(dy, axis=0)  # one input feeds every member
+        if self.backend.needs_context:
+            with self.backend.activate():
+                return self._backward(backprops, dy, input_grad, shared)
+        return self._backward(backprops, dy, input_grad, shared)
+
+    def _backward(self, backprops, dy, input_grad, shared):
+        dy = self.backprop(self._own_pass, backprops, dy, input_grad)
+        if dy is not None and self.ensemble is not None and shared:
+            dy = self.xp.sum(dy, axis=0)  # one input feeds every member
         return dy
 
     def backprop(self, run: Pass, backprops, dy, input_grad: bool = True):
