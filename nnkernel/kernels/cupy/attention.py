@@ -30,26 +30,12 @@ try:
 except ImportError:  # the CUDA sources stay readable, and compile-testable, without CuPy
     cupy = None
 
-from .specs import Raw
+from .specs import WARP_REDUCTIONS, Raw
 
 _COMMON = r"""
 typedef %(ctype)s T;
 typedef long long i64;
-
-__device__ __forceinline__ T warp_sum(T x) {
-    for (int offset = 16; offset > 0; offset >>= 1)
-        x += __shfl_xor_sync(0xffffffffu, x, offset);
-    return x;
-}
-
-__device__ __forceinline__ T warp_max(T x) {
-    for (int offset = 16; offset > 0; offset >>= 1) {
-        T other = __shfl_xor_sync(0xffffffffu, x, offset);
-        x = other > x ? other : x;
-    }
-    return x;
-}
-"""
+""" + WARP_REDUCTIONS
 
 _SOFTMAX = r"""
 // P = softmax(s * scale + mask) of each row of s (rows x T), in place; causal: the

@@ -34,7 +34,7 @@ try:
 except ImportError:  # the CUDA sources stay readable, and compile-testable, without CuPy
     cupy = None
 
-from .specs import Raw
+from .specs import WARP_REDUCTIONS, Raw
 
 _SOURCE = r"""
 typedef %(ctype)s T;
@@ -42,21 +42,7 @@ typedef %(ttype)s TT;
 typedef long long i64;
 #define LABELS %(labels)d
 #define ROW_PER_BLOCK %(block)d
-
-__device__ __forceinline__ T warp_sum(T x) {
-    for (int offset = 16; offset > 0; offset >>= 1)
-        x += __shfl_xor_sync(0xffffffffu, x, offset);
-    return x;
-}
-
-__device__ __forceinline__ T warp_max(T x) {
-    for (int offset = 16; offset > 0; offset >>= 1) {
-        T other = __shfl_xor_sync(0xffffffffu, x, offset);
-        x = other > x ? other : x;
-    }
-    return x;
-}
-
+""" + WARP_REDUCTIONS + r"""
 #if ROW_PER_BLOCK
 // The whole block's max or sum of x: shuffles within each warp, then warp 0 over the
 // warps' partials. partial[32] holds the result, apart from the slots warp 0 reads.

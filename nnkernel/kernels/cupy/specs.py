@@ -35,6 +35,24 @@ from dataclasses import dataclass
 
 FLOATS = ("float32", "float64", "float16")  # what a T parameter may be at run time
 
+# A warp's sum and maximum by shuffles, for raw sources that take a row per warp (T: the
+# source's float type); no '%' in it, so it joins sources that are %-formatted.
+WARP_REDUCTIONS = r"""
+__device__ __forceinline__ T warp_sum(T x) {
+    for (int offset = 16; offset > 0; offset >>= 1)
+        x += __shfl_xor_sync(0xffffffffu, x, offset);
+    return x;
+}
+
+__device__ __forceinline__ T warp_max(T x) {
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        T other = __shfl_xor_sync(0xffffffffu, x, offset);
+        x = other > x ? other : x;
+    }
+    return x;
+}
+"""
+
 
 @dataclass(frozen=True)
 class Elementwise:
