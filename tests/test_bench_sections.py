@@ -1,7 +1,7 @@
 """The transformer and recurrent sections of `nnkernel bench` (issues 23, 24) and the registry
 that adds a case: the torch sides are the models the issues name, the FLOP counts are the ones
-torch's own FlopCounterMode counts, and the nnkernel sides say "not available" (no number)
-until nk.gpt / nk.LSTM exist, then build and run."""
+torch's own FlopCounterMode counts, and the nnkernel sides build and run (a side whose layer
+is missing says "not available": no number is made up)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ the flags that do not apply, on a small text the tests write (tiny models: width
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -25,7 +24,6 @@ from nnkernel.io import checkpoint
 GPT = ["--model", "gpt", "--block-size", "12", "--layers", "2", "--heads", "2", "--dim", "8",
        "--batch-size", "4", "--steps", "30", "--eval-interval", "10", "--warmup", "3",
        "--threads", "1"]
-HAS_LSTM = importlib.util.find_spec("nnkernel.nn.recurrent") is not None
 
 
 def write_text(path, lines=40, seed=0):
@@ -218,7 +216,6 @@ def test_ctrl_c_mid_interval_then_resume_is_bit_identical(tmp_path):
     assert code == 2 and "is not the text the run was trained on" in err
 
 
-@pytest.mark.skipif(not HAS_LSTM, reason="nk.LSTM (the recurrent branch) is not in this build")
 def test_a_character_lstm_trains_generates_and_evaluates(capsys, tmp_path):
     corpus = write_text(tmp_path / "c.txt")
     out = tmp_path / "lstm"
@@ -236,15 +233,6 @@ def test_a_character_lstm_trains_generates_and_evaluates(capsys, tmp_path):
     code, stdout, _ = run(capsys, "evaluate", out, "--json")
     assert code == 0 and json.loads(stdout)["val_loss"] == pytest.approx(  # the same windows
         json.loads((out / "metrics.json").read_text())["val_loss"][-1], rel=1e-6)
-
-
-def test_lstm_without_recurrent_layers_is_refused_by_name(capsys, tmp_path):
-    if HAS_LSTM:
-        pytest.skip("this build has nk.LSTM")
-    corpus = write_text(tmp_path / "c.txt")
-    code, _, err = run(capsys, "train", "--dataset", corpus, "--model", "lstm",
-                       "--out", tmp_path / "r")
-    assert code == 2 and "nk.LSTM" in err
 
 
 def test_defaults_are_nanogpts_cpu_configuration_and_the_schedule_ends_at_a_tenth():

@@ -3,8 +3,6 @@ the model's max_len, batches, every backend, a recurrent model's carried state, 
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 from conftest import BACKENDS, host, make
@@ -102,8 +100,6 @@ def test_refusals():
     assert np.array_equal(nk.generate(model, [1, 2], 0), [1, 2])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("nnkernel.nn.recurrent") is None,
-                    reason="nk.LSTM (the recurrent branch) is not in this build")
 def test_a_recurrent_model_carries_its_state_as_rereading_would():
     lstm = nk.Sequential(nk.Embedding(V, 6, std=1.0), nk.LSTM(6, 10, return_sequences=True),
                          nk.LSTM(10, 10, return_sequences=True), nk.Dense(10, V),
