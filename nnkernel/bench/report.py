@@ -11,12 +11,12 @@ import time
 from .runner import OPENBLAS_VARS, BenchError
 
 WIDTH = 100  # the table and the header lines fit this many columns
-VS_CELL = 18  # "1.04x [0.95–1.10]", "0.005x [0.004–0.006]" a little more
+VS_CELL = 20  # "1.04x [0.95–1.10]" to "0.055x [0.032–0.078]"
 
 
 def _num(v: float) -> str:
-    """Four significant digits from 10 on, three below."""
-    return f"{v:.1f}" if v >= 100 else f"{v:.2f}"
+    """Four significant digits from 10 on, three below; no decimals from 1000 on."""
+    return f"{v:.0f}" if v >= 1000 else f"{v:.1f}" if v >= 100 else f"{v:.2f}"
 
 
 def _scale(s: float) -> tuple[float, str]:
@@ -45,7 +45,7 @@ def fmt_ratio(v: dict) -> str:
 
 
 # columns before the "vs <reference>" cells; one line per implementation under its case
-TABLE_HEAD = f"  {'impl':<14}{'time/step':>9} {'[min–max]':<13}{'rate':>7}{'GF/s':>6}{'%GEMM':>6}"
+TABLE_HEAD = f"  {'impl':<14}{'time/step':>9} {'[min–max]':<13}{'rate':>6}{'GF/s':>5}{'%GEMM':>6}"
 
 
 def section_head(section: str, refs) -> list[str]:
@@ -63,14 +63,14 @@ def format_row(row: dict) -> str:
     k, _ = _scale(row["median_s"])
     span = f"[{_num(row['min_s'] * k)}–{_num(row['max_s'] * k)}]"
     gf, pct = row["gflops"], row["pct_ceiling"]
-    gf = "—" if gf is None else f"{gf:.0f}" if gf >= 100 else f"{gf:.3g}" if gf >= 0.01 \
-        else "<0.01"
+    gf = "—" if gf is None else f"{gf:.0f}" if gf >= 100 else f"{gf:.3g}" if gf >= 0.1 \
+        else "<0.1"
     pct = "—" if pct is None else f"{pct:.0f}%" if pct >= 1 else f"{pct:.1f}%" if pct >= 0.1 \
         else "<0.1%"
     vs = "".join(f"  {fmt_ratio(row['vs'][ref]) if ref in row['vs'] else '':<{VS_CELL}}"
                  for ref in row.get("refs", row["vs"]))
     return (f"  {row['impl']:<14}{fmt_time(row['median_s']):>9} {span:<13}"
-            f"{fmt_rate(row['throughput']):>7}{gf:>6}{pct:>6}{vs}").rstrip()
+            f"{fmt_rate(row['throughput']):>6}{gf:>5}{pct:>6}{vs}").rstrip()
 
 
 def unavailable_line(impl: str, why: str) -> str:
