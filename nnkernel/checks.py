@@ -51,3 +51,19 @@ def finite_positive(name, value, allow_zero=False) -> float:
         raise ConfigError(f"{name} must be finite and {'>= 0' if allow_zero else '> 0'}, "
                           f"got {value}")
     return v
+
+
+def float32_overflow(a: np.ndarray):
+    """The index of the first finite value of ``a`` too large for float32 (it would become
+    Inf when the data are cast), or None."""
+    if a.dtype.kind != "f" or a.dtype.itemsize <= 4 or a.size == 0:
+        return None
+    limit = float(np.finfo(np.float32).max)
+    with np.errstate(invalid="ignore"):
+        lo, hi = float(np.min(a)), float(np.max(a))  # no copy of ``a`` in the common case
+    if -limit <= lo and hi <= limit:
+        return None
+    if not np.abs(a[np.isfinite(a)]).max(initial=0.0) > limit:
+        return None
+    flat = int(np.flatnonzero(np.isfinite(a) & (np.abs(a) > limit))[0])
+    return np.unravel_index(flat, a.shape)

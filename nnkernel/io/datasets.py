@@ -23,6 +23,7 @@ import numpy as np
 
 from nnkernel.errors import ConfigError, DatasetError, DTypeError, NonFiniteError, ShapeError
 
+from ..checks import float32_overflow
 from . import labels
 from .dataset import (
     IDX_FILES,
@@ -36,7 +37,6 @@ from .dataset import (
 )
 from .download import SOURCES, Source, download, how_to_get
 from .idx import load_idx
-from .labels import float32_overflow
 from .tabular import load_csv, read_csv_features, read_npy, read_npz
 
 __all__ = [

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import float32_overflow
 from ..errors import ConfigError, DatasetError, NonFiniteError
 
 __all__ = ["TASKS", "Part", "check_range", "check_task", "decide"]
@@ -182,19 +183,3 @@ def _show(value) -> str:
     if isinstance(number, float) and not (number.is_integer() and abs(number) < 1e16):
         return repr(number)
     return str(int(number))
-
-
-def float32_overflow(a: np.ndarray):
-    """The index of the first finite value of ``a`` too large for float32 (it would become
-    Inf when the data are cast), or None."""
-    if a.dtype.kind != "f" or a.dtype.itemsize <= 4 or a.size == 0:
-        return None
-    limit = float(np.finfo(np.float32).max)
-    with np.errstate(invalid="ignore"):
-        lo, hi = float(np.min(a)), float(np.max(a))  # no copy of ``a`` in the common case
-    if -limit <= lo and hi <= limit:
-        return None
-    if not np.abs(a[np.isfinite(a)]).max(initial=0.0) > limit:
-        return None
-    flat = int(np.flatnonzero(np.isfinite(a) & (np.abs(a) > limit))[0])
-    return np.unravel_index(flat, a.shape)

@@ -25,9 +25,9 @@ import numpy as np
 
 from nnkernel.errors import CheckpointError, DatasetError, NonFiniteError
 
+from ..checks import float32_overflow
 from . import labels, npy_read
 from .dataset import from_arrays
-from .labels import float32_overflow
 from .safe_read import bytes_from_env, open_regular
 
 if TYPE_CHECKING:  # datasets imports this module; this one imports it back only when called

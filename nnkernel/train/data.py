@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..backend import dtype_name, is_float, is_integer
-from ..checks import in_range, integer, is_int
+from ..checks import float32_overflow, in_range, integer, is_int
 from ..errors import ConfigError, DTypeError, NonFiniteError, ShapeError
 from ..losses import check_probabilities
 
@@ -70,12 +70,11 @@ def _prepare(model, X, y, classify, what):
 
 def _check_range(a, model, what) -> None:
     """Finite host values that the model's float32 cannot hold would become Inf silently."""
-    if (isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.dtype.itemsize > 4
-            and dtype_name(model.dtype) == "float32" and a.size):
-        top = float(np.nanmax(np.abs(a), initial=0.0, where=np.isfinite(a)))
-        if top > float(np.finfo(np.float32).max):
-            raise ConfigError(f"{what} has values beyond float32's range (largest magnitude "
-                              f"{top:.3g}); scale them, or use a float64 model")
+    big = float32_overflow(a) if isinstance(a, np.ndarray) and dtype_name(
+        model.dtype) == "float32" else None
+    if big is not None:
+        raise ConfigError(f"{what} has values beyond float32's range ({a[big]:.3g} at "
+                          f"{tuple(int(i) for i in big)}); scale them, or use a float64 model")
 
 
 def _host_numbers(a) -> bool:
