@@ -26,6 +26,8 @@ from nnkernel.backend import to_numpy
 from nnkernel.kernels.numpy import NumpyKernels
 from nnkernel.kernels.reference import Kernels
 
+EVERY_BACKEND = ("jax",)  # JAX joins this module's backends; Dask's gradient checks: test_dask.py
+
 TOL = 1e-7
 EPS = 1e-5
 

@@ -18,6 +18,8 @@ import nnkernel as nk
 from nnkernel.kernels.numpy import NumpyKernels
 from nnkernel.kernels.reference import Kernels
 
+EVERY_BACKEND = ("jax",)  # JAX joins this module's backends; Dask's gradient checks: test_dask.py
+
 TOL = 1e-6
 EPS = 1e-5
 
@@ -250,3 +252,17 @@ def test_numpy_twin_matches_reference(dtype):
         assert dW_t is buf
         np.testing.assert_allclose(dW_t, dW_r, **tol)
         np.testing.assert_allclose(dx_t, dx_r, **tol)
+
+
+@pytest.mark.parametrize("bad", [-1, 5])
+def test_fit_refuses_out_of_range_ids_once_per_dataset_on_every_backend(backend, bad):
+    """fit checks the ids when it moves the data: a step on a GPU (or in a compiled JAX
+    program) does not read them, and a gather there would clamp or wrap a bad id."""
+    model = nk.Sequential(nk.Embedding(5, 3), nk.Dense(3, 2), backend=backend)
+    before = host(model.store.flat).copy()
+    X = np.tile(np.arange(4), (6, 1))
+    X[4, 1] = bad
+    with pytest.raises(nk.ShapeError, match=r"training data: ids must be in \[0, 4\]"):
+        nk.fit(model, X, np.zeros((6, 4), dtype=np.int64), epochs=1, batch_size=3,
+               progress=False)
+    np.testing.assert_array_equal(host(model.store.flat), before)

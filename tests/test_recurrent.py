@@ -24,6 +24,8 @@ from nnkernel.kernels import Kernels
 from nnkernel.kernels.numpy import NumpyKernels
 from nnkernel.nn.layer import layer_from_config
 
+EVERY_BACKEND = ("jax",)  # JAX joins this module's backends; Dask's gradient checks: test_dask.py
+
 EPS = 1e-5  # truncation ~ε² and round-off ~1e-16 |L| / ε both stay near 1e-8 of a gradient
 TOL = 1e-6  # largest relative error along random directions (`directional_check`)
 # nk.gradcheck checks small arrays element by element: through saturated gates a few entries

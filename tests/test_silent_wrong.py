@@ -25,6 +25,8 @@ from nnkernel.errors import (
     ShapeError,
 )
 
+EVERY_BACKEND = True  # JAX and Dask too: every finding on every backend (conftest.py)
+
 
 def small(backend="numpy", seed=0, **kw):
     return nk.Sequential(nk.Dense(3, 5, "tanh"), nk.BatchNorm(5), nk.Dense(5, 2), seed=seed,

@@ -65,6 +65,9 @@ class Embedding(Layer):
     def param_shapes(self):
         return {"W": (self.num_embeddings, self.dim)}
 
+    def vocabulary(self):
+        return self.num_embeddings
+
     def init_params(self, rng, ensemble=None, next_layer=None):
         no_ensemble(self, ensemble)
         return {"W": rng.normal(0.0, self.std, size=(self.num_embeddings, self.dim))}

@@ -38,6 +38,10 @@ class Layer:
         """A combinator's own layers, applied in order (Residual); () for a plain layer."""
         return ()
 
+    def vocabulary(self) -> int | None:
+        """For a layer that takes integer ids: how many (ids are 0..vocabulary−1)."""
+        return None
+
     @property
     def ties(self) -> dict:
         """Parameters that are another layer's: {name: (that layer, its name)}."""

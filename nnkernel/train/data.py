@@ -55,6 +55,12 @@ def _prepare(model, X, y, classify, what):
             raise DTypeError(f"{what}: X must hold integer ids for a model whose first layer "
                              f"is {type(model.layers[0]).__name__}, got dtype "
                              f"{dtype_name(X.dtype)}")
+        V = model.layers[0].vocabulary()  # checked once here: a GPU's step does not read them
+        lo, hi = int(xp.min(X)), int(xp.max(X))
+        if V is not None and (lo < 0 or hi >= V):
+            raise ShapeError(f"{what}: ids must be in [0, {V - 1}] for "
+                             f"{type(model.layers[0]).__name__}({V}, ...), found values in "
+                             f"[{lo}, {hi}]")
     elif not is_float(X.dtype) and not is_integer(X.dtype) and dtype_name(X.dtype) != "bool":
         raise DTypeError(f"{what}: X must hold numbers, got dtype {dtype_name(X.dtype)}")
     elif X.dtype != model.dtype:  # integer pixels or another float width
