@@ -48,19 +48,19 @@ def _as_output_array(xp, y, a, what: str, dtype=None):
         raise BackendMismatchError(f"{what} is on device {array_api_compat.device(a)!s} but the "
                                    f"outputs are on {array_api_compat.device(y)!s}; move it "
                                    f"with model.backend.asarray(...) first")
-    if isinstance(a, np.ndarray) and type(y).__module__.split(".")[0] in ("numpy", "dask"):
-        return a
-    try:
-        theirs = backend_class_of(a).name
-    except Exception:  # noqa: BLE001 - an array type nnkernel does not know
-        theirs = f"{type(a).__module__}.{type(a).__name__}"
-    if isinstance(a, np.ndarray):
+    if isinstance(a, np.ndarray):  # host data: NumPy and Dask outputs take it as it is
+        if type(y).__module__.split(".")[0] in ("numpy", "dask"):
+            return a
         return xp.asarray(a, dtype=dtype, device=array_api_compat.device(y))
     try:
         taken = xp.from_dlpack(a)
     except Exception:  # noqa: BLE001 - not shareable: say which libraries met
         taken = None
     if taken is None or array_api_compat.device(taken) != array_api_compat.device(y):
+        try:
+            theirs = backend_class_of(a).name
+        except Exception:  # noqa: BLE001 - an array type nnkernel does not know
+            theirs = f"{type(a).__module__}.{type(a).__name__}"
         raise BackendMismatchError(
             f"{what} is a {theirs} array but the outputs are {backend_class_of(y).name} "
             f"arrays on {array_api_compat.device(y)!s}; convert them with "
